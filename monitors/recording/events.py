@@ -1,0 +1,218 @@
+"""Job events built from Celery's signals: plain dicts of JobExecution columns.
+
+Every builder reads only what the signal hands it; none touches the database or the broker.
+"""
+
+import os
+import time
+from datetime import UTC, datetime
+
+from django.utils.dateparse import parse_datetime
+
+from monitors.conf import setting
+from monitors.recording.payload import PayloadCleaner, shorten
+
+# `progress` = retries * STAGES + stage orders one job's events without trusting clocks.
+STAGES = 4
+STAGE = {"enqueued": 0, "received": 1, "started": 2}
+FINISHED_STAGE = 3
+PUBLISHED_HEADER = "jobwatch_published_at"
+
+# task_postrun's `state` → our state.
+POSTRUN_STATES = {
+    "SUCCESS": "succeeded",
+    "FAILURE": "failed",
+    "RETRY": "retried",
+    "REJECTED": "rejected",
+    "REVOKED": "revoked",
+    "IGNORED": "succeeded",
+}
+
+
+def now():
+    return datetime.now(UTC)
+
+
+def progress(retries, state):
+    return (retries or 0) * STAGES + STAGE.get(state, FINISHED_STAGE)
+
+
+def as_datetime(value):
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        parsed = parse_datetime(str(value))
+    except ValueError:
+        return None
+    if parsed is not None and parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def epoch_datetime(value):
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+def message_fields(body, headers):
+    """(task_id, task_name, args, kwargs, retries, eta, expires, parent, root, group) of a message,
+    Celery protocol 2 (headers + (args, kwargs, embed) body) or protocol 1 (all in the body)."""
+    headers = headers or {}
+    if "task" in headers and "id" in headers:
+        args, kwargs = (body[0], body[1]) if isinstance(body, (list, tuple)) and len(body) >= 2 else ((), {})
+        source = headers
+    else:
+        source = body if isinstance(body, dict) else {}
+        args, kwargs = source.get("args", ()), source.get("kwargs", {})
+    return {
+        "task_id": source.get("id"),
+        "task_name": source.get("task") or "",
+        "args": args,
+        "kwargs": kwargs,
+        "retries": source.get("retries") or 0,
+        "eta": as_datetime(source.get("eta")),
+        "expires": as_datetime(source.get("expires")),
+        "parent_id": source.get("parent_id") or "",
+        "root_id": source.get("root_id") or "",
+        "group_id": source.get("group") or source.get("taskset") or "",
+    }
+
+
+def cleaned_arguments(args, kwargs):
+    cleaned_args, cleaned_kwargs, size, complete = PayloadCleaner.from_settings().clean(args, kwargs)
+    return {"args": cleaned_args, "kwargs": cleaned_kwargs, "payload_size": size, "payload_complete": complete}
+
+
+def enqueued_event(fields, exchange, routing_key, declare, properties, published_at):
+    event = {
+        "task_id": fields["task_id"],
+        "task_name": fields["task_name"],
+        "state": "enqueued",
+        "progress": progress(fields["retries"], "enqueued"),
+        "retries": fields["retries"],
+        "queue": queue_name(exchange, routing_key, declare),
+        "exchange": exchange or "",
+        "routing_key": routing_key or "",
+        "priority": (properties or {}).get("priority"),
+        "eta": fields["eta"],
+        "expires": fields["expires"],
+        "parent_id": fields["parent_id"],
+        "root_id": fields["root_id"],
+        "group_id": fields["group_id"],
+        "enqueued_at": published_at,
+        "updated_at": published_at,
+    }
+    event.update(cleaned_arguments(fields["args"], fields["kwargs"]))
+    return event
+
+
+def queue_name(exchange, routing_key, declare):
+    for queue in declare or ():
+        name = getattr(queue, "name", None)
+        if name:
+            return name
+    return routing_key or ""
+
+
+def received_event(request):
+    delivery = request.delivery_info or {}
+    retries = (request.request_dict or {}).get("retries") or 0
+    moment = now()
+    return {
+        "task_id": request.id,
+        "task_name": request.name or "",
+        "state": "received",
+        "progress": progress(retries, "received"),
+        "retries": retries,
+        "queue": delivery.get("routing_key") or "",
+        "received_at": moment,
+        "worker": request.hostname or "",
+        "updated_at": moment,
+    }
+
+
+def started_event(task_id, task, args, kwargs):
+    request = task.request
+    delivery = request.delivery_info or {}
+    retries = request.retries or 0
+    moment = now()
+    event = {
+        "task_id": task_id,
+        "task_name": task.name or "",
+        "state": "started",
+        "progress": progress(retries, "started"),
+        "retries": retries,
+        "queue": delivery.get("routing_key") or "",
+        "started_at": moment,
+        "worker": request.hostname or "",
+        "worker_pid": os.getpid(),
+        "parent_id": request.parent_id or "",
+        "root_id": request.root_id or "",
+        "group_id": request.group or "",
+        "updated_at": moment,
+    }
+    event.update(cleaned_arguments(args, kwargs))
+    return event
+
+
+def finished_event(task_id, task, state, started_monotonic, retval, failure):
+    request = task.request
+    retries = request.retries or 0
+    moment = now()
+    event = {
+        "task_id": task_id,
+        "task_name": task.name or "",
+        "state": state,
+        "progress": progress(retries, state),
+        "retries": retries,
+        "finished_at": moment,
+        "worker": request.hostname or "",
+        "worker_pid": os.getpid(),
+        "updated_at": moment,
+    }
+    if started_monotonic is not None:
+        event["runtime"] = time.monotonic() - started_monotonic
+    if state == "succeeded" and retval is not None:
+        event["result"] = shorten(repr(retval), setting("RESULT_MAX_LENGTH"))
+    if failure:
+        event.update(failure)
+    return event
+
+
+def failure_fields(exception, einfo):
+    traceback = ""
+    if einfo is not None:
+        traceback = shorten(str(getattr(einfo, "traceback", "") or ""), setting("TRACEBACK_MAX_LENGTH"))
+    return {
+        "exception_type": exception_type(exception),
+        "exception_message": shorten(str(exception), setting("TRACEBACK_MAX_LENGTH")),
+        "traceback": traceback,
+    }
+
+
+def exception_type(exception):
+    cls = type(exception)
+    module = cls.__module__
+    return cls.__qualname__ if module in ("builtins", None) else f"{module}.{cls.__qualname__}"
+
+
+def lost_event(task_id, task_name, retries, state, reason, exception=None, einfo=None):
+    """A terminal event the worker's main process reports (revoked, rejected, lost, timed out)."""
+    moment = now()
+    event = {
+        "task_id": task_id,
+        "task_name": task_name or "",
+        "state": state,
+        "progress": progress(retries, state),
+        "retries": retries or 0,
+        "finished_at": moment,
+        "updated_at": moment,
+        "exception_message": reason,
+    }
+    if exception is not None:
+        event.update(failure_fields(exception, einfo))
+    return event

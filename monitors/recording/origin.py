@@ -1,0 +1,238 @@
+"""What caused an enqueue: the model save in progress, the receiver that called `delay`, the
+transaction it ran in, and the request or task around it.
+
+Saves cost nothing extra: instead of hooking every save, the publisher walks its own stack once
+per enqueue. Django's `Signal.send` keeps the signal, the sender, the receiver being called and
+the save's arguments (instance, created, update_fields) in its frame, so the innermost such frame
+names both the save and the receiver. A job deferred with `transaction.on_commit` (or Celery's
+`delay_on_commit`) is published after the commit, when that stack is gone, so the origin is
+captured when the callback is registered and carried to the publish in a context variable.
+
+Two small wrappers make that possible, installed once by `install()`:
+- `BaseDatabaseWrapper.on_commit`, the one path every on_commit takes, captures the origin;
+- `Atomic.__enter__` gives each outermost transaction an id, which groups the jobs one
+  transaction enqueued (bulk loops) and tells the orphan detector which transaction to ask about.
+"""
+
+import contextvars
+import functools
+import os
+import sys
+import uuid
+
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Model
+from django.db.models import signals as model_signals
+from django.db.transaction import Atomic
+from django.dispatch.dispatcher import Signal
+
+current_request = contextvars.ContextVar("jobwatch_request", default=None)
+deferred_origin = contextvars.ContextVar("jobwatch_deferred_origin", default=None)
+
+SIGNAL_SEND_CODES = {Signal.send.__code__, Signal.send_robust.__code__}
+SAVE_SIGNALS = {model_signals.pre_save, model_signals.post_save}
+DELETE_SIGNALS = {model_signals.pre_delete, model_signals.post_delete}
+MODEL_METHODS = {"save", "save_base", "delete"}
+
+# Frames in these folders are machinery between the user's call and our signal handler; the
+# first frame outside them is "the function that enqueued".
+_MACHINERY = tuple(
+    os.path.dirname(path) + os.sep
+    for path in (
+        __import__("celery").__file__,
+        __import__("kombu").__file__,
+        __import__("amqp").__file__,
+        __import__("billiard").__file__,
+        __import__("vine").__file__,
+        os.path.dirname(__file__) + "/x",
+        os.path.dirname(Signal.send.__code__.co_filename) + "/x",
+        os.path.dirname(BaseDatabaseWrapper.on_commit.__code__.co_filename) + "/x",
+        os.path.dirname(Atomic.__enter__.__code__.co_filename) + "/x",
+        functools.__file__,
+    )
+) + ("<frozen ",)
+_BEAT_FILE = os.path.join(os.path.dirname(__import__("celery").__file__), "beat.py")
+_machinery_cache = {}
+
+
+def is_machinery(code):
+    known = _machinery_cache.get(code)
+    if known is None:
+        known = _machinery_cache[code] = code.co_filename.startswith(_MACHINERY)
+    return known
+
+
+def dotted_name(obj):
+    """module.qualname of a receiver or function, seeing through partials and bound methods."""
+    while isinstance(obj, functools.partial):
+        obj = obj.func
+    obj = getattr(obj, "__func__", obj)
+    module = getattr(obj, "__module__", None) or "?"
+    name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    return f"{module}.{name}"
+
+
+def code_name(frame):
+    module = frame.f_globals.get("__name__", "?")
+    return f"{module}.{frame.f_code.co_qualname}"
+
+
+def model_label(model):
+    meta = getattr(model, "_meta", None)
+    return meta.label if meta is not None else ""
+
+
+def pk_text(instance):
+    pk = getattr(instance, "pk", None)
+    return "" if pk is None else str(pk)
+
+
+def capture(start_frame):
+    """The origin seen from `start_frame` upwards, as a dict of JobExecution origin_* fields."""
+    origin = {}
+    caller = None
+    model_frame = None
+    beat = False
+    frame = start_frame
+    while frame is not None:
+        code = frame.f_code
+        if code in SIGNAL_SEND_CODES:
+            describe_signal(origin, frame.f_locals)
+            break
+        if code.co_name in MODEL_METHODS and model_frame is None and isinstance(frame.f_locals.get("self"), Model):
+            model_frame = frame
+        if caller is None and not is_machinery(code):
+            caller = frame
+        if code.co_filename == _BEAT_FILE:
+            beat = True
+        frame = frame.f_back
+
+    if not origin and model_frame is not None:
+        # Enqueued from an overridden save()/delete() rather than a receiver.
+        instance = model_frame.f_locals["self"]
+        origin["origin_kind"] = "delete" if model_frame.f_code.co_name == "delete" else "save"
+        origin["origin_model"] = model_label(instance)
+        origin["origin_pk"] = pk_text(instance)
+        fields = model_frame.f_locals.get("update_fields")
+        origin["origin_update_fields"] = sorted(fields) if fields else None
+    if caller is not None and not origin.get("origin_receiver"):
+        origin["origin_receiver"] = code_name(caller)
+    if not origin.get("origin_kind"):
+        origin["origin_kind"] = "beat" if beat else ""
+    add_transaction(origin)
+    request = current_request.get()
+    if request is not None:
+        origin["origin_request"], origin["origin_request_id"] = request
+    return origin
+
+
+def describe_signal(origin, send_locals):
+    signal = send_locals.get("self")
+    named = send_locals.get("named") or {}
+    sender = send_locals.get("sender")
+    receiver = send_locals.get("receiver")
+    instance = named.get("instance")
+    if signal in SAVE_SIGNALS:
+        origin["origin_kind"] = "save"
+        origin["origin_created"] = named.get("created")
+        fields = named.get("update_fields")
+        origin["origin_update_fields"] = sorted(fields) if fields else None
+    elif signal in DELETE_SIGNALS:
+        origin["origin_kind"] = "delete"
+    else:
+        origin["origin_kind"] = "signal"
+    if isinstance(instance, Model):
+        origin["origin_model"] = model_label(instance)
+        origin["origin_pk"] = pk_text(instance)
+    elif isinstance(sender, type) and issubclass(sender, Model):
+        origin["origin_model"] = model_label(sender)
+    if receiver is not None:
+        origin["origin_receiver"] = dotted_name(receiver)
+
+
+def add_transaction(origin):
+    for connection in connections.all(initialized_only=True):
+        if connection.in_atomic_block:
+            origin["origin_in_atomic"] = True
+            origin["origin_transaction"] = getattr(connection, "jobwatch_transaction_id", "") or ""
+            origin["_connection_alias"] = connection.alias
+            return
+    origin["origin_in_atomic"] = False
+
+
+def origin_for_publish(start_frame):
+    """The origin of the job being published now: captured at on_commit time if deferred."""
+    deferred = deferred_origin.get()
+    if deferred is not None:
+        return dict(deferred)
+    return capture(start_frame)
+
+
+def deferral_kind(func):
+    """delay_on_commit registers functools.partial(task.delay or task.apply_async, ...)."""
+    if isinstance(func, functools.partial):
+        target = func.func
+        if getattr(target, "__name__", "") in ("delay", "apply_async") and hasattr(getattr(target, "__self__", None), "apply_async"):
+            return "delay_on_commit"
+    return "on_commit"
+
+
+def run_with_origin(func, origin):
+    @functools.wraps(func)
+    def deferred_call():
+        token = deferred_origin.set(origin)
+        try:
+            return func()
+        finally:
+            deferred_origin.reset(token)
+
+    return deferred_call
+
+
+_installed = False
+_original_on_commit = BaseDatabaseWrapper.on_commit
+_original_atomic_enter = Atomic.__enter__
+
+
+def on_commit_with_origin(self, func, robust=False):
+    try:
+        origin = capture(sys._getframe(1))
+        origin["origin_deferred"] = deferral_kind(func)
+        origin.pop("_connection_alias", None)
+        func = run_with_origin(func, origin)
+    except Exception:  # never let recording break the user's transaction
+        pass
+    return _original_on_commit(self, func, robust)
+
+
+def atomic_enter_with_id(self):
+    connection = connections[self.using or "default"]
+    outermost = not connection.in_atomic_block
+    result = _original_atomic_enter(self)
+    if outermost:
+        connection.jobwatch_transaction_id = uuid.uuid4().hex
+    return result
+
+
+def install():
+    global _installed
+    if _installed:
+        return
+    BaseDatabaseWrapper.on_commit = on_commit_with_origin
+    Atomic.__enter__ = atomic_enter_with_id
+    _installed = True
+
+
+def request_started(sender, environ=None, scope=None, **kwargs):
+    if environ is not None:
+        method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+    elif scope is not None:
+        method, path = scope.get("method", ""), scope.get("path", "")
+    else:
+        return
+    current_request.set((f"{method} {path}"[:300], uuid.uuid4().hex))
+
+
+def request_finished(sender, **kwargs):
+    current_request.set(None)

@@ -1,0 +1,232 @@
+"""Celery and Django signal handlers that feed the recorder.
+
+Each handler is wrapped by `guarded`: whatever goes wrong while recording is counted and logged,
+and never raised into the user's publish or task.
+"""
+
+import functools
+import logging
+import sys
+import threading
+import time
+
+from celery import signals as celery_signals
+from celery._state import get_current_task
+from django.core import signals as django_signals
+from django.db import connections
+
+from monitors.conf import setting
+from monitors.recording import events, origin
+from monitors.recording.writer import EventWriter
+from monitors.references import resolve_references
+
+logger = logging.getLogger("monitors.recorder")
+
+_writer = None
+_logged = set()
+_writer_lock = threading.Lock()
+# Per-thread: the event built before a publish, submitted once the publish succeeded.
+_publishing = threading.local()
+# Per pool process: monotonic start of each running task, and failures awaiting task_postrun.
+_started = {}
+_failures = {}
+# Worker main process: the attempt number of received jobs that are retries, for the rare event
+# it reports itself (a lost pool process, a hard time limit), whose signal carries no request.
+_received_retries = {}
+RECEIVED_RETRIES_KEPT = 10_000
+
+
+def get_writer():
+    global _writer
+    if _writer is None:
+        with _writer_lock:
+            if _writer is None:
+                _writer = EventWriter.from_settings()
+    return _writer
+
+
+def submit(event):
+    get_writer().submit(event)
+
+
+def guarded(handler):
+    @functools.wraps(handler)
+    def safe_handler(*args, **kwargs):
+        if not setting("RECORDER_ENABLED"):
+            return
+        try:
+            handler(*args, **kwargs)
+        except Exception as error:
+            get_writer().count_capture_error(error)
+            # The traceback once per kind of failure; a recorder bug must not flood the logs.
+            kind = (handler.__name__, type(error))
+            logger.warning("Jobwatch recorder: %s failed: %r", handler.__name__, error, exc_info=kind not in _logged)
+            _logged.add(kind)
+
+    return safe_handler
+
+
+@guarded
+def before_task_publish(sender=None, body=None, exchange=None, routing_key=None, headers=None,
+                        properties=None, declare=None, **extra):
+    published = time.time()
+    if headers is not None:
+        headers[events.PUBLISHED_HEADER] = published  # lets queue inspection measure a message's age
+    fields = events.message_fields(body, headers)
+    if not fields["task_id"]:
+        return
+    published_at = events.epoch_datetime(published)
+    event = events.enqueued_event(fields, exchange, routing_key, declare, properties, published_at)
+    running = get_current_task()
+    is_retry = running is not None and getattr(running.request, "id", None) == fields["task_id"]
+    if not is_retry:  # a retry republishes its own message; its origin is the first enqueue's
+        event.update(origin.origin_for_publish(sys._getframe(1)))
+        if running is not None and getattr(running, "name", None):
+            event["origin_task"] = running.name
+            event["origin_kind"] = event.get("origin_kind") or "task"
+        if not event.get("origin_kind"):
+            event["origin_kind"] = "request" if event.get("origin_request") else "other"
+        if event.get("origin_deferred"):
+            event["origin_committed_at"] = published_at  # deferred jobs publish after the commit
+        task = _registered_task(fields["task_name"])
+        event["references"] = resolve_references(fields["task_name"], task, fields["args"], fields["kwargs"])
+    _publishing.event = event
+
+
+def _registered_task(name):
+    from celery import current_app
+
+    return current_app.tasks.get(name)
+
+
+@guarded
+def after_task_publish(sender=None, headers=None, body=None, **extra):
+    event = getattr(_publishing, "event", None)
+    _publishing.event = None
+    if event is None:
+        return
+    alias = event.pop("_connection_alias", None)
+    submit(event)
+    if alias and event.get("origin_in_atomic") and not event.get("origin_deferred"):
+        _note_commit(alias, event["task_id"], event["task_name"])
+
+
+def _note_commit(alias, task_id, task_name):
+    """Record when the transaction that enqueued this job commits. A rolled-back transaction
+    never calls back, which is how the orphan detector tells "rolled back" from "deleted"."""
+
+    def committed():
+        moment = events.now()
+        submit({"task_id": task_id, "task_name": task_name, "state": "enqueued", "progress": 0,
+                "origin_committed_at": moment, "updated_at": moment})
+
+    origin._original_on_commit(connections[alias], committed, robust=True)
+
+
+@guarded
+def task_received(sender=None, request=None, **extra):
+    event = events.received_event(request)
+    if event["retries"]:
+        if len(_received_retries) >= RECEIVED_RETRIES_KEPT:
+            _received_retries.pop(next(iter(_received_retries)))
+        _received_retries[request.id] = event["retries"]
+    submit(event)
+
+
+@guarded
+def task_prerun(sender=None, task_id=None, task=None, args=None, kwargs=None, **extra):
+    _started[task_id] = time.monotonic()
+    submit(events.started_event(task_id, task, args, kwargs))
+
+
+@guarded
+def task_failure(sender=None, task_id=None, exception=None, einfo=None, **extra):
+    failure = events.failure_fields(exception, einfo)
+    if task_id in _started:
+        _failures[task_id] = failure  # task_postrun in this process writes the final event
+        return
+    # Sent by the worker's main process: a hard time limit or a pool process that died.
+    retries = _received_retries.pop(task_id, 0)
+    submit(events.lost_event(task_id, getattr(sender, "name", ""), retries, "failed",
+                             failure["exception_message"], exception, einfo))
+
+
+@guarded
+def task_retry(sender=None, request=None, reason=None, einfo=None, **extra):
+    task_id = getattr(request, "id", None)
+    if task_id:
+        _failures[task_id] = events.failure_fields(reason, einfo)
+
+
+@guarded
+def task_postrun(sender=None, task_id=None, task=None, retval=None, state=None, **extra):
+    started = _started.pop(task_id, None)
+    failure = _failures.pop(task_id, None)
+    final = events.POSTRUN_STATES.get(state, "failed" if failure else "succeeded")
+    submit(events.finished_event(task_id, task, final, started, retval if final == "succeeded" else None, failure))
+
+
+@guarded
+def task_revoked(sender=None, request=None, terminated=None, signum=None, expired=None, **extra):
+    if expired:
+        reason = "expired before it ran"
+    elif terminated:
+        reason = f"terminated by signal {signum}"
+    else:
+        reason = "revoked"
+    submit(events.lost_event(request.id, request.name, _retries_of(request), "revoked", reason))
+
+
+@guarded
+def task_rejected(sender=None, message=None, exc=None, **extra):
+    headers = getattr(message, "headers", None) or {}
+    task_id = headers.get("id")
+    if task_id:
+        reason = f"rejected by the worker: {exc!r}" if exc else "rejected by the worker"
+        submit(events.lost_event(task_id, headers.get("task"), headers.get("retries"), "rejected", reason))
+
+
+@guarded
+def task_unknown(sender=None, name=None, id=None, message=None, exc=None, **extra):
+    if id:
+        headers = getattr(message, "headers", None) or {}
+        submit(events.lost_event(id, name, headers.get("retries"), "rejected",
+                                 f"no worker has the task {name!r} registered", exc))
+
+
+def _retries_of(request):
+    request_dict = getattr(request, "request_dict", None) or {}
+    return request_dict.get("retries") or 0
+
+
+def flush_at_shutdown(**extra):
+    if _writer is not None:
+        _writer.shutdown()
+
+
+CELERY_HANDLERS = {
+    celery_signals.before_task_publish: before_task_publish,
+    celery_signals.after_task_publish: after_task_publish,
+    celery_signals.task_received: task_received,
+    celery_signals.task_prerun: task_prerun,
+    celery_signals.task_failure: task_failure,
+    celery_signals.task_retry: task_retry,
+    celery_signals.task_postrun: task_postrun,
+    celery_signals.task_revoked: task_revoked,
+    celery_signals.task_rejected: task_rejected,
+    celery_signals.task_unknown: task_unknown,
+    celery_signals.worker_process_shutdown: flush_at_shutdown,
+    celery_signals.worker_shutdown: flush_at_shutdown,
+}
+
+
+def connect():
+    """Connect every handler once (safe to call from AppConfig.ready and the Celery app)."""
+    for signal, handler in CELERY_HANDLERS.items():
+        signal.connect(handler, weak=False, dispatch_uid=f"jobwatch.{handler.__name__}")
+    django_signals.request_started.connect(origin.request_started, dispatch_uid="jobwatch.request_started")
+    django_signals.request_finished.connect(origin.request_finished, dispatch_uid="jobwatch.request_finished")
+    origin.install()
+    import atexit
+
+    atexit.register(flush_at_shutdown)

@@ -1,0 +1,240 @@
+"""The recorder's writer: events go into a bounded in-memory buffer and a background thread
+writes them in batches, so a task never waits on the database.
+
+- A full buffer drops the new event and counts it; it never blocks the task.
+- A batch that fails for a connection problem (the database is down or restarting) stays in the
+  buffer and is retried; a batch the database rejects for its content is dropped and counted, so
+  one bad row cannot wedge the recorder.
+- Each process has its own buffer and thread, started lazily; a forked child (the prefork pool)
+  starts empty, so it never writes its parent's events twice.
+- `flush()` at worker shutdown writes what is left.
+- The counters are written with every flush into RecorderProcess, so they reach the database as
+  soon as it is reachable again.
+"""
+
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connections, transaction
+from django.utils import timezone
+
+from monitors.conf import setting
+
+logger = logging.getLogger("monitors.recorder")
+
+
+MAX_BACKOFF = 10.0
+
+
+class Counters:
+    def __init__(self):
+        self.recorded = 0
+        self.dropped_overflow = 0
+        self.dropped_error = 0
+        self.write_errors = 0
+        self.capture_errors = 0
+        self.last_error = ""
+
+    def as_dict(self):
+        return dict(vars(self))
+
+
+class EventWriter:
+    def __init__(self, buffer_size, batch_size, flush_interval, using):
+        self.buffer_size = buffer_size
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.using = using
+        self._reset()
+
+    @classmethod
+    def from_settings(cls):
+        return cls(
+            buffer_size=setting("RECORDER_BUFFER_SIZE"),
+            batch_size=setting("RECORDER_BATCH_SIZE"),
+            flush_interval=setting("RECORDER_FLUSH_INTERVAL"),
+            using=setting("RECORDER_DATABASE"),
+        )
+
+    def _reset(self):
+        self.pid = os.getpid()
+        self.process_started_at = timezone.now()
+        self.counters = Counters()
+        self._events = []
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread = None
+        self._counters_dirty = False
+
+    def submit(self, event):
+        if self.pid != os.getpid():
+            self._reset()  # first event in a forked child
+        with self._lock:
+            if len(self._events) >= self.buffer_size:
+                self.counters.dropped_overflow += 1
+                self._counters_dirty = True
+                return
+            self._events.append(event)
+            full = len(self._events) >= self.batch_size
+        if self._thread is None:
+            self._start_thread()
+        if full:
+            self._wake.set()
+
+    def count_capture_error(self, error):
+        self.counters.capture_errors += 1
+        self.counters.last_error = f"capture: {error!r}"[:2000]
+        self._counters_dirty = True
+
+    def pending(self):
+        return len(self._events)
+
+    def _start_thread(self):
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="jobwatch-recorder", daemon=True)
+            self._thread.start()
+
+    def _run(self):
+        backoff = 0.0
+        while True:
+            if backoff:
+                # The database is unreachable: wait out the back-off whatever arrives, so an
+                # outage is not also a storm of connection attempts.
+                time.sleep(backoff)
+            else:
+                self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            ok = self.flush()
+            backoff = 0.0 if ok else min(max(backoff * 2, self.flush_interval), MAX_BACKOFF)
+
+    def flush(self):
+        """Write everything buffered now. True when the database took it (or there was nothing)."""
+        with self._flush_lock:
+            with self._lock:
+                batch, self._events = self._events, []
+            if not batch and not self._counters_dirty:
+                return True
+            try:
+                self._write(batch)
+            except DatabaseError as error:
+                self._failed(error)
+                if is_transient(error, connections[self.using].vendor):
+                    self._keep_for_retry(batch)
+                else:
+                    self.counters.dropped_error += len(batch)
+                return False
+            except Exception as error:  # a bug of ours must not kill the thread
+                self._failed(error)
+                self.counters.dropped_error += len(batch)
+                logger.exception("Jobwatch recorder: unexpected error writing %d events", len(batch))
+                return False
+            return True
+
+    def _write(self, batch):
+        # Imported here: the writer is created before Django's models are ready (Celery app import).
+        from monitors.recording.upsert import fold_events, write_rows
+
+        close_old_connections()
+        rows = fold_events(batch)
+        self.counters.recorded += len(batch)
+        try:
+            with transaction.atomic(using=self.using):
+                for chunk in chunks(rows, self.batch_size):
+                    write_rows(chunk, self.using)
+                self._write_counters()
+        except Exception as error:
+            self.counters.recorded -= len(batch)
+            if isinstance(error, DatabaseError) and is_transient(error, connections[self.using].vendor):
+                close_quietly(connections[self.using])  # the next attempt reconnects
+            raise
+        self._counters_dirty = False
+
+    def _write_counters(self):
+        from monitors.models import RecorderProcess
+
+        counters = self.counters
+        RecorderProcess.objects.using(self.using).bulk_create(
+            [
+                RecorderProcess(
+                    hostname=socket.gethostname(),
+                    pid=self.pid,
+                    process_started_at=self.process_started_at,
+                    program=program_name(),
+                    events_recorded=counters.recorded,
+                    events_dropped_overflow=counters.dropped_overflow,
+                    events_dropped_error=counters.dropped_error,
+                    write_errors=counters.write_errors,
+                    capture_errors=counters.capture_errors,
+                    last_error=counters.last_error,
+                    last_flush_at=timezone.now(),
+                )
+            ],
+            update_conflicts=True,
+            unique_fields=["hostname", "pid", "process_started_at"],
+            update_fields=[
+                "events_recorded", "events_dropped_overflow", "events_dropped_error", "write_errors",
+                "capture_errors", "last_error", "last_flush_at",
+            ],
+        )
+
+    def _failed(self, error):
+        self.counters.write_errors += 1
+        self.counters.last_error = f"write: {error!r}"[:2000]
+        self._counters_dirty = True
+        logger.warning("Jobwatch recorder could not write to the database: %s", error)
+
+    def _keep_for_retry(self, batch):
+        with self._lock:
+            room = max(self.buffer_size - len(self._events), 0)
+            kept = batch[:room]
+            self.counters.dropped_overflow += len(batch) - len(kept)
+            self._events = kept + self._events
+
+    def shutdown(self, timeout=5.0):
+        """Write what is left; give up (and count it) if the database stays away past `timeout`."""
+        if self.pid != os.getpid():
+            return
+        deadline = time.monotonic() + timeout
+        while not self.flush() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with self._lock:
+            lost, self._events = len(self._events), []
+        if lost:
+            self.counters.dropped_error += lost
+            logger.error("Jobwatch recorder lost %d events at shutdown: the database was unreachable", lost)
+
+
+def is_transient(error, vendor):
+    """Will trying the same batch again later work? Connection loss and lock timeouts: yes.
+    SQLite reports both those and broken SQL as OperationalError, so ask what it said."""
+    if isinstance(error, InterfaceError):
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    if vendor != "sqlite":
+        return True
+    message = str(error).lower()
+    return any(word in message for word in ("locked", "busy", "unable to open", "disk i/o"))
+
+
+def close_quietly(connection):
+    try:
+        connection.close()
+    except Exception:
+        pass
+
+
+def chunks(items, size):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def program_name():
+    return " ".join(os.path.basename(part) for part in sys.argv[:3])[:255]
