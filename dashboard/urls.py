@@ -6,4 +6,5 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="monitors:jobs", permanent=False)),
     path("admin/", admin.site.urls),
     path("jobwatch/", include("monitors.urls")),
+    path("demo/", include("demo.urls")),
 ]

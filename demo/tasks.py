@@ -72,3 +72,17 @@ def noop():
 @shared_task
 def sleep_for(seconds):
     time.sleep(seconds)
+
+
+@shared_task(bind=True, max_retries=3)
+def flaky(self, failures):
+    """Fails `failures` times with a retry, then succeeds (the retry lifecycle)."""
+    if self.request.retries < failures:
+        raise self.retry(exc=ConnectionError("flaky service"), countdown=0)
+    return self.request.retries
+
+
+@shared_task
+def echo(*args, **kwargs):
+    """Returns how many arguments it got; for checking what the recorder keeps of arguments."""
+    return len(args) + len(kwargs)

@@ -79,7 +79,13 @@ def before_task_publish(sender=None, body=None, exchange=None, routing_key=None,
     event = events.enqueued_event(fields, exchange, routing_key, declare, properties, published_at)
     running = get_current_task()
     is_retry = running is not None and getattr(running.request, "id", None) == fields["task_id"]
-    if not is_retry:  # a retry republishes its own message; its origin is the first enqueue's
+    if is_retry:
+        # A retry republishes its own message before task_retry fires: record it as the end of
+        # the attempt that failed (its error arrives next), not as a new enqueue with an origin.
+        event["state"] = "retried"
+        event["progress"] = events.progress(fields["retries"] - 1, "retried")
+        del event["enqueued_at"]
+    else:
         event.update(origin.origin_for_publish(sys._getframe(1)))
         if running is not None and getattr(running, "name", None):
             event["origin_task"] = running.name
@@ -155,7 +161,8 @@ def task_failure(sender=None, task_id=None, exception=None, einfo=None, **extra)
 def task_retry(sender=None, request=None, reason=None, einfo=None, **extra):
     task_id = getattr(request, "id", None)
     if task_id:
-        _failures[task_id] = events.failure_fields(reason, einfo)
+        # `reason` is Celery's Retry; the error that caused it is its .exc, when there is one.
+        _failures[task_id] = events.failure_fields(getattr(reason, "exc", None) or reason, einfo)
 
 
 @guarded

@@ -112,6 +112,10 @@ class EventWriter:
                 self._wake.wait(self.flush_interval)
             self._wake.clear()
             ok = self.flush()
+            if ok and not self._events:
+                # Idle: hand the connection back (to the pool, or closed) rather than hold one
+                # per process forever; a busy writer keeps it between batches.
+                close_quietly(connections[self.using])
             backoff = 0.0 if ok else min(max(backoff * 2, self.flush_interval), MAX_BACKOFF)
 
     def flush(self):

@@ -1,0 +1,85 @@
+"""Real Celery worker processes for integration tests, and waiting for what they record."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+from django.db import connection
+
+REPO = Path(__file__).resolve().parent.parent
+REDIS_URL = "redis://127.0.0.1:6379"
+
+
+def database_url_for_workers():
+    """The URL of the database pytest-django created, for processes started by the tests."""
+    settings = connection.settings_dict
+    user = settings.get("USER") or "postgres"
+    host = settings.get("HOST") or "127.0.0.1"
+    port = settings.get("PORT") or 5432
+    return f"postgresql://{user}@{host}:{port}/{settings['NAME']}"
+
+
+def fresh_redis_url(db):
+    redis.Redis.from_url(f"{REDIS_URL}/{db}").flushdb()
+    return f"{REDIS_URL}/{db}"
+
+
+class WorkerProcess:
+    """`celery worker` with the prefork pool, in its own process group, logging to a file."""
+
+    def __init__(self, log_path, env=None, queues="celery", concurrency=2, name="test"):
+        self.log_path = Path(log_path)
+        self.env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", **(env or {})}
+        self.command = [
+            sys.executable, "-m", "celery", "-A", "dashboard", "worker", "-P", "prefork",
+            "-c", str(concurrency), "-Q", queues, "-n", f"{name}@%h", "-l", "info",
+            "--without-mingle", "--without-gossip",
+        ]
+        self.process = None
+
+    def start(self, timeout=60):
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "w")
+        self.process = subprocess.Popen(
+            self.command, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        wait_for(lambda: " ready." in self.log() or self.process.poll() is not None, timeout, "worker ready")
+        if self.process.poll() is not None:
+            raise RuntimeError(f"worker exited at start:\n{self.log()[-3000:]}")
+        return self
+
+    def log(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout=30):
+        """Warm shutdown (SIGTERM), as a deployment stops a worker: the recorder flushes."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self._log.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def wait_for(predicate, timeout=30, what="condition", interval=0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
