@@ -76,6 +76,7 @@ class JobExecution(models.Model):
     worker_pid = models.IntegerField(null=True, blank=True)
 
     exception_type = models.CharField(max_length=255, blank=True)
+    error_progress = models.PositiveIntegerField(null=True, blank=True, help_text="progress of the event that set the error")
     exception_message = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
     result = models.TextField(blank=True, help_text="repr of the return value, truncated")

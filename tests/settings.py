@@ -1,16 +1,22 @@
 """Settings for the test suite: the site's settings on real PostgreSQL and Redis.
 
-bin/test exports these variables; the defaults here let `pytest` run on its own on a machine with
-the services on their usual ports. pytest-django creates and drops the test database itself.
+The defaults here let `pytest` run on a machine with the services on their usual ports;
+DATABASE_URL and CELERY_BROKER_URL in the environment point it elsewhere. pytest-django creates and drops the test database itself.
 """
 
 import os
 
 os.environ.setdefault("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/jobwatch")
-os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
 os.environ.setdefault("JOBWATCH_VAR_DIR", os.path.join(os.path.dirname(os.path.dirname(__file__)), "var", "test"))
 
+from dashboard.env import sqlite_database  # noqa: E402
 from dashboard.settings import *  # noqa: E402,F403
+
+# Not exported as an environment variable: Celery lets CELERY_BROKER_URL in the environment
+# override the broker of every app in the process, including the tests' own ad-hoc apps.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/14"
+if not CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {}
 
 JOBWATCH = {
     **JOBWATCH,  # noqa: F405
@@ -18,3 +24,6 @@ JOBWATCH = {
     "RECORDER_FLUSH_INTERVAL": 0.1,
 }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# A second, SQLite database: the recorder's SQL must give the same rows on the embedded default.
+DATABASES["embedded"] = sqlite_database(VAR_DIR / "embedded-tests.sqlite3")  # noqa: F405

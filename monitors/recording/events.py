@@ -179,7 +179,7 @@ def finished_event(task_id, task, state, started_monotonic, retval, failure):
     if state == "succeeded" and retval is not None:
         event["result"] = shorten(repr(retval), setting("RESULT_MAX_LENGTH"))
     if failure:
-        event.update(failure)
+        event.update(failure, error_progress=event["progress"])
     return event
 
 
@@ -215,4 +215,5 @@ def lost_event(task_id, task_name, retries, state, reason, exception=None, einfo
     }
     if exception is not None:
         event.update(failure_fields(exception, einfo))
+    event["error_progress"] = event["progress"]
     return event

@@ -24,6 +24,7 @@ logger = logging.getLogger("monitors.recorder")
 
 _writer = None
 _logged = set()
+_exit_flush_registered = False
 _writer_lock = threading.Lock()
 # Per-thread: the event built before a publish, submitted once the publish succeeded.
 _publishing = threading.local()
@@ -234,6 +235,22 @@ def connect():
     django_signals.request_started.connect(origin.request_started, dispatch_uid="jobwatch.request_started")
     django_signals.request_finished.connect(origin.request_finished, dispatch_uid="jobwatch.request_finished")
     origin.install()
-    import atexit
+    global _exit_flush_registered
+    if not _exit_flush_registered:
+        register_exit_flush()
+        _exit_flush_registered = True
 
-    atexit.register(flush_at_shutdown)
+
+def register_exit_flush():
+    """Flush when the interpreter exits (scripts, web servers). threading's own exit hooks run
+    while new threads may still start, which psycopg's pool needs to connect; plain atexit
+    hooks run too late for that."""
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is None:
+            raise RuntimeError
+        register(flush_at_shutdown)
+    except RuntimeError:
+        import atexit
+
+        atexit.register(flush_at_shutdown)

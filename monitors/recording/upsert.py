@@ -4,9 +4,11 @@ Events for one task id come from several processes, in any order. Each column ha
 applied identically in Python (to fold a batch's events for the same task into one row, which
 PostgreSQL requires of a multi-row upsert) and in SQL (to fold that row into what is stored):
 
-- FIRST:  the first known value stays (arguments, origin: what the enqueue saw);
+- FIRST:  the first known value stays (arguments, routing, origin: what the enqueue saw);
 - LATEST: the value of the event furthest along (by `progress`) replaces it, if the event knows it;
-- MAX:    the larger one (progress, retries, updated_at).
+- ERROR:  like LATEST, ordered by `error_progress` (the progress of the event that failed);
+- MAX:    the larger one (progress, retries, and the times of the last attempt's stages, which
+          only grow, so a late-arriving "received" still lands after "started" was written).
 
 "Known" means not NULL, and for text columns not empty. The same SQL runs on PostgreSQL and SQLite.
 """
@@ -15,34 +17,21 @@ from django.db import connections
 
 from monitors.models import JobExecution
 
-FIRST, LATEST, MAX = "first", "latest", "max"
+FIRST, LATEST, MAX, ERROR = "first", "latest", "max", "error"
 
 COLUMN_RULES = {
+    # What the publish saw. Also sent by worker events, as a fallback when the enqueue was lost.
     "task_name": FIRST,
-    "state": LATEST,
-    "progress": MAX,
-    "queue": LATEST,
-    "exchange": LATEST,
-    "routing_key": LATEST,
-    "priority": LATEST,
+    "queue": FIRST,
+    "exchange": FIRST,
+    "routing_key": FIRST,
+    "priority": FIRST,
     "args": FIRST,
     "kwargs": FIRST,
     "payload_size": FIRST,
     "payload_complete": FIRST,
-    "eta": LATEST,
-    "expires": LATEST,
-    "retries": MAX,
+    "expires": FIRST,
     "enqueued_at": FIRST,
-    "received_at": LATEST,
-    "started_at": LATEST,
-    "finished_at": LATEST,
-    "runtime": LATEST,
-    "worker": LATEST,
-    "worker_pid": LATEST,
-    "exception_type": LATEST,
-    "exception_message": LATEST,
-    "traceback": LATEST,
-    "result": LATEST,
     "parent_id": FIRST,
     "root_id": FIRST,
     "group_id": FIRST,
@@ -61,7 +50,26 @@ COLUMN_RULES = {
     "origin_request_id": FIRST,
     "origin_task": FIRST,
     "references": FIRST,
+    # Where the job is now: the event furthest along decides.
+    "state": LATEST,
+    "runtime": LATEST,
+    "worker": LATEST,
+    "worker_pid": LATEST,
+    "result": LATEST,
+    # Only ever grow: a retry's eta is later, each attempt's times are later.
+    "progress": MAX,
+    "retries": MAX,
+    "eta": MAX,
+    "received_at": MAX,
+    "started_at": MAX,
+    "finished_at": MAX,
     "updated_at": MAX,
+    "error_progress": MAX,
+    # The last error, ordered by the progress of the event that carried it, so a retried
+    # attempt's error survives the next attempt's events arriving before it.
+    "exception_type": ERROR,
+    "exception_message": ERROR,
+    "traceback": ERROR,
 }
 COLUMNS = ["task_id", *COLUMN_RULES]
 FIELDS = {name: JobExecution._meta.get_field(name) for name in COLUMNS}
@@ -90,6 +98,9 @@ def merge_into(row, event):
                 row[name] = value
         elif rule == LATEST:
             if newer:
+                row[name] = value
+        elif rule == ERROR:
+            if event.get("error_progress", -1) >= (row["error_progress"] if row["error_progress"] is not None else -1):
                 row[name] = value
         elif row[name] is None or value > row[name]:
             row[name] = value
@@ -123,10 +134,15 @@ def set_clause(column, table, vendor, quote):
         if column in TEXT_COLUMNS:
             return f"{name} = CASE WHEN {mine} = '' THEN {theirs} ELSE {mine} END"
         return f"{name} = COALESCE({mine}, {theirs})"
+    if rule == ERROR:
+        mine_progress, theirs_progress = f"{table}.{quote('error_progress')}", f"excluded.{quote('error_progress')}"
+        newer = f"COALESCE({theirs_progress}, -1) >= COALESCE({mine_progress}, -1)"
+        return f"{name} = CASE WHEN {newer} AND {known} THEN {theirs} ELSE {mine} END"
     if rule == LATEST:
         return f"{name} = CASE WHEN excluded.progress >= {table}.progress AND {known} THEN {theirs} ELSE {mine} END"
+    # SQLite's MAX() is NULL when either side is; GREATEST() skips NULLs. COALESCE makes both agree.
     greatest = "GREATEST" if vendor == "postgresql" else "MAX"
-    return f"{name} = {greatest}({mine}, {theirs})"
+    return f"{name} = {greatest}(COALESCE({mine}, {theirs}), COALESCE({theirs}, {mine}))"
 
 
 _sql_cache = {}

@@ -206,8 +206,8 @@ class EventWriter:
         if self.pid != os.getpid():
             return
         deadline = time.monotonic() + timeout
-        while not self.flush() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        while not self.flush() and self._events and time.monotonic() < deadline:
+            time.sleep(0.5)
         with self._lock:
             lost, self._events = len(self._events), []
         if lost:
@@ -241,4 +241,8 @@ def chunks(items, size):
 
 
 def program_name():
-    return " ".join(os.path.basename(part) for part in sys.argv[:3])[:255]
+    """A short command line: "celery -A dashboard worker", "manage.py runserver"."""
+    words = [os.path.basename(part) for part in sys.argv[:4]]
+    if words and words[0] == "__main__.py":  # python -m celery
+        words[0] = os.path.basename(os.path.dirname(sys.argv[0]))
+    return " ".join(words)[:255]

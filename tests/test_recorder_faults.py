@@ -1,0 +1,88 @@
+"""The recorder never hurts the user's jobs: with the database unreachable, jobs still succeed,
+and afterwards the counters account for every event, written or dropped."""
+
+import json
+import os
+from io import StringIO
+
+import psycopg
+import pytest
+from celery import Celery
+from django.core.management import call_command
+from django.db import connection
+from django.db.models import Sum
+
+from monitors.models import JobExecution, RecorderProcess
+from tests.workers import WorkerProcess, database_url_for_workers, fresh_redis_url, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+JOBS_DURING_OUTAGE = 60
+WORKER_EVENTS_PER_JOB = 3  # received (main process), started and succeeded (pool process)
+BUFFER_SIZE = 20
+
+
+def set_connections_allowed(database, allowed):
+    """Open or shut a database to new connections, and end the open ones (but the test's own)."""
+    settings = connection.settings_dict
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        own_backend = cursor.fetchone()[0]
+    with psycopg.connect(host=settings["HOST"], port=settings["PORT"], user=settings["USER"], dbname="postgres", autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS {"true" if allowed else "false"}')
+        if not allowed:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> %s",
+                [database, own_backend],
+            )
+
+
+def worker_counters():
+    rows = RecorderProcess.objects.exclude(pid=os.getpid())
+    return rows.aggregate(recorded=Sum("events_recorded"), overflow=Sum("events_dropped_overflow"), error=Sum("events_dropped_error"))
+
+
+def test_jobs_succeed_while_the_database_is_down_and_the_drop_counter_says_what_was_lost(tmp_path):
+    database = connection.settings_dict["NAME"]
+    broker, results = fresh_redis_url(11), fresh_redis_url(12)
+    # A Redis result backend shows the jobs succeeding while the database is unreachable.
+    app = Celery("fault-test", broker=broker, backend=results, set_as_current=False)
+    env = {
+        "DATABASE_URL": database_url_for_workers(),
+        "CELERY_BROKER_URL": broker,
+        "CELERY_RESULT_BACKEND": results,
+        "JOBWATCH_RECORDER_BUFFER_SIZE": str(BUFFER_SIZE),
+    }
+    with WorkerProcess(tmp_path / "worker.log", env=env) as worker:
+        before = app.send_task("demo.tasks.noop")
+        before.get(timeout=30)
+        wait_for(lambda: JobExecution.objects.filter(task_id=before.id, state="succeeded").exists(), what="a job recorded")
+
+        set_connections_allowed(database, False)
+        try:
+            during = [app.send_task("demo.tasks.noop") for _ in range(JOBS_DURING_OUTAGE)]
+            assert [result.get(timeout=60) for result in during] == [None] * JOBS_DURING_OUTAGE
+            assert all(result.state == "SUCCESS" for result in during)
+        finally:
+            set_connections_allowed(database, True)
+
+        connection.close()
+        expected = WORKER_EVENTS_PER_JOB * (JOBS_DURING_OUTAGE + 1)
+
+        def settled():
+            counts = worker_counters()
+            total = sum(value or 0 for value in counts.values())
+            return counts if total == expected else None
+
+        counts = wait_for(settled, timeout=60, what=f"worker counters to account for {expected} events")
+        assert "could not write to the database" in worker.log()
+
+    dropped = counts["overflow"] + counts["error"]
+    assert dropped > 0, "the outage outlasted the buffer, so some events must have been dropped"
+    assert counts["recorded"] >= 3 * BUFFER_SIZE - WORKER_EVENTS_PER_JOB  # each process kept a full buffer
+    output = StringIO()
+    call_command("jobwatch_recorder", "--json", stdout=output)
+    report = json.loads(output.getvalue())
+    workers = [p for p in report["processes"] if p["pid"] != os.getpid()]
+    assert sum(p["events_dropped_overflow"] + p["events_dropped_error"] for p in workers) == dropped
+    assert all(p["write_errors"] > 0 for p in workers)

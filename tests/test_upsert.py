@@ -1,0 +1,104 @@
+"""The recorder's merge: a job's events arrive from several processes in any order and batches;
+the stored row must not depend on that order, in Python or in SQL, on PostgreSQL or SQLite."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from monitors.models import JobExecution
+from monitors.recording.upsert import COLUMNS, fold_events, write_rows
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def at(seconds):
+    return T0 + timedelta(seconds=seconds)
+
+
+def lifecycle(task_id):
+    """A job enqueued in a transaction, retried once, then succeeded: every event the recorder
+    would write for it, in the order they happened."""
+    return [
+        {"task_id": task_id, "task_name": "shop.charge", "state": "enqueued", "progress": 0, "queue": "payments",
+         "routing_key": "payments", "args": [7], "kwargs": {}, "payload_size": 7, "payload_complete": True,
+         "enqueued_at": at(0), "updated_at": at(0), "origin_kind": "save", "origin_model": "shop.Payment",
+         "origin_pk": "7", "origin_receiver": "shop.receivers.charge", "origin_in_atomic": True,
+         "origin_transaction": "abc", "references": [{"arg": "payment_id", "model": "shop.Payment", "pk": 7}]},
+        {"task_id": task_id, "task_name": "shop.charge", "state": "enqueued", "progress": 0,
+         "origin_committed_at": at(0.1), "updated_at": at(0.1)},
+        {"task_id": task_id, "task_name": "shop.charge", "state": "received", "progress": 1, "queue": "payments",
+         "received_at": at(1), "worker": "w1", "updated_at": at(1)},
+        {"task_id": task_id, "task_name": "shop.charge", "state": "started", "progress": 2, "queue": "payments",
+         "started_at": at(2), "worker": "w1", "worker_pid": 11, "args": [7], "kwargs": {}, "updated_at": at(2)},
+        {"task_id": task_id, "task_name": "shop.charge", "state": "retried", "progress": 3, "retries": 1,
+         "eta": at(30), "queue": "payments", "updated_at": at(3)},
+        {"task_id": task_id, "task_name": "shop.charge", "state": "retried", "progress": 3, "finished_at": at(3),
+         "runtime": 1.0, "worker": "w1", "worker_pid": 11, "exception_type": "ConnectionError",
+         "exception_message": "gateway down", "traceback": "Traceback ...", "error_progress": 3, "updated_at": at(3)},
+        {"task_id": task_id, "task_name": "shop.charge", "state": "received", "progress": 5, "retries": 1,
+         "received_at": at(31), "worker": "w2", "updated_at": at(31)},
+        {"task_id": task_id, "task_name": "shop.charge", "state": "started", "progress": 6, "retries": 1,
+         "started_at": at(32), "worker": "w2", "worker_pid": 22, "updated_at": at(32)},
+        {"task_id": task_id, "task_name": "shop.charge", "state": "succeeded", "progress": 7, "retries": 1,
+         "finished_at": at(33), "runtime": 0.5, "worker": "w2", "worker_pid": 22, "result": "'ok'", "updated_at": at(33)},
+    ]
+
+
+EXPECTED = {
+    "task_name": "shop.charge", "state": "succeeded", "progress": 7, "retries": 1, "queue": "payments",
+    "args": [7], "enqueued_at": at(0), "received_at": at(31), "started_at": at(32), "finished_at": at(33),
+    "eta": at(30), "runtime": 0.5, "worker": "w2", "worker_pid": 22, "result": "'ok'",
+    "exception_type": "ConnectionError", "exception_message": "gateway down", "origin_kind": "save",
+    "origin_receiver": "shop.receivers.charge", "origin_committed_at": at(0.1), "origin_in_atomic": True,
+    "references": [{"arg": "payment_id", "model": "shop.Payment", "pk": 7}], "updated_at": at(33),
+}
+
+
+def check(row):
+    for name, value in EXPECTED.items():
+        assert row[name] == value, name
+
+
+def stored(task_id, using):
+    job = JobExecution.objects.using(using).get(task_id=task_id)
+    return {name: getattr(job, name) for name in COLUMNS}
+
+
+def arrival_orders():
+    events = st.permutations(range(len(lifecycle("x"))))
+    return st.tuples(events, st.lists(st.integers(1, 9), min_size=1, max_size=9))
+
+
+def batches(order, cuts, task_id):
+    events = lifecycle(task_id)
+    arrived = [events[index] for index in order]
+    groups, start = [], 0
+    for size in cuts:
+        if start >= len(arrived):
+            break
+        groups.append(arrived[start : start + size])
+        start += size
+    if start < len(arrived):
+        groups.append(arrived[start:])
+    return groups
+
+
+@given(arrival_orders())
+def test_it_folds_events_in_any_order_to_the_same_row(case):
+    order, _ = case
+    events = lifecycle("job")
+    (row,) = fold_events([events[index] for index in order])
+    check(row)
+
+
+@pytest.mark.django_db(databases=["default", "embedded"], transaction=True)
+@pytest.mark.parametrize("using", ["default", "embedded"])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=arrival_orders(), number=st.integers(0, 10**9))
+def test_it_upserts_events_in_any_order_and_batching_to_the_same_row(using, case, number):
+    task_id = f"job-{number}-{using}"
+    JobExecution.objects.using(using).filter(task_id=task_id).delete()
+    for batch in batches(*case, task_id):
+        write_rows(fold_events(batch), using)
+    check(stored(task_id, using))
