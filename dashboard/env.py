@@ -57,6 +57,10 @@ def env_database(name, default_sqlite_path):
     raw = os.environ.get(name)
     if not raw:
         return sqlite_database(default_sqlite_path)
+    return database_from_url(name, raw)
+
+
+def database_from_url(name, raw):
     try:
         config = dj_database_url.parse(raw)
     except Exception as exc:  # the library raises several types for a malformed URL

@@ -6,14 +6,17 @@ DATABASE_URL and CELERY_BROKER_URL in the environment point it elsewhere. pytest
 
 import os
 
-os.environ.setdefault("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/jobwatch")
 os.environ.setdefault("JOBWATCH_VAR_DIR", os.path.join(os.path.dirname(os.path.dirname(__file__)), "var", "test"))
 
-from dashboard.env import sqlite_database  # noqa: E402
+from dashboard.env import database_from_url, sqlite_database  # noqa: E402
 from dashboard.settings import *  # noqa: E402,F403
 
-# Not exported as an environment variable: Celery lets CELERY_BROKER_URL in the environment
-# override the broker of every app in the process, including the tests' own ad-hoc apps.
+# Neither is exported as an environment variable: worker processes started by the tests get
+# exactly the environment a test gives them. Also, Celery lets CELERY_BROKER_URL in the
+# environment override the broker of every app in the process, the tests' own ad-hoc apps too.
+DATABASES = {
+    "default": database_from_url("DATABASE_URL", os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/jobwatch"),
+}
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/14"
 if not CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {}
