@@ -10,7 +10,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from dashboard.env import env_bool, env_broker_url, env_database, env_int, env_list, env_str
+from dashboard.env import env_bool, env_broker_url, env_database, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("JOBWATCH_VAR_DIR", str(BASE_DIR / "var")))
@@ -120,6 +120,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 JOBWATCH = {
     "RECORDER_ENABLED": env_bool("JOBWATCH_RECORDER_ENABLED", True),
     "RECORDER_BUFFER_SIZE": env_int("JOBWATCH_RECORDER_BUFFER_SIZE", 10_000),
+    "RECORDER_FLUSH_INTERVAL": env_float("JOBWATCH_RECORDER_FLUSH_INTERVAL", 1.0),
 }
 
 # --- The demo shop ------------------------------------------------------------------------------

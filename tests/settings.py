@@ -23,8 +23,8 @@ if not CELERY_BROKER_URL.startswith("filesystem://"):
 
 JOBWATCH = {
     **JOBWATCH,  # noqa: F405
-    # Tests wait for rows to appear: write them promptly.
-    "RECORDER_FLUSH_INTERVAL": 0.1,
+    # Tests wait for rows to appear: write them promptly (unless a test says otherwise).
+    "RECORDER_FLUSH_INTERVAL": float(os.environ.get("JOBWATCH_RECORDER_FLUSH_INTERVAL", 0.1)),
 }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 

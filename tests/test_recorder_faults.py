@@ -86,3 +86,23 @@ def test_jobs_succeed_while_the_database_is_down_and_the_drop_counter_says_what_
     workers = [p for p in report["processes"] if p["pid"] != os.getpid()]
     assert sum(p["events_dropped_overflow"] + p["events_dropped_error"] for p in workers) == dropped
     assert all(p["write_errors"] > 0 for p in workers)
+
+
+def test_a_warm_shutdown_writes_what_the_worker_still_had_buffered(tmp_path):
+    broker = fresh_redis_url(10)
+    app = Celery("shutdown-test", broker=broker, set_as_current=False)
+    env = {
+        "DATABASE_URL": database_url_for_workers(),
+        "CELERY_BROKER_URL": broker,
+        "JOBWATCH_RECORDER_FLUSH_INTERVAL": "3600",  # only the shutdown flush can write in time
+    }
+    worker = WorkerProcess(tmp_path / "worker.log", env=env).start()
+    try:
+        job = app.send_task("demo.tasks.noop")
+        wait_for(lambda: "succeeded in" in worker.log(), what="the job to run")
+        assert not JobExecution.objects.filter(task_id=job.id, state="succeeded").exists()
+    finally:
+        worker.stop()
+    recorded = JobExecution.objects.get(task_id=job.id)
+    assert recorded.state == "succeeded"
+    assert recorded.received_at and recorded.started_at and recorded.finished_at
