@@ -31,11 +31,12 @@ def fresh_redis_url(db):
 class WorkerProcess:
     """`celery worker` with the prefork pool, in its own process group, logging to a file."""
 
-    def __init__(self, log_path, env=None, queues="celery", concurrency=2, name="test"):
+    def __init__(self, log_path, env=None, queues="celery", concurrency=2, name="test", app="dashboard", cwd=REPO):
         self.log_path = Path(log_path)
         self.env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", **(env or {})}
+        self.cwd = cwd
         self.command = [
-            sys.executable, "-m", "celery", "-A", "dashboard", "worker", "-P", "prefork",
+            sys.executable, "-m", "celery", "-A", app, "worker", "-P", "prefork",
             "-c", str(concurrency), "-Q", queues, "-n", f"{name}@%h", "-l", "info",
             "--without-mingle", "--without-gossip",
         ]
@@ -45,7 +46,7 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(
-            self.command, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            self.command, cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
         wait_for(lambda: " ready." in self.log() or self.process.poll() is not None, timeout, "worker ready")
         if self.process.poll() is not None:

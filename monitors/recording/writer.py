@@ -70,6 +70,7 @@ class EventWriter:
         self._wake = threading.Event()
         self._thread = None
         self._counters_dirty = False
+        self._tracebacks_logged = set()
 
     def submit(self, event):
         if self.pid != os.getpid():
@@ -137,7 +138,6 @@ class EventWriter:
             except Exception as error:  # a bug of ours must not kill the thread
                 self._failed(error)
                 self.counters.dropped_error += len(batch)
-                logger.exception("Jobwatch recorder: unexpected error writing %d events", len(batch))
                 return False
             return True
 
@@ -192,7 +192,11 @@ class EventWriter:
         self.counters.write_errors += 1
         self.counters.last_error = f"write: {error!r}"[:2000]
         self._counters_dirty = True
-        logger.warning("Jobwatch recorder could not write to the database: %s", error)
+        # A database error is expected in an outage and explains itself; anything else is a bug
+        # worth a traceback, once per kind so that it cannot flood the log.
+        unexpected = not isinstance(error, DatabaseError) and type(error) not in self._tracebacks_logged
+        self._tracebacks_logged.add(type(error))
+        logger.warning("Jobwatch recorder could not write to the database: %s", error, exc_info=unexpected)
 
     def _keep_for_retry(self, batch):
         with self._lock:
