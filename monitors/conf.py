@@ -29,6 +29,14 @@ DEFAULTS = {
     "MAX_ITEMS": 100,
     "RESULT_MAX_LENGTH": 1000,
     "TRACEBACK_MAX_LENGTH": 20_000,
+    # Seconds between queue samples, days raw samples are kept before they are rolled up into
+    # 10-minute ones, and days any sample is kept.
+    "SAMPLE_INTERVAL": 15,
+    "SAMPLE_RAW_DAYS": 2,
+    "SAMPLE_RETENTION_DAYS": 400,
+    # RabbitMQ's management API, for in-flight counts, queue listing and peek. None: the broker's
+    # host and credentials on port 15672, used when it answers. "": never use it.
+    "RABBITMQ_MANAGEMENT_URL": None,
     # References for tasks you cannot decorate: {"task.name": {"arg name or index": "app.Model"}}.
     "RECORD_REFERENCES": {},
 }

@@ -1,8 +1,9 @@
 """The one line a Celery app module needs: `watch_celery_app(app)`.
 
 Recording itself is switched on by the Django app (INSTALLED_APPS); this makes sure it is on in
-processes that import the Celery app before Django is set up, and is where Jobwatch's periodic
-tasks join the beat schedule as they are added.
+processes that import the Celery app before Django is set up, and puts Jobwatch's periodic tasks
+on the app's beat schedule once the app is configured (reading the configuration any earlier
+would load Django's settings from inside their own import).
 """
 
 
@@ -10,4 +11,22 @@ def watch_celery_app(app):
     from monitors.recording import signals
 
     signals.connect()
+    app.on_after_configure.connect(add_periodic_tasks, sender=app, weak=False)
     return app
+
+
+def add_periodic_tasks(sender, **kwargs):
+    conf = sender.conf
+    conf.beat_schedule = {**beat_schedule(), **(conf.beat_schedule or {})}
+    if "monitors.tasks" not in (conf.include or ()):
+        conf.include = [*(conf.include or ()), "monitors.tasks"]
+
+
+def beat_schedule():
+    """Jobwatch's periodic tasks; intervals are settings (read when beat starts)."""
+    from monitors.conf import setting
+
+    return {
+        "jobwatch.sample_queues": {"task": "jobwatch.sample_queues", "schedule": float(setting("SAMPLE_INTERVAL"))},
+        "jobwatch.roll_up_samples": {"task": "jobwatch.roll_up_samples", "schedule": 3600.0},
+    }

@@ -119,6 +119,12 @@ class JobExecution(models.Model):
             models.Index(fields=["enqueued_at"], name="jobwatch_enqueued"),
             # Throughput and drain rate: jobs finished within a window.
             models.Index(fields=["finished_at"], name="jobwatch_finished"),
+            # Jobs still waiting, per queue, oldest first: the oldest job's age where a message
+            # carries no publish time, and orphan checks of jobs not yet run. Partial, so it
+            # holds only the waiting jobs, however long the history.
+            models.Index(
+                fields=["queue", "enqueued_at"], name="jobwatch_waiting", condition=models.Q(state="enqueued")
+            ),
         ]
 
     def __str__(self):
@@ -159,3 +165,39 @@ class RecorderProcess(models.Model):
     @property
     def events_dropped(self):
         return self.events_dropped_overflow + self.events_dropped_error
+
+
+class QueueSample(models.Model):
+    """One queue at one moment, written by the periodic sampler so that no page has to ask the
+    broker: every viewer reads samples. Raw samples (every ~15 s) are rolled up into 10-minute
+    ones after a couple of days (monitors/sampling.py), which keeps a year of history small."""
+
+    queue = models.CharField(max_length=255)
+    sampled_at = models.DateTimeField()
+    resolution = models.PositiveIntegerField(default=0, help_text="seconds one sample stands for; 0 = raw")
+    broker = models.CharField(max_length=16, blank=True)
+    depth = models.BigIntegerField(null=True, help_text="messages waiting; the largest in a rolled-up sample")
+    depth_by_priority = models.JSONField(null=True, blank=True)
+    in_flight = models.BigIntegerField(null=True)
+    scheduled = models.BigIntegerField(null=True, help_text="in flight, waiting inside a worker for their eta")
+    consumers = models.IntegerField(null=True)
+    workers = models.JSONField(null=True, blank=True, help_text="worker hostnames consuming this queue")
+    oldest_age = models.FloatField(null=True, help_text="seconds the oldest waiting job has waited")
+    arrivals_per_minute = models.FloatField(null=True)
+    drains_per_minute = models.FloatField(null=True)
+    exists_on_broker = models.BooleanField(default=True)
+    error = models.TextField(blank=True, help_text="why the broker could not be read")
+
+    class Meta:
+        constraints = [
+            # Samplers running on several workers at once write the same bucket once. Its index
+            # also serves a queue's chart and latest sample: queue = X and sampled_at > T.
+            models.UniqueConstraint(fields=["queue", "sampled_at", "resolution"], name="jobwatch_one_sample"),
+        ]
+        indexes = [
+            # The queue table (latest sample of every queue) and roll-up / pruning by age.
+            models.Index(fields=["sampled_at"], name="jobwatch_sample_time"),
+        ]
+
+    def __str__(self):
+        return f"{self.queue} @ {self.sampled_at:%H:%M:%S}: {self.depth}"

@@ -1,0 +1,17 @@
+"""Jobwatch's periodic tasks. monitors.integration.watch_celery_app() puts them on the beat
+schedule; each is safe to run on several workers at once."""
+
+from celery import shared_task
+
+from monitors import sampling
+
+
+@shared_task(name="jobwatch.sample_queues", ignore_result=True)
+def sample_queues():
+    """One sample of every queue (depth, in flight, oldest age, rates) into QueueSample."""
+    return len(sampling.sample_queues())
+
+
+@shared_task(name="jobwatch.roll_up_samples", ignore_result=True)
+def roll_up_samples():
+    return sampling.roll_up_samples()
