@@ -121,6 +121,7 @@ JOBWATCH = {
     "RECORDER_ENABLED": env_bool("JOBWATCH_RECORDER_ENABLED", True),
     "RECORDER_BUFFER_SIZE": env_int("JOBWATCH_RECORDER_BUFFER_SIZE", 10_000),
     "RECORDER_FLUSH_INTERVAL": env_float("JOBWATCH_RECORDER_FLUSH_INTERVAL", 1.0),
+    "SAMPLE_INTERVAL": env_float("JOBWATCH_SAMPLE_INTERVAL", 15.0),
 }
 
 # --- The demo shop ------------------------------------------------------------------------------

@@ -1,0 +1,35 @@
+"""Celery apps on real brokers for queue-inspection tests, and garbage to seed queues with."""
+
+import base64
+import json
+import os
+import pickle
+
+from celery import Celery
+
+GARBAGE_PROBLEMS = {
+    "random bytes": "not a kombu envelope (not JSON)",
+    "pickle": "pickle: never unpickled",
+    "truncated envelope": "not a kombu envelope (not JSON)",
+}
+
+
+def celery_app(broker_url, **transport_options):
+    app = Celery("queue-tests", broker=broker_url, set_as_current=False)
+    app.conf.broker_transport_options = transport_options
+    app.conf.task_serializer = "json"
+    return app
+
+
+def garbage_envelopes(queue_envelope):
+    """Raw queue entries that are not Celery JSON messages, keyed by what they are."""
+    pickled = json.dumps({
+        "body": base64.b64encode(pickle.dumps({"task": "evil"})).decode(),
+        "content-type": "application/x-python-serialize", "content-encoding": "binary",
+        "headers": {}, "properties": {"body_encoding": "base64", "delivery_tag": "p"},
+    })
+    return {
+        "random bytes": os.urandom(64),
+        "pickle": pickled.encode(),
+        "truncated envelope": queue_envelope[: len(queue_envelope) // 2],
+    }

@@ -1,0 +1,48 @@
+"""Queue inspection on the embedded filesystem broker: one file per message, read in place."""
+
+import os
+
+import pytest
+
+from monitors.brokers.filesystem import FilesystemBroker
+from tests.brokers import GARBAGE_PROBLEMS, celery_app, garbage_envelopes
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def app(tmp_path):
+    folders = {name: tmp_path / name for name in ("queue", "control")}
+    for folder in folders.values():
+        folder.mkdir()
+    return celery_app(
+        "filesystem://", data_folder_in=str(folders["queue"]), data_folder_out=str(folders["queue"]),
+        control_folder=str(folders["control"]),
+    )
+
+
+def test_it_reads_depth_age_and_messages_in_consumption_order_without_moving_them(app, tmp_path):
+    ids = [app.send_task("demo.tasks.echo", args=[n], queue="reports").id for n in range(5)]
+    app.send_task("demo.tasks.noop", queue="other")
+    files_before = sorted(os.listdir(tmp_path / "queue"))
+    broker = FilesystemBroker(app)
+
+    stats = broker.stats(["reports", "other", "missing"])
+    assert (stats["reports"].depth, stats["other"].depth, stats["missing"].depth) == (5, 1, 0)
+    assert stats["reports"].oldest_published_at is not None
+    assert [m.task_id for m in broker.peek("reports", 0, 3)] == ids[:3]
+    assert [m.args for m in broker.peek("reports", 3, 10)] == [[3], [4]]
+    assert sorted(m.task_id for m in broker.scan("reports")) == sorted(ids)
+    assert {"reports", "other"} <= broker.queue_names()
+    assert sorted(os.listdir(tmp_path / "queue")) == files_before
+
+
+def test_it_shows_garbage_files_as_undecodable(app, tmp_path):
+    app.send_task("demo.tasks.noop", queue="mixed")
+    folder = tmp_path / "queue"
+    (good,) = os.listdir(folder)
+    for index, raw in enumerate(garbage_envelopes((folder / good).read_bytes()).values()):
+        (folder / f"{9_000_000_000_000 + index}_x.mixed.msg").write_bytes(raw)
+    messages = FilesystemBroker(app).peek("mixed")
+    assert messages[0].decodable
+    assert [m.problem for m in messages[1:]] == list(GARBAGE_PROBLEMS.values())
