@@ -47,8 +47,9 @@ class BrokerAdapter:
         """Messages from the head (next to run) onwards, decoded; never removes them."""
         raise NotImplementedError
 
-    def scan(self, queue, chunk=1000):
-        """Every message of the queue, streamed in chunks, in consumption order."""
+    def scan(self, queue, chunk=1000, decode=True, clean=False):
+        """Every message of the queue, streamed in chunks. clean=False leaves arguments raw, for
+        detectors; decode=False yields what the broker holds."""
         raise NotImplementedError
 
     def close(self):

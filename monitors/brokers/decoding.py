@@ -33,7 +33,7 @@ class QueuedMessage:
     task_name: str = ""
     args: list | None = None
     kwargs: dict | None = None
-    payload_complete: bool = True
+    payload_complete: bool | None = True  # None: arguments left raw (clean=False), not for display
     eta: datetime | None = None
     expires: datetime | None = None
     retries: int = 0
@@ -53,11 +53,15 @@ def undecodable(size, content_type, problem, raw=None, **known):
     return QueuedMessage(size=size, content_type=content_type or "", decodable=False, problem=problem, raw=raw, **known)
 
 
-def decode_virtual_envelope(raw, cleaner=None):
+def decode_virtual_envelope(raw, clean=True):
     """A message as kombu's virtual transports (Redis, filesystem) store it: a JSON envelope with
-    a base64 body. Never raises: a decoder bug shows as an undecodable message, not a broken page."""
+    a base64 body. Never raises: a decoder bug shows as an undecodable message, not a broken page.
+
+    clean=False keeps the arguments as they are (for detectors that look up the records a job
+    needs); such a message must never be shown as it is.
+    """
     try:
-        return read_virtual_envelope(raw, cleaner)
+        return read_virtual_envelope(raw, clean)
     except Exception as error:
         return undecodable(len(raw), "", f"could not be decoded ({type(error).__name__})", raw)
 
@@ -70,7 +74,7 @@ def decode_body(*args, **kwargs):
         return undecodable(kwargs.get("size") or 0, "", f"could not be decoded ({type(error).__name__})")
 
 
-def read_virtual_envelope(raw, cleaner=None):
+def read_virtual_envelope(raw, clean=True):
     size = len(raw)
     if size > MAX_DECODE_BYTES:
         return undecodable(size, "", f"too large to decode ({size} bytes)", raw)
@@ -94,13 +98,13 @@ def read_virtual_envelope(raw, cleaner=None):
         headers=envelope.get("headers"),
         properties=properties,
         size=size,
-        cleaner=cleaner,
+        clean=clean,
     )
     message.raw = raw
     return message
 
 
-def read_body(body, content_type, content_encoding, headers, properties, size=None, cleaner=None, redelivered=False):
+def read_body(body, content_type, content_encoding, headers, properties, size=None, clean=True, redelivered=False):
     """Celery fields from headers (protocol 2) or the body (protocol 1); the body decoded by its
     content type. Raises only on a bug, which the tests look for."""
     headers = headers if isinstance(headers, dict) else {}
@@ -124,7 +128,7 @@ def read_body(body, content_type, content_encoding, headers, properties, size=No
     decoded, problem = deserialize(body, content_type, content_encoding)
     if problem:
         return undecodable(size, content_type, problem, **known)
-    return celery_message(decoded, headers, size, content_type, known, cleaner or PayloadCleaner.from_settings())
+    return celery_message(decoded, headers, size, content_type, known, PayloadCleaner.from_settings() if clean else None)
 
 
 def decompress(body, compression):
@@ -198,14 +202,17 @@ def celery_message(decoded, headers, size, content_type, known, cleaner):
         return undecodable(size, content_type, "not a Celery task message", **known)
     if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
         return undecodable(size, content_type, "task arguments are not a list and a dict", **known)
-    clean_args, clean_kwargs, _, complete = cleaner.clean(args, kwargs)
+    if cleaner is not None:
+        args, kwargs, _, complete = cleaner.clean(args, kwargs, measure=False)
+    else:
+        args, kwargs, complete = list(args), kwargs, None
     known.update(task_id=str(source.get("id") or ""), task_name=str(source.get("task") or ""))
     return QueuedMessage(
         size=size,
         content_type=content_type,
         decodable=True,
-        args=clean_args,
-        kwargs=clean_kwargs,
+        args=args,
+        kwargs=kwargs,
         payload_complete=complete,
         eta=as_datetime(source.get("eta")),
         expires=as_datetime(source.get("expires")),

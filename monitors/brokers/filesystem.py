@@ -76,12 +76,12 @@ class FilesystemBroker(BrokerAdapter):
         except OSError:
             return None
 
-    def read(self, name):
+    def read(self, name, clean=True):
         try:
             raw = (self.folder / name).read_bytes()
         except OSError:
             return None  # taken by a worker since the listing
-        return decode_virtual_envelope(raw)
+        return decode_virtual_envelope(raw, clean)
 
     def peek(self, queue, offset=0, limit=50):
         messages = []
@@ -93,10 +93,10 @@ class FilesystemBroker(BrokerAdapter):
                 messages.append(message)
         return messages
 
-    def scan(self, queue, chunk=1000, decode=True):
+    def scan(self, queue, chunk=1000, decode=True, clean=False):
         for name in self.files_by_queue().get(queue, []):
             if decode:
-                message = self.read(name)
+                message = self.read(name, clean)
                 if message is not None:
                     yield message
             else:

@@ -150,7 +150,7 @@ class RabbitMQBroker(BrokerAdapter):
             messages.append(message)
         return messages
 
-    def scan(self, queue, chunk=1000, decode=True):
+    def scan(self, queue, chunk=1000, decode=True, clean=False):
         raise PeekUnavailable("A full scan on RabbitMQ would redeliver every message; Jobwatch does not do it.")
 
 

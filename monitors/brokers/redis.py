@@ -159,7 +159,7 @@ class RedisBroker(BrokerAdapter):
             position += length
         return messages
 
-    def scan(self, queue, chunk=1000, decode=True):
+    def scan(self, queue, chunk=1000, decode=True, clean=False):
         """Every waiting message, level by level, read from the left (newest) end in chunks.
 
         Reading from the left never skips a message while workers pop from the right; a message
@@ -173,7 +173,7 @@ class RedisBroker(BrokerAdapter):
                 if not raw:
                     break
                 for item in raw:
-                    yield decode_virtual_envelope(item) if decode else item
+                    yield decode_virtual_envelope(item, clean) if decode else item
                 start += len(raw)
 
     def _call(self, operation):

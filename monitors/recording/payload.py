@@ -6,10 +6,22 @@ changed, so nothing ever replays a job from a redacted or truncated copy by mist
 
 import json
 
+from django.core.signals import setting_changed
+
 from monitors.conf import setting
 
 REDACTED = "[redacted]"
 MAX_DEPTH = 10
+_cached = None
+
+
+def forget_cleaner(setting=None, **kwargs):
+    global _cached
+    if setting in (None, "JOBWATCH"):
+        _cached = None
+
+
+setting_changed.connect(forget_cleaner)
 
 
 class PayloadCleaner:
@@ -20,51 +32,56 @@ class PayloadCleaner:
 
     @classmethod
     def from_settings(cls):
-        return cls(setting("REDACT_KEYS"), setting("MAX_VALUE_LENGTH"), setting("MAX_ITEMS"))
+        """The cleaner for the current settings, built once: it runs for every recorded event
+        and every decoded message. Rebuilt when settings change (tests, override_settings)."""
+        global _cached
+        if _cached is None:
+            _cached = cls(setting("REDACT_KEYS"), setting("MAX_VALUE_LENGTH"), setting("MAX_ITEMS"))
+        return _cached
 
-    def clean(self, args, kwargs):
-        """Return (args, kwargs, size_in_bytes, complete)."""
-        self.complete = True
-        clean_args = self._value(list(args or ()), 0)
-        clean_kwargs = self._value(dict(kwargs or {}), 0)
-        return clean_args, clean_kwargs, payload_size(args, kwargs), self.complete
+    def clean(self, args, kwargs, measure=True):
+        """Return (args, kwargs, size_in_bytes or None, complete). Safe to share between threads."""
+        changes = []  # anything appended means the copy is not the original
+        clean_args = self._value(list(args or ()), 0, changes)
+        clean_kwargs = self._value(dict(kwargs or {}), 0, changes)
+        return clean_args, clean_kwargs, payload_size(args, kwargs) if measure else None, not changes
 
     def is_secret(self, key):
         name = normalise_key(str(key))
         return any(word in name for word in self.redact_words)
 
-    def _value(self, value, depth):
+    def _value(self, value, depth, changes):
         if value is None or isinstance(value, (bool, int, float)):
             return value
         if isinstance(value, str):
             if len(value) > self.max_value_length:
-                self.complete = False
+                changes.append("truncated")
                 return value[: self.max_value_length] + f"… [{len(value)} chars]"
             return value
         if depth >= MAX_DEPTH:
-            self.complete = False
+            changes.append("too deep")
             return "… [nested too deep]"
         if isinstance(value, dict):
             cleaned = {}
             for index, (key, item) in enumerate(value.items()):
                 if index >= self.max_items:
-                    self.complete = False
+                    changes.append("cut")
                     cleaned["…"] = f"[{len(value) - self.max_items} more keys]"
                     break
                 if self.is_secret(key):
-                    self.complete = False
+                    changes.append("redacted")
                     cleaned[str(key)] = REDACTED
                 else:
-                    cleaned[str(key)] = self._value(item, depth + 1)
+                    cleaned[str(key)] = self._value(item, depth + 1, changes)
             return cleaned
         if isinstance(value, (list, tuple)):
-            cleaned = [self._value(item, depth + 1) for item in value[: self.max_items]]
+            cleaned = [self._value(item, depth + 1, changes) for item in value[: self.max_items]]
             if len(value) > self.max_items:
-                self.complete = False
+                changes.append("cut")
                 cleaned.append(f"… [{len(value) - self.max_items} more items]")
             return cleaned
         # kombu's JSON encoder accepts datetimes, decimals, UUIDs; keep their text form.
-        return self._value(str(value), depth)
+        return self._value(str(value), depth, changes)
 
 
 def normalise_key(key):
