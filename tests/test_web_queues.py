@@ -7,6 +7,7 @@ from celery import current_app
 from django.contrib.auth.models import User
 
 from monitors.sampling import sample_queues
+from tests.brokers import celery_app
 from tests.workers import fresh_redis_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -63,7 +64,7 @@ def test_peeking_on_rabbitmq_needs_a_confirmed_post(staff_client):
     original = current_app.conf.broker_url
     current_app.conf.broker_url = "amqp://guest:guest@127.0.0.1:5672//"
     try:
-        current_app.send_task("demo.tasks.noop", queue="jobwatch-web-test")
+        celery_app(current_app.conf.broker_url).send_task("demo.tasks.noop", queue="jobwatch-web-test")
         first = staff_client.get("/jobwatch/queues/jobwatch-web-test/").content.decode()
         assert "flagged redelivered" in first and "demo.tasks.noop" not in first
         confirmed = staff_client.post("/jobwatch/queues/jobwatch-web-test/").content.decode()
