@@ -10,6 +10,8 @@ import base64
 import binascii
 import json
 import zlib
+
+import orjson
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -17,6 +19,15 @@ from monitors.recording.events import PUBLISHED_HEADER, as_datetime, epoch_datet
 from monitors.recording.payload import PayloadCleaner
 
 MAX_DECODE_BYTES = 16 * 1024 * 1024
+
+
+def load_json(text):
+    """orjson is 3x faster, which a scan of a million messages feels; the standard library still
+    reads what orjson refuses (NaN, integers past 64 bits), both of which kombu's JSON can write."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 PICKLE_TYPES = {"application/x-python-serialize", "application/python-pickle"}
 GZIP_TYPES = {"application/x-gzip", "application/gzip", "zlib", "gzip"}
 
@@ -79,8 +90,8 @@ def read_virtual_envelope(raw, clean=True):
     if size > MAX_DECODE_BYTES:
         return undecodable(size, "", f"too large to decode ({size} bytes)", raw)
     try:
-        envelope = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        envelope = load_json(raw)
+    except (ValueError, UnicodeDecodeError, TypeError):
         return undecodable(size, "", "not a kombu envelope (not JSON)", raw)
     if not isinstance(envelope, dict) or "body" not in envelope:
         return undecodable(size, "", "not a kombu envelope (no body)", raw)
@@ -161,8 +172,8 @@ def deserialize(body, content_type, content_encoding):
         return None, "empty body"
     if content_type in ("application/json", "", "text/plain"):
         try:
-            return json.loads(body), ""
-        except ValueError:
+            return load_json(body), ""
+        except (ValueError, TypeError):
             return None, "body is not valid JSON (truncated or corrupt)"
     if content_type in ("application/x-yaml", "application/yaml"):
         return load_yaml(body)
