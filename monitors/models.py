@@ -61,6 +61,7 @@ class JobExecution(models.Model):
     kwargs = models.JSONField(null=True, blank=True)
     payload_size = models.PositiveIntegerField(null=True, blank=True, help_text="bytes of args+kwargs as JSON, before truncation")
     payload_complete = models.BooleanField(null=True, help_text="False when a value was redacted or truncated")
+    payload_hash = models.CharField(max_length=16, blank=True, help_text="of the full args+kwargs: equal calls, equal hash")
 
     eta = models.DateTimeField(null=True, blank=True)
     expires = models.DateTimeField(null=True, blank=True)
@@ -90,6 +91,7 @@ class JobExecution(models.Model):
     origin_kind = models.CharField(max_length=16, choices=OriginKind.choices, blank=True)
     origin_model = models.CharField(max_length=255, blank=True, help_text="app_label.Model saved or deleted")
     origin_pk = models.CharField(max_length=255, blank=True)
+    origin_save = models.CharField(max_length=32, blank=True, help_text="one id per save: its receivers' jobs share it")
     origin_created = models.BooleanField(null=True)
     origin_update_fields = models.JSONField(null=True, blank=True)
     origin_receiver = models.CharField(max_length=255, blank=True, help_text="receiver or function that enqueued")

@@ -156,6 +156,12 @@ def test_it_groups_a_bulk_loop_of_saves_by_its_transaction():
     )
     assert len({job.origin_transaction for job in jobs}) == 1 and jobs[0].origin_transaction
     assert sorted({job.origin_pk for job in jobs}) == sorted(pks)
+    # Each save's three receivers share one save id, deferred job included: 5 saves, 3 jobs each.
+    saves = {}
+    for job in jobs:
+        saves.setdefault(job.origin_save, set()).add((job.origin_pk, job.task_name))
+    assert len(saves) == 5 and all(len(jobs_of_save) == 3 for jobs_of_save in saves.values())
+    assert all(len({pk for pk, _ in jobs_of_save}) == 1 for jobs_of_save in saves.values())
     assert sum(job.origin_deferred == "on_commit" for job in jobs) == 5
     assert sum(job.origin_in_atomic and not job.origin_deferred for job in jobs) == 10
 
@@ -192,6 +198,8 @@ def test_it_records_failures_retries_eta_and_redacted_arguments():
     assert retried.exception_type == "ConnectionError"  # the last error before it succeeded
 
     echoed = finished_job("demo.tasks.echo", task_id=later.id)
+    twin = tasks.echo.apply_async(kwargs={"note": "x" * 5000, "password": "hunter2"})
+    assert finished_job("demo.tasks.echo", task_id=twin.id).payload_hash == echoed.payload_hash != ""
     assert echoed.eta is not None and echoed.eta >= echoed.enqueued_at
     assert echoed.kwargs["password"] == "[redacted]"
     assert echoed.kwargs["note"].startswith("x" * 1000) and "5000 chars" in echoed.kwargs["note"]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from django.utils.dateparse import parse_datetime
 
 from monitors.conf import setting
-from monitors.recording.payload import PayloadCleaner, shorten
+from monitors.recording.payload import PayloadCleaner, measure, shorten
 
 # `progress` = retries * STAGES + stage orders one job's events without trusting clocks.
 STAGES = 4
@@ -83,8 +83,10 @@ def message_fields(body, headers):
 
 
 def cleaned_arguments(args, kwargs):
-    cleaned_args, cleaned_kwargs, size, complete = PayloadCleaner.from_settings().clean(args, kwargs)
-    return {"args": cleaned_args, "kwargs": cleaned_kwargs, "payload_size": size, "payload_complete": complete}
+    cleaned_args, cleaned_kwargs, _, complete = PayloadCleaner.from_settings().clean(args, kwargs, measure=False)
+    size, digest = measure(args, kwargs)
+    return {"args": cleaned_args, "kwargs": cleaned_kwargs, "payload_size": size, "payload_complete": complete,
+            "payload_hash": digest}
 
 
 def enqueued_event(fields, exchange, routing_key, declare, properties, published_at):

@@ -14,10 +14,12 @@ Two small wrappers make that possible, installed once by `install()`:
   transaction enqueued (bulk loops) and tells the orphan detector which transaction to ask about.
 """
 
+import collections
 import contextvars
 import functools
 import os
 import sys
+import threading
 import uuid
 
 from django.db import connections
@@ -127,9 +129,31 @@ def capture(start_frame):
     return origin
 
 
+# The dispatch of one signal hands every receiver the same `named` dict; remembering the last few
+# (with a reference, so that their id() cannot be reused meanwhile) gives each save one id that
+# all its receivers' jobs share, deferred ones included.
+_recent_dispatches = threading.local()
+RECENT_DISPATCHES = 32
+
+
+def dispatch_id(named):
+    recent = getattr(_recent_dispatches, "entries", None)
+    if recent is None:
+        recent = _recent_dispatches.entries = collections.OrderedDict()
+    entry = recent.get(id(named))
+    if entry is not None and entry[0] is named:
+        return entry[1]
+    save_id = uuid.uuid4().hex
+    recent[id(named)] = (named, save_id)
+    if len(recent) > RECENT_DISPATCHES:
+        recent.popitem(last=False)
+    return save_id
+
+
 def describe_signal(origin, send_locals):
     signal = send_locals.get("self")
     named = send_locals.get("named") or {}
+    origin["origin_save"] = dispatch_id(named)
     sender = send_locals.get("sender")
     receiver = send_locals.get("receiver")
     instance = named.get("instance")

@@ -4,6 +4,7 @@ The recorded copy is for reading on a dashboard. It is marked incomplete wheneve
 changed, so nothing ever replays a job from a redacted or truncated copy by mistake.
 """
 
+import hashlib
 import json
 
 from django.core.signals import setting_changed
@@ -89,10 +90,17 @@ def normalise_key(key):
 
 
 def payload_size(args, kwargs):
+    return measure(args, kwargs)[0]
+
+
+def measure(args, kwargs):
+    """(size in bytes, short hash) of the full arguments as JSON: one serialisation for both.
+    Keys are sorted for the hash, so equal calls hash equal whatever their keyword order."""
     try:
-        return len(json.dumps([args or [], kwargs or {}], default=str, separators=(",", ":")).encode())
+        text = json.dumps([args or [], kwargs or {}], default=str, separators=(",", ":"), sort_keys=True).encode()
     except (TypeError, ValueError):
-        return None
+        return None, ""
+    return len(text), hashlib.blake2b(text, digest_size=8).hexdigest()
 
 
 def shorten(text, limit):
