@@ -7,6 +7,42 @@ instead of being ignored.
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+# Detector thresholds (monitors/detectors/). Override any in THRESHOLDS, or per queue / per task
+# in QUEUE_THRESHOLDS / TASK_THRESHOLDS: {"reports": {"QUEUE_LENGTH": 10_000}}.
+DEFAULT_THRESHOLDS = {
+    # Fan-out: an origin's enqueues over the last window against its own baseline before it.
+    "FANOUT_WINDOW_SECONDS": 300,
+    "FANOUT_BASELINE_SECONDS": 3600,
+    "FANOUT_STORM_FACTOR": 5.0,  # this many times its baseline rate…
+    "FANOUT_STORM_MIN_PER_MINUTE": 60.0,  # …and at least this many enqueues a minute
+    "FANOUT_CEILING_PER_MINUTE": 1000.0,  # a storm whatever the baseline
+    # Saves whose update_fields touch only these fields should not need a job.
+    "TRIVIAL_FIELDS": ["last_seen_at", "last_seen", "updated_at", "modified", "modified_at", "last_login",
+                       "last_activity", "last_active_at", "last_accessed_at"],
+    "TRIVIAL_SAVE_MIN_JOBS": 10,
+    # The same task with the same arguments, this many times within the window.
+    "DUPLICATE_WINDOW_SECONDS": 300,
+    "DUPLICATE_MIN_COPIES": 3,
+    # One transaction or request that saved this many rows, each enqueueing.
+    "BULK_LOOP_MIN_SAVES": 20,
+    # Orphans: jobs of the last ORPHAN_WINDOW; an enqueue whose transaction has not committed
+    # after ORPHAN_COMMIT_GRACE_SECONDS was rolled back.
+    "ORPHAN_WINDOW_SECONDS": 3600,
+    "ORPHAN_COMMIT_GRACE_SECONDS": 30,
+    "ORPHAN_SCAN_MESSAGES": 100_000,
+    "IN_TRANSACTION_MIN_JOBS": 5,
+    # Backlog (celery-exporter's and Flower users' usual alert rules).
+    "QUEUE_LENGTH": 100,
+    "QUEUE_LENGTH_SECONDS": 1200,
+    "OLDEST_AGE_WARNING": 120,
+    "OLDEST_AGE_CRITICAL": 300,
+    "GROWTH_SECONDS": 600,
+    "STUCK_AFTER_SECONDS": 1800,
+    "FAILURE_RATE": 0.05,
+    "FAILURE_RATE_SECONDS": 600,
+    "FAILURE_RATE_MIN_JOBS": 20,
+}
+
 DEFAULTS = {
     # Record jobs at all. Off, the signal handlers return at once (the plain-Celery baseline).
     "RECORDER_ENABLED": True,
@@ -37,6 +73,11 @@ DEFAULTS = {
     # RabbitMQ's management API, for in-flight counts, queue listing and peek. None: the broker's
     # host and credentials on port 15672, used when it answers. "": never use it.
     "RABBITMQ_MANAGEMENT_URL": None,
+    # Detector thresholds: see DEFAULT_THRESHOLDS above.
+    "THRESHOLDS": {},
+    "QUEUE_THRESHOLDS": {},
+    "TASK_THRESHOLDS": {},
+    "DETECT_INTERVAL": 30,
     # References for tasks you cannot decorate: {"task.name": {"arg name or index": "app.Model"}}.
     "RECORD_REFERENCES": {},
 }
@@ -51,6 +92,15 @@ def setting(name):
 
 def check_settings():
     """Called at start-up: unknown keys in settings.JOBWATCH are mistakes, not options."""
-    unknown = set(getattr(settings, "JOBWATCH", {})) - set(DEFAULTS)
+    configured = getattr(settings, "JOBWATCH", {})
+    check_keys("settings.JOBWATCH", configured, DEFAULTS)
+    check_keys("settings.JOBWATCH['THRESHOLDS']", configured.get("THRESHOLDS", {}), DEFAULT_THRESHOLDS)
+    for scope in ("QUEUE_THRESHOLDS", "TASK_THRESHOLDS"):
+        for name, overrides in configured.get(scope, {}).items():
+            check_keys(f"settings.JOBWATCH['{scope}'][{name!r}]", overrides, DEFAULT_THRESHOLDS)
+
+
+def check_keys(where, given, known):
+    unknown = set(given) - set(known)
     if unknown:
-        raise ImproperlyConfigured(f"settings.JOBWATCH has unknown keys: {', '.join(sorted(unknown))}")
+        raise ImproperlyConfigured(f"{where} has unknown keys: {', '.join(sorted(unknown))}")

@@ -203,3 +203,51 @@ class QueueSample(models.Model):
 
     def __str__(self):
         return f"{self.queue} @ {self.sampled_at:%H:%M:%S}: {self.depth}"
+
+
+class Severity(models.TextChoices):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class Finding(models.Model):
+    """One problem a detector found, from the moment it is seen until it is gone.
+
+    Identified by a stable fingerprint (kind:subject): while a finding is open, each detector run
+    that still sees the problem updates it; a run that no longer sees it resolves it. If it comes
+    back later, that is a new finding (a new incident), and the old one stays in the history.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        RESOLVED = "resolved"
+
+    fingerprint = models.CharField(max_length=400)
+    detector = models.CharField(max_length=40, help_text="the detector that owns it")
+    kind = models.CharField(max_length=40)
+    subject = models.CharField(max_length=350)
+    severity = models.CharField(max_length=10, choices=Severity.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    title = models.CharField(max_length=300)
+    explanation = models.TextField(help_text="the likely cause and the usual fix")
+    evidence = models.JSONField(default=dict)
+    count = models.BigIntegerField(default=0, help_text="how many jobs, enqueues or messages the evidence counts")
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # At most one open finding per problem, even with detectors running on several workers.
+            models.UniqueConstraint(fields=["fingerprint"], condition=models.Q(status="open"), name="jobwatch_one_open_finding"),
+        ]
+        indexes = [
+            # The findings page and alerts: open findings by severity, newest first.
+            models.Index(fields=["status", "severity", "last_seen"], name="jobwatch_finding_status"),
+            # A problem's history: every episode of one fingerprint.
+            models.Index(fields=["fingerprint", "first_seen"], name="jobwatch_finding_history"),
+        ]
+
+    def __str__(self):
+        return f"[{self.severity}] {self.title}"

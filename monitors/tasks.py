@@ -15,3 +15,12 @@ def sample_queues():
 @shared_task(name="jobwatch.roll_up_samples", ignore_result=True)
 def roll_up_samples():
     return sampling.roll_up_samples()
+
+
+@shared_task(name="jobwatch.run_detectors", ignore_result=True)
+def run_detectors():
+    """Every detector over the recorded data; findings opened, updated and resolved."""
+    from monitors.detectors import run_detectors as run
+
+    outcomes = run()
+    return {name: (len(o.opened), len(o.updated), len(o.resolved)) for name, o in outcomes.items()}

@@ -1,0 +1,35 @@
+"""What every detector returns, and how it reads its thresholds.
+
+A detector is a function `detect(now) -> list[Problem]`: it reads recorded data as of `now`
+(never the clock), so the same data and the same `now` give the same problems, and says what is
+wrong with the evidence and the likely cause and fix in the operator's words.
+"""
+
+from dataclasses import dataclass, field
+
+from monitors.conf import DEFAULT_THRESHOLDS, setting
+
+
+@dataclass
+class Problem:
+    kind: str
+    subject: str
+    severity: str
+    title: str
+    explanation: str
+    evidence: dict = field(default_factory=dict)
+    count: int = 0
+
+    @property
+    def fingerprint(self):
+        return f"{self.kind}:{self.subject}"[:400]
+
+
+def threshold(name, queue=None, task=None):
+    """A threshold: per queue (QUEUE_THRESHOLDS), per task (TASK_THRESHOLDS), THRESHOLDS, default."""
+    for scope, key in (("QUEUE_THRESHOLDS", queue), ("TASK_THRESHOLDS", task)):
+        if key is not None:
+            override = setting(scope).get(key, {})
+            if name in override:
+                return override[name]
+    return setting("THRESHOLDS").get(name, DEFAULT_THRESHOLDS[name])

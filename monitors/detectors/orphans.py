@@ -1,0 +1,248 @@
+"""Orphaned jobs: jobs whose database record is missing, and why.
+
+Candidates are jobs still waiting (in the broker's queues, including ETA jobs held by workers, and
+jobs recorded as enqueued) and jobs that failed with DoesNotExist. Each one's record references
+(monitors.references) are checked in batches, one query per model per thousand keys. The cause
+comes from what the recorder saw at enqueue time:
+
+- rolled back: enqueued inside a transaction that never committed, so the record never existed;
+- ran before commit: the job failed with DoesNotExist but the record exists now (the worker was
+  faster than the commit);
+- deleted after enqueue: the record existed (its transaction committed, or there was none) and
+  is gone now;
+- unknown: nothing recorded says which (e.g. a message published by a process Jobwatch does not
+  watch).
+"""
+
+from collections import defaultdict
+from datetime import timedelta
+
+from django.apps import apps
+from django.db.models import Count
+
+from monitors.brokers import BrokerUnavailable, PeekUnavailable, open_broker
+from monitors.detectors.base import Problem, threshold
+from monitors.models import JobExecution, QueueSample
+from monitors.references import resolve_references
+
+NAME = "orphans"
+ROLLED_BACK, RAN_BEFORE_COMMIT, DELETED, UNKNOWN = "rolled_back", "ran_before_commit", "deleted_after_enqueue", "unknown"
+CHECK_BATCH = 1000
+JOB_IDS_KEPT = 500
+
+EXPLANATIONS = {
+    ROLLED_BACK: (
+        "These jobs were enqueued inside a transaction that rolled back: the record they need never "
+        "existed. Usual fix: enqueue with transaction.on_commit(...) or task.delay_on_commit(...), so a "
+        "rolled-back transaction enqueues nothing. The queued copies can be purged."
+    ),
+    RAN_BEFORE_COMMIT: (
+        "These jobs failed with DoesNotExist although the record exists now: a worker picked them up "
+        "before the transaction that created the record committed. Usual fix: enqueue on commit "
+        "(transaction.on_commit / delay_on_commit). Replaying them now will succeed."
+    ),
+    DELETED: (
+        "The record these jobs need was committed and later deleted, before the job ran. Usual fix: "
+        "make the job tolerate a missing record (return quietly), or cancel its jobs when the record is "
+        "deleted. The queued copies can be purged."
+    ),
+    UNKNOWN: (
+        "The record these jobs need is missing, and nothing Jobwatch recorded about their enqueue says "
+        "why (they may have been published by a process Jobwatch does not watch)."
+    ),
+}
+SEVERITY = {ROLLED_BACK: "warning", RAN_BEFORE_COMMIT: "warning", DELETED: "warning", UNKNOWN: "info"}
+
+
+class Candidate:
+    __slots__ = ("task_id", "task_name", "references", "where", "failed_missing")
+
+    def __init__(self, task_id, task_name, references, where, failed_missing=False):
+        self.task_id, self.task_name, self.references = task_id, task_name, references
+        self.where, self.failed_missing = where, failed_missing
+
+
+def detect(now):
+    candidates = {}
+    for candidate in (*failed_with_missing_record(now), *recorded_waiting(), *queued_messages()):
+        candidates.setdefault(candidate.task_id, candidate)
+    missing = missing_references(candidates.values())
+    rows = recorded_rows(candidates)
+    orphans = defaultdict(list)
+    for candidate in candidates.values():
+        gone = [ref for ref in candidate.references if (ref["model"], str(ref["pk"])) in missing]
+        if candidate.failed_missing and not gone:
+            cause = RAN_BEFORE_COMMIT
+        elif gone:
+            cause = cause_of(rows.get(candidate.task_id), now)
+        else:
+            continue
+        orphans[(candidate.task_name, cause)].append((candidate, gone, rows.get(candidate.task_id)))
+    return [orphan_problem(task, cause, found) for (task, cause), found in sorted(orphans.items())] + enqueues_in_transactions(now)
+
+
+def failed_with_missing_record(now):
+    window = timedelta(seconds=threshold("ORPHAN_WINDOW_SECONDS"))
+    failed = (
+        JobExecution.objects.filter(finished_at__gt=now - window, finished_at__lte=now, state="failed",
+                                    exception_type__endswith=".DoesNotExist")
+        .exclude(references=None)
+        .values_list("task_id", "task_name", "references")
+    )
+    for task_id, task_name, references in failed.iterator(chunk_size=2000):
+        yield Candidate(task_id, task_name, references, "failed", failed_missing=True)
+
+
+def recorded_waiting():
+    cap = threshold("ORPHAN_SCAN_MESSAGES")
+    waiting = (
+        JobExecution.objects.filter(state="enqueued").exclude(references=None)
+        .order_by("enqueued_at").values_list("task_id", "task_name", "references")[:cap]
+    )
+    for task_id, task_name, references in waiting.iterator(chunk_size=2000):
+        yield Candidate(task_id, task_name, references, "recorded as waiting")
+
+
+def queued_messages():
+    """Messages in the broker's queues (and ETA jobs workers hold), read without consuming."""
+    from celery import current_app
+
+    cap = threshold("ORPHAN_SCAN_MESSAGES")
+    try:
+        broker = open_broker()
+    except BrokerUnavailable:
+        return
+    try:
+        queues = set(QueueSample.objects.values_list("queue", flat=True).distinct()[:1000]) | broker.queue_names()
+        scanned = 0
+        for queue in sorted(queues):
+            held = broker.unacked_messages(queue) if hasattr(broker, "unacked_messages") else []
+            for message in (*held, *broker.scan(queue, clean=False)):
+                scanned += 1
+                if scanned > cap:
+                    return
+                if not message.decodable:
+                    continue
+                task = current_app.tasks.get(message.task_name)
+                references = resolve_references(message.task_name, task, message.args, message.kwargs)
+                if references:
+                    yield Candidate(message.task_id, message.task_name, references, f"queue {queue}")
+    except (BrokerUnavailable, PeekUnavailable):
+        return
+    finally:
+        broker.close()
+
+
+def missing_references(candidates):
+    """{(model label, str(pk))} of referenced records that do not exist: one query per model per
+    thousand keys."""
+    wanted = defaultdict(set)
+    for candidate in candidates:
+        for ref in candidate.references or ():
+            wanted[ref["model"]].add(ref["pk"])
+    missing = set()
+    for label, keys in wanted.items():
+        try:
+            model = apps.get_model(label)
+        except (LookupError, ValueError):
+            continue  # a model this site does not have: nothing to check against
+        keys = list(keys)
+        for start in range(0, len(keys), CHECK_BATCH):
+            chunk = keys[start : start + CHECK_BATCH]
+            try:
+                existing = {str(pk) for pk in model._default_manager.filter(pk__in=chunk).values_list("pk", flat=True)}
+            except (ValueError, TypeError):
+                continue  # keys of the wrong type for this model
+            missing.update((label, str(pk)) for pk in chunk if str(pk) not in existing)
+    return missing
+
+
+def recorded_rows(candidates):
+    ids = list(candidates)
+    rows = {}
+    fields = ("task_id", "enqueued_at", "started_at", "origin_in_atomic", "origin_deferred", "origin_transaction",
+              "origin_committed_at", "origin_receiver", "queue", "state")
+    for start in range(0, len(ids), CHECK_BATCH):
+        for row in JobExecution.objects.filter(task_id__in=ids[start : start + CHECK_BATCH]).values(*fields):
+            rows[row["task_id"]] = row
+    return rows
+
+
+def cause_of(row, now):
+    if row is None:
+        return UNKNOWN
+    if row["origin_committed_at"] is not None or row["origin_deferred"] or row["origin_in_atomic"] is False:
+        return DELETED  # the record was committed (or never inside a transaction): deleted since
+    grace = timedelta(seconds=threshold("ORPHAN_COMMIT_GRACE_SECONDS"))
+    if row["origin_in_atomic"] and row["origin_transaction"] and row["enqueued_at"] and row["enqueued_at"] < now - grace:
+        return ROLLED_BACK
+    return UNKNOWN
+
+
+def orphan_problem(task, cause, found):
+    job_ids = [candidate.task_id for candidate, _, _ in found]
+    places = defaultdict(int)
+    models = defaultdict(list)
+    receivers = defaultdict(int)
+    commit_lags = []
+    for candidate, gone, row in found:
+        places[candidate.where] += 1
+        for ref in gone or candidate.references:
+            if len(models[ref["model"]]) < 10:
+                models[ref["model"]].append(ref["pk"])
+        if row:
+            receivers[row["origin_receiver"] or "?"] += 1
+            if cause == RAN_BEFORE_COMMIT and row["origin_committed_at"] and row["started_at"]:
+                commit_lags.append((row["origin_committed_at"] - row["started_at"]).total_seconds())
+    evidence = {
+        "cause": cause,
+        "jobs": len(found),
+        "where": dict(places),
+        "missing_records": dict(models),
+        "enqueued_by": dict(receivers),
+        "job_ids": job_ids[:JOB_IDS_KEPT],
+    }
+    if commit_lags:
+        evidence["commit_after_start_seconds_max"] = round(max(commit_lags), 3)
+    label = {ROLLED_BACK: "rolled back", RAN_BEFORE_COMMIT: "ran before commit", DELETED: "record deleted after enqueue",
+             UNKNOWN: "record missing"}[cause]
+    return Problem(
+        kind="orphaned_jobs",
+        subject=f"{task}:{cause}",
+        severity=SEVERITY[cause],
+        title=f"{len(found)} orphaned {task} job{'s' if len(found) != 1 else ''}: {label}",
+        explanation=EXPLANATIONS[cause],
+        evidence=evidence,
+        count=len(found),
+    )
+
+
+def enqueues_in_transactions(now):
+    """The leading indicator: origins that enqueue inside an atomic block without on_commit, even
+    before anything has gone wrong."""
+    window = timedelta(seconds=threshold("ORPHAN_WINDOW_SECONDS"))
+    risky = (
+        JobExecution.objects.filter(enqueued_at__gt=now - window, enqueued_at__lte=now, origin_in_atomic=True, origin_deferred="")
+        .exclude(origin_receiver="")
+        .values("origin_receiver", "task_name", "origin_model")
+        .annotate(jobs=Count("id"))
+        .filter(jobs__gte=threshold("IN_TRANSACTION_MIN_JOBS"))
+    )
+    problems = []
+    for row in risky:
+        receiver, task = row["origin_receiver"], row["task_name"]
+        problems.append(Problem(
+            kind="enqueue_in_transaction",
+            subject=f"{receiver}:{task}",
+            severity="info",
+            title=f"{receiver} enqueues {task} inside a transaction, not on commit",
+            explanation=(
+                f"{row['jobs']} {task} jobs in the last {int(window.total_seconds() / 60)} minutes were enqueued by "
+                f"{receiver} while a transaction was open. If it rolls back, the job runs for a record that never "
+                "existed; if the worker is fast, it runs before the commit. Use transaction.on_commit(lambda: "
+                f"{task.rsplit('.', 1)[-1]}.delay(...)) or {task.rsplit('.', 1)[-1]}.delay_on_commit(...)."
+            ),
+            evidence={"jobs": row["jobs"], "receiver": receiver, "task": task, "model": row["origin_model"]},
+            count=row["jobs"],
+        ))
+    return problems
