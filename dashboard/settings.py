@@ -97,6 +97,9 @@ LOGGING = {
 BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env_broker_url("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's own filesystem transport can hand a worker a half-written message (kombu#1551);
+    # this one renames each message into place only once it is complete.
+    CELERY_BROKER_TRANSPORT = "dashboard.atomic_filesystem:Transport"
     for folder in ("queue", "control", "processed"):
         (BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {

@@ -1,5 +1,6 @@
 """Real Celery worker processes for integration tests, and waiting for what they record."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -67,6 +68,16 @@ class WorkerProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
         self._log.close()
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Freeze the worker and its pool (SIGSTOP), as a busy fleet would be, so that nothing
+        runs until the block ends: makes "who ran first" races deterministic in tests."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(self.process.pid, signal.SIGCONT)
 
     def __enter__(self):
         return self.start()

@@ -157,7 +157,7 @@ def queue_evidence(sample):
 
 def live_workers(now):
     """Worker hostnames seen consuming in the last few minutes of samples; None if unknown."""
-    seen = QueueSample.objects.filter(sampled_at__gt=now - timedelta(minutes=3)).exclude(workers=None).values_list("workers", flat=True)
+    seen = QueueSample.objects.filter(sampled_at__gt=now - timedelta(minutes=3)).filter(workers__isnull=False).values_list("workers", flat=True)
     hosts = set()
     any_known = False
     for workers in seen:

@@ -43,11 +43,7 @@ def storms(recent, now, window):
         rate = per_minute(origin["jobs"], window)
         if rate < threshold("FANOUT_STORM_MIN_PER_MINUTE"):
             continue
-        before = JobExecution.objects.filter(
-            enqueued_at__gt=now - window - baseline_span, enqueued_at__lte=now - window,
-            origin_model=origin["origin_model"], origin_receiver=origin["origin_receiver"],
-        ).count()
-        baseline = per_minute(before, baseline_span)
+        baseline, before = baseline_rate(origin, now, window, baseline_span)
         factor = threshold("FANOUT_STORM_FACTOR")
         over_ceiling = rate >= threshold("FANOUT_CEILING_PER_MINUTE")
         # An origin with no history yet has no baseline to jump from: only the ceiling applies.
@@ -84,12 +80,27 @@ def storms(recent, now, window):
     return problems
 
 
+def baseline_rate(origin, now, window, baseline_span):
+    """(enqueues per minute, enqueues) of the origin before the window. The rate is over the time
+    the origin has been active within the baseline span (at least one window), so a workload that
+    started a minute ago is compared with its own first minute, not with nine empty ones."""
+    start = now - window
+    before = JobExecution.objects.filter(
+        enqueued_at__gt=start - baseline_span, enqueued_at__lte=start,
+        origin_model=origin["origin_model"], origin_receiver=origin["origin_receiver"],
+    ).aggregate(jobs=Count("id"), first=Min("enqueued_at"))
+    if not before["jobs"]:
+        return 0.0, 0
+    active = max(start - before["first"], window)
+    return per_minute(before["jobs"], min(active, baseline_span)), before["jobs"]
+
+
 def trivial_saves(recent, window):
     """Saves whose update_fields touch only fields no job cares about, that still enqueue."""
     trivial = set(threshold("TRIVIAL_FIELDS"))
     saves = (
         recent.filter(origin_kind="save", origin_created=False)
-        .exclude(origin_update_fields=None)
+        .filter(origin_update_fields__isnull=False)
         .values("origin_model", "origin_receiver", "origin_update_fields")
         .annotate(jobs=Count("id"))
     )

@@ -86,7 +86,7 @@ def failed_with_missing_record(now):
     failed = (
         JobExecution.objects.filter(finished_at__gt=now - window, finished_at__lte=now, state="failed",
                                     exception_type__endswith=".DoesNotExist")
-        .exclude(references=None)
+        .filter(references__isnull=False)
         .values_list("task_id", "task_name", "references")
     )
     for task_id, task_name, references in failed.iterator(chunk_size=2000):
@@ -96,7 +96,7 @@ def failed_with_missing_record(now):
 def recorded_waiting():
     cap = threshold("ORPHAN_SCAN_MESSAGES")
     waiting = (
-        JobExecution.objects.filter(state="enqueued").exclude(references=None)
+        JobExecution.objects.filter(state="enqueued").filter(references__isnull=False)
         .order_by("enqueued_at").values_list("task_id", "task_name", "references")[:cap]
     )
     for task_id, task_name, references in waiting.iterator(chunk_size=2000):
