@@ -3,7 +3,7 @@ go through monitors/actions.py (audited), never through an edit form."""
 
 from django.contrib import admin
 
-from monitors.models import JobExecution, RecorderProcess
+from monitors.models import Finding, JobExecution, QueueSample, RecorderProcess
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -44,3 +44,19 @@ class RecorderProcessAdmin(ReadOnlyAdmin):
     list_display = ["hostname", "pid", "program", "events_recorded", "events_dropped_overflow",
                     "events_dropped_error", "write_errors", "last_flush_at"]
     ordering = ["-last_flush_at"]
+
+
+@admin.register(Finding)
+class FindingAdmin(ReadOnlyAdmin):
+    list_display = ["title", "severity", "status", "kind", "count", "first_seen", "last_seen", "resolved_at"]
+    list_filter = ["status", "severity", "kind", "detector"]
+    search_fields = ["subject", "title"]
+    ordering = ["-last_seen"]
+
+
+@admin.register(QueueSample)
+class QueueSampleAdmin(ReadOnlyAdmin):
+    list_display = ["queue", "sampled_at", "depth", "in_flight", "consumers", "oldest_age", "arrivals_per_minute", "drains_per_minute"]
+    list_filter = ["queue", "resolution"]
+    ordering = ["-sampled_at"]
+    show_full_result_count = False

@@ -63,3 +63,21 @@ def test_it_records_jobs_on_sqlite_and_the_filesystem_broker(embedded_env, tmp_p
     ]
     report = manage(embedded_env, "jobwatch_recorder", "--json")
     assert report.returncode == 0 and '"events_dropped_overflow": 0' in report.stdout
+
+
+def test_a_worker_survives_a_burst_of_publishes_on_the_filesystem_broker(embedded_env, tmp_path):
+    """kombu's filesystem transport let a worker read a message file before it was written
+    (kombu#1551) and die with "Unrecoverable error: JSONDecodeError"; the embedded default's
+    transport renames each message into place only once complete."""
+    assert manage(embedded_env, "migrate", "--no-input").returncode == 0
+    env = {**embedded_env, "JOBWATCH_RECORDER_ENABLED": "0"}  # the broker is under test, not the recorder
+    worker = WorkerProcess(tmp_path / "worker.log", env=env, name="burst").start()
+    try:
+        burst = manage(env, "shell", "-c", "from demo import tasks\nfor _ in range(3000): tasks.noop.delay()")
+        assert burst.returncode == 0, burst.stderr
+        wait_for(lambda: worker.log().count("succeeded in") >= 3000 or worker.process.poll() is not None,
+                 timeout=240, what="3000 jobs to run")
+        assert worker.process.poll() is None, worker.log()[-2000:]
+        assert "Unrecoverable error" not in worker.log()
+    finally:
+        worker.stop()
