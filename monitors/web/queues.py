@@ -32,7 +32,8 @@ def queue_list(request):
 def queue_detail(request, name):
     history = queue_history(name, timezone.now() - timedelta(hours=1))
     latest = history[-1] if history else None
-    offset = max(int(request.GET.get("offset", "0") or 0), 0) if request.GET.get("offset", "0").isdigit() else 0
+    offset_text = request.GET.get("offset", "")
+    offset = int(offset_text) if offset_text.isdigit() else 0
     search = request.GET.get("q", "").strip()
     context = {"name": name, "latest": latest, "history": history[-60:], "offset": offset, "search": search,
                "messages": [], "error": "", "warning": "", "needs_confirmation": False, "now": timezone.now()}
