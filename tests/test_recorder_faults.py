@@ -18,7 +18,7 @@ from tests.workers import WorkerProcess, database_url_for_workers, fresh_redis_u
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 JOBS_DURING_OUTAGE = 60
-WORKER_EVENTS_PER_JOB = 3  # received (main process), started and succeeded (pool process)
+WORKER_EVENTS_PER_JOB = 2  # started (with the receive time) and succeeded, from the pool process
 BUFFER_SIZE = 20
 
 
@@ -66,7 +66,9 @@ def test_jobs_succeed_while_the_database_is_down_and_the_drop_counter_says_what_
         finally:
             set_connections_allowed(database, True)
 
+        # The test's own pool holds connections the outage ended: start a fresh one.
         connection.close()
+        connection.close_pool()
         expected = WORKER_EVENTS_PER_JOB * (JOBS_DURING_OUTAGE + 1)
 
         def settled():
@@ -79,13 +81,13 @@ def test_jobs_succeed_while_the_database_is_down_and_the_drop_counter_says_what_
 
     dropped = counts["overflow"] + counts["error"]
     assert dropped > 0, "the outage outlasted the buffer, so some events must have been dropped"
-    assert counts["recorded"] >= 3 * BUFFER_SIZE - WORKER_EVENTS_PER_JOB  # each process kept a full buffer
+    assert counts["recorded"] >= 2 * BUFFER_SIZE - WORKER_EVENTS_PER_JOB  # each pool process kept a full buffer
     output = StringIO()
     call_command("jobwatch_recorder", "--json", stdout=output)
     report = json.loads(output.getvalue())
     workers = [p for p in report["processes"] if p["pid"] != os.getpid()]
     assert sum(p["events_dropped_overflow"] + p["events_dropped_error"] for p in workers) == dropped
-    assert all(p["write_errors"] > 0 for p in workers)
+    assert all(p["write_errors"] > 0 for p in workers if p["events_dropped_overflow"] + p["events_dropped_error"])
 
 
 def test_a_warm_shutdown_writes_what_the_worker_still_had_buffered(tmp_path):

@@ -4,6 +4,7 @@ the stored row must not depend on that order, in Python or in SQL, on PostgreSQL
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connections
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from monitors.models import JobExecution
@@ -100,5 +101,5 @@ def test_it_upserts_events_in_any_order_and_batching_to_the_same_row(using, case
     task_id = f"job-{number}-{using}"
     JobExecution.objects.using(using).filter(task_id=task_id).delete()
     for batch in batches(*case, task_id):
-        write_rows(fold_events(batch), using)
+        write_rows(fold_events(batch), connections[using])
     check(stored(task_id, using))

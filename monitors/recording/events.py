@@ -17,6 +17,8 @@ STAGES = 4
 STAGE = {"enqueued": 0, "received": 1, "started": 2}
 FINISHED_STAGE = 3
 PUBLISHED_HEADER = "jobwatch_published_at"
+# Set by the worker's main process on receipt, read by the pool process (see signals.task_received).
+RECEIVED_KEY = "jobwatch_received_at"
 
 # task_postrun's `state` → our state.
 POSTRUN_STATES = {
@@ -150,6 +152,7 @@ def started_event(task_id, task, args, kwargs):
         "retries": retries,
         "queue": delivery.get("routing_key") or "",
         "started_at": moment,
+        "received_at": epoch_datetime(getattr(request, RECEIVED_KEY, None)),
         "worker": request.hostname or "",
         "worker_pid": os.getpid(),
         "parent_id": request.parent_id or "",

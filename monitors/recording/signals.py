@@ -132,12 +132,18 @@ def _note_commit(alias, task_id, task_name):
 
 @guarded
 def task_received(sender=None, request=None, **extra):
-    event = events.received_event(request)
-    if event["retries"]:
+    # The worker's main process consumes for every pool process, so it writes nothing for a job
+    # that starts at once: the receive time travels in the request to the pool process, whose
+    # "started" event carries it. A job that will wait inside the worker for its eta is recorded
+    # as received now, since it may wait a long time.
+    request.request_dict[events.RECEIVED_KEY] = time.time()
+    retries = (request.request_dict or {}).get("retries") or 0
+    if retries:
         if len(_received_retries) >= RECEIVED_RETRIES_KEPT:
             _received_retries.pop(next(iter(_received_retries)))
-        _received_retries[request.id] = event["retries"]
-    submit(event)
+        _received_retries[request.id] = retries
+    if request.eta:
+        submit(events.received_event(request))
 
 
 @guarded

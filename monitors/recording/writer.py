@@ -12,6 +12,8 @@ writes them in batches, so a task never waits on the database.
   soon as it is reachable again.
 """
 
+import contextlib
+import copy
 import logging
 import os
 import socket
@@ -19,7 +21,7 @@ import sys
 import threading
 import time
 
-from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connections, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils import timezone
 
 from monitors.conf import setting
@@ -71,6 +73,7 @@ class EventWriter:
         self._thread = None
         self._counters_dirty = False
         self._tracebacks_logged = set()
+        self._db = None
 
     def submit(self, event):
         if self.pid != os.getpid():
@@ -114,9 +117,9 @@ class EventWriter:
             self._wake.clear()
             ok = self.flush()
             if ok and not self._events:
-                # Idle: hand the connection back (to the pool, or closed) rather than hold one
-                # per process forever; a busy writer keeps it between batches.
-                close_quietly(connections[self.using])
+                # Idle: close the connection rather than hold one per process forever; a busy
+                # writer keeps it between batches.
+                self.release_connection()
             backoff = 0.0 if ok else min(max(backoff * 2, self.flush_interval), MAX_BACKOFF)
 
     def flush(self):
@@ -145,48 +148,70 @@ class EventWriter:
         # Imported here: the writer is created before Django's models are ready (Celery app import).
         from monitors.recording.upsert import fold_events, write_rows
 
-        close_old_connections()
+        connection = self._connection()
         rows = fold_events(batch)
         self.counters.recorded += len(batch)
         try:
-            with transaction.atomic(using=self.using):
+            with one_transaction(connection):
                 for chunk in chunks(rows, self.batch_size):
-                    write_rows(chunk, self.using)
-                self._write_counters()
+                    write_rows(chunk, connection)
+                self._write_counters(connection)
         except Exception as error:
             self.counters.recorded -= len(batch)
-            if isinstance(error, DatabaseError) and is_transient(error, connections[self.using].vendor):
-                close_quietly(connections[self.using])  # the next attempt reconnects
+            if isinstance(error, DatabaseError) and is_transient(error, connection.vendor):
+                close_quietly(connection)  # the next attempt reconnects
             raise
         self._counters_dirty = False
 
-    def _write_counters(self):
+    def _connection(self):
+        """The writer's own database connection, outside Django's connection handler.
+
+        Celery's Django fix-up closes the handler's connections (and psycopg's pool) around every
+        task in a pool process; a writer sharing them lost its connection mid-batch. This one is
+        a plain connection with the same settings, minus the pool, opened on first use and
+        closed when the writer is idle.
+        """
+        if self._db is None:
+            base = connections[self.using]
+            settings_dict = copy.deepcopy(base.settings_dict)
+            settings_dict.setdefault("OPTIONS", {}).pop("pool", None)
+            self._db = type(base)(settings_dict, alias=f"{self.using}:jobwatch-recorder")
+            self._db.inc_thread_sharing()  # the writer thread and the shutdown flush take turns
+        return self._db
+
+    def release_connection(self):
+        if self._db is not None:
+            close_quietly(self._db)
+
+    def _write_counters(self, connection):
         from monitors.models import RecorderProcess
 
         counters = self.counters
-        RecorderProcess.objects.using(self.using).bulk_create(
-            [
-                RecorderProcess(
-                    hostname=socket.gethostname(),
-                    pid=self.pid,
-                    process_started_at=self.process_started_at,
-                    program=program_name(),
-                    events_recorded=counters.recorded,
-                    events_dropped_overflow=counters.dropped_overflow,
-                    events_dropped_error=counters.dropped_error,
-                    write_errors=counters.write_errors,
-                    capture_errors=counters.capture_errors,
-                    last_error=counters.last_error,
-                    last_flush_at=timezone.now(),
-                )
-            ],
-            update_conflicts=True,
-            unique_fields=["hostname", "pid", "process_started_at"],
-            update_fields=[
-                "events_recorded", "events_dropped_overflow", "events_dropped_error", "write_errors",
-                "capture_errors", "last_error", "last_flush_at",
-            ],
+        values = {
+            "hostname": socket.gethostname(),
+            "pid": self.pid,
+            "process_started_at": self.process_started_at,
+            "program": program_name(),
+            "events_recorded": counters.recorded,
+            "events_dropped_overflow": counters.dropped_overflow,
+            "events_dropped_error": counters.dropped_error,
+            "write_errors": counters.write_errors,
+            "capture_errors": counters.capture_errors,
+            "last_error": counters.last_error,
+            "last_flush_at": timezone.now(),
+        }
+        meta = RecorderProcess._meta
+        quote = connection.ops.quote_name
+        columns = list(values)
+        params = [meta.get_field(name).get_db_prep_save(value, connection) for name, value in values.items()]
+        updates = ", ".join(f"{quote(name)} = excluded.{quote(name)}" for name in columns[4:])
+        sql = (
+            f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(name) for name in columns)}) "
+            f"VALUES ({', '.join(['%s'] * len(columns))}) "
+            f"ON CONFLICT (hostname, pid, process_started_at) DO UPDATE SET {updates}"
         )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
 
     def _failed(self, error):
         self.counters.write_errors += 1
@@ -230,6 +255,23 @@ def is_transient(error, vendor):
         return True
     message = str(error).lower()
     return any(word in message for word in ("locked", "busy", "unable to open", "disk i/o"))
+
+
+@contextlib.contextmanager
+def one_transaction(connection):
+    """A transaction on a connection outside Django's handler (transaction.atomic only knows the
+    handler's). Rolled back if anything fails."""
+    connection.set_autocommit(False)
+    try:
+        yield
+        connection.commit()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            connection.rollback()
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            connection.set_autocommit(True)
 
 
 def close_quietly(connection):
