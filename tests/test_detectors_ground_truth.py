@@ -7,7 +7,6 @@ test-artifacts/detector-accuracy.json."""
 import json
 from collections import defaultdict
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import redis
@@ -120,7 +119,7 @@ def test_it_finds_a_storm_of_trivial_saves_with_the_receivers_and_fields():
         plant_baseline("demo.Customer", f"demo.receivers.{receiver}", per_minute=2, minutes=10)
     start = timezone.now()
     customers = [Customer.objects.create(name=f"v{n}", email=f"v{n}@example.com") for n in range(5)]
-    for round_ in range(12):  # 60 visits: 180 enqueues in well under a minute
+    for _ in range(12):  # 60 visits: 180 enqueues in well under a minute
         for customer in customers:
             customer.last_seen_at = timezone.now()
             customer.save(update_fields=["last_seen_at"])
@@ -192,7 +191,7 @@ def test_it_finds_jobs_that_ran_before_their_transaction_committed():
             Order.objects.create(customer=customer, total_cents=5)
             # The worker takes reserve_inventory while this transaction is still open.
             wait_for(
-                lambda: JobExecution.objects.filter(task_name="demo.tasks.reserve_inventory", state="failed").count() > attempt,
+                lambda attempt=attempt: JobExecution.objects.filter(task_name="demo.tasks.reserve_inventory", state="failed").count() > attempt,
                 timeout=30, what="the job to run before the commit",
             )
     finished(5, task_name="demo.tasks.reserve_inventory")

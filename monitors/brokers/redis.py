@@ -59,7 +59,7 @@ class RedisBroker(BrokerAdapter):
             exchange = key.decode(errors="replace")[len(self.binding_pattern) - 1 :]
             if exchange.startswith(INTERNAL_EXCHANGES):
                 continue
-            for member in self._call(lambda: self.client.smembers(key)):
+            for member in self._call(self.client.smembers, key):
                 parts = member.decode(errors="replace").split(self.sep)
                 if len(parts) == 3 and parts[2]:
                     found.append((exchange, parts[0], parts[2]))
@@ -107,7 +107,7 @@ class RedisBroker(BrokerAdapter):
         """({queue: count}, {queue: with an eta}, capped) from the unacked hash."""
         route = {(exchange, routing_key): queue for exchange, routing_key, queue in bindings}
         in_flight, scheduled, seen = {}, {}, 0
-        for _tag, value in self._call(lambda: self.client.hscan_iter(self.unacked_key, count=1000)):
+        for _tag, value in self.unacked_entries():
             seen += 1
             if seen > UNACKED_SCAN_LIMIT:
                 return in_flight, scheduled, True
@@ -124,7 +124,7 @@ class RedisBroker(BrokerAdapter):
         """Decoded messages of `queue` that workers hold (prefetched or waiting for their eta)."""
         route = {(exchange, routing_key): name for exchange, routing_key, name in self.bindings()}
         found = []
-        for tag, value in self._call(lambda: self.client.hscan_iter(self.unacked_key, count=1000)):
+        for tag, value in self.unacked_entries():
             exchange, routing_key, _ = unacked_route(value)
             if route.get((exchange, routing_key), routing_key) != queue:
                 continue
@@ -142,7 +142,7 @@ class RedisBroker(BrokerAdapter):
     def peek(self, queue, offset=0, limit=50):
         lengths = self._call(lambda: [self.client.llen(self.level_key(queue, step)) for step in self.priority_steps])
         messages, position = [], 0
-        for step, length in zip(self.priority_steps, lengths):
+        for step, length in zip(self.priority_steps, lengths, strict=True):
             if len(messages) >= limit:
                 break
             if offset >= position + length:
@@ -150,7 +150,7 @@ class RedisBroker(BrokerAdapter):
                 continue
             start = max(offset - position, 0)  # counted from the tail, where workers take
             count = min(limit - len(messages), length - start)
-            raw = self._call(lambda: self.client.lrange(self.level_key(queue, step), -(start + count), -(start + 1)))
+            raw = self._call(self.client.lrange, self.level_key(queue, step), -(start + count), -(start + 1))
             for index, item in enumerate(reversed(raw)):
                 message = decode_virtual_envelope(item)
                 message.position = position + start + index
@@ -169,16 +169,23 @@ class RedisBroker(BrokerAdapter):
             key = self.level_key(queue, step)
             start = 0
             while True:
-                raw = self._call(lambda: self.client.lrange(key, start, start + chunk - 1))
+                raw = self._call(self.client.lrange, key, start, start + chunk - 1)
                 if not raw:
                     break
                 for item in raw:
                     yield decode_virtual_envelope(item, clean) if decode else item
                 start += len(raw)
 
-    def _call(self, operation):
+    def unacked_entries(self):
+        """(delivery tag, value) of the unacked hash, read lazily: callers stop at their cap."""
         try:
-            return operation()
+            yield from self.client.hscan_iter(self.unacked_key, count=1000)
+        except redis_client.RedisError as error:
+            raise BrokerUnavailable(f"Redis broker: {error}") from error
+
+    def _call(self, operation, *args):
+        try:
+            return operation(*args)
         except redis_client.RedisError as error:
             raise BrokerUnavailable(f"Redis broker: {error}") from error
 
