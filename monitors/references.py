@@ -52,30 +52,35 @@ def resolve_references(task_name, task, args, kwargs):
         return None
     args = list(args or ())
     kwargs = kwargs or {}
-    bound = bind_arguments(task, args, kwargs)
     found = []
-    for argument, model in mapping.items():
-        key = str(argument)
-        if key.isdigit():
-            index = int(key)
-            value = args[index] if index < len(args) else None
-        elif key in kwargs:
-            value = kwargs[key]
+    for argument, model, position in locate(task, tuple(mapping.items())):
+        if argument in kwargs:
+            value = kwargs[argument]
+        elif position is not None and position < len(args):
+            value = args[position]
         else:
-            value = bound.get(key)
+            value = None
         if value is not None:
-            found.append({"arg": key, "model": model, "pk": value})
+            found.append({"arg": argument, "model": model, "pk": value})
     return found or None
 
 
-def bind_arguments(task, args, kwargs):
+@lru_cache(maxsize=1024)
+def locate(task, mapping):
+    """((argument, model, position), …): where each referenced argument sits when passed by
+    position. Worked out once per task from its signature, since a scan resolves references for
+    every queued message."""
     signature = task_signature(task) if task is not None else None
-    if signature is None:
-        return {}
-    try:
-        return dict(signature.bind_partial(*args, **kwargs).arguments)
-    except TypeError:
-        return {}
+    positions = {}
+    if signature is not None:
+        for index, parameter in enumerate(signature.parameters.values()):
+            if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+                positions[parameter.name] = index
+    located = []
+    for argument, model in mapping:
+        key = str(argument)
+        located.append((key, model, int(key) if key.isdigit() else positions.get(key)))
+    return tuple(located)
 
 
 @lru_cache(maxsize=1024)

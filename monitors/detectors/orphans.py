@@ -18,6 +18,7 @@ from collections import defaultdict
 from datetime import timedelta
 
 from django.apps import apps
+from django.db import connection
 from django.db.models import Count
 
 from monitors.brokers import BrokerUnavailable, PeekUnavailable, open_broker
@@ -67,17 +68,18 @@ def detect(now):
     for candidate in (*failed_with_missing_record(now), *recorded_waiting(), *queued_messages()):
         candidates.setdefault(candidate.task_id, candidate)
     missing = missing_references(candidates.values())
-    rows = recorded_rows(candidates)
-    orphans = defaultdict(list)
+    found = []  # (candidate, the references that are gone)
     for candidate in candidates.values():
         gone = [ref for ref in candidate.references if (ref["model"], str(ref["pk"])) in missing]
-        if candidate.failed_missing and not gone:
-            cause = RAN_BEFORE_COMMIT
-        elif gone:
-            cause = cause_of(rows.get(candidate.task_id), now)
-        else:
-            continue
-        orphans[(candidate.task_name, cause)].append((candidate, gone, rows.get(candidate.task_id)))
+        if gone or candidate.failed_missing:
+            found.append((candidate, gone))
+    # What the recorder saw at enqueue time, for the orphans only: most queued jobs are fine.
+    rows = recorded_rows({candidate.task_id for candidate, _ in found})
+    orphans = defaultdict(list)
+    for candidate, gone in found:
+        row = rows.get(candidate.task_id)
+        cause = cause_of(row, now) if gone else RAN_BEFORE_COMMIT
+        orphans[(candidate.task_name, cause)].append((candidate, gone, row))
     return [orphan_problem(task, cause, found) for (task, cause), found in sorted(orphans.items())] + enqueues_in_transactions(now)
 
 
@@ -157,13 +159,24 @@ def missing_references(candidates):
     return missing
 
 
-def recorded_rows(candidates):
-    ids = list(candidates)
-    rows = {}
-    fields = ("task_id", "enqueued_at", "started_at", "origin_in_atomic", "origin_deferred", "origin_transaction",
+ROW_FIELDS = ("task_id", "enqueued_at", "started_at", "origin_in_atomic", "origin_deferred", "origin_transaction",
               "origin_committed_at", "origin_receiver", "queue", "state")
+
+
+def recorded_rows(candidates):
+    """What the recorder knows of each candidate, by task id. On PostgreSQL one query with the
+    ids as one array parameter (`= ANY`): a hundred thousand queued jobs cost one round trip, not
+    a hundred IN lists of a thousand literals to parse and plan."""
+    ids = list(candidates)
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(JobExecution._meta.db_table)
+        columns = ", ".join(connection.ops.quote_name(name) for name in ROW_FIELDS)
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {columns} FROM {table} WHERE task_id = ANY(%s)", [ids])
+            return {row[0]: dict(zip(ROW_FIELDS, row, strict=True)) for row in cursor.fetchall()}
+    rows = {}
     for start in range(0, len(ids), CHECK_BATCH):
-        for row in JobExecution.objects.filter(task_id__in=ids[start : start + CHECK_BATCH]).values(*fields):
+        for row in JobExecution.objects.filter(task_id__in=ids[start : start + CHECK_BATCH]).values(*ROW_FIELDS):
             rows[row["task_id"]] = row
     return rows
 
