@@ -155,12 +155,21 @@ class EventWriter:
             with one_transaction(connection):
                 for chunk in chunks(rows, self.batch_size):
                     write_rows(chunk, connection)
-                self._write_counters(connection)
         except Exception as error:
             self.counters.recorded -= len(batch)
             if isinstance(error, DatabaseError) and is_transient(error, connection.vendor):
                 close_quietly(connection)  # the next attempt reconnects
             raise
+        # The counters in a transaction of their own: holding the jobs table while waiting for
+        # the counters' table could deadlock with anything that locks both (a TRUNCATE, a
+        # migration). They are cumulative, so if this write fails the next flush catches up.
+        self._counters_dirty = True
+        try:
+            with one_transaction(connection):
+                self._write_counters(connection)
+        except DatabaseError as error:
+            logger.warning("Jobwatch recorder could not write its counters: %s", error)
+            return
         self._counters_dirty = False
 
     def _connection(self):
