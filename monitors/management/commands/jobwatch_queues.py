@@ -7,16 +7,7 @@ from django.utils import timezone
 
 from monitors.brokers import BrokerUnavailable, PeekUnavailable, open_broker
 from monitors.queues import snapshot
-
-
-def seconds(value):
-    if value is None:
-        return "-"
-    if value < 120:
-        return f"{value:.0f}s"
-    if value < 7200:
-        return f"{value / 60:.0f}m"
-    return f"{value / 3600:.1f}h"
+from monitors.templatetags.jobwatch import duration as seconds
 
 
 def count(value):
