@@ -10,7 +10,7 @@ that window.
 
 import os
 import uuid
-from time import monotonic
+from time import monotonic_ns
 
 from kombu.transport import filesystem
 from kombu.utils.encoding import str_to_bytes
@@ -19,8 +19,10 @@ from kombu.utils.json import dumps
 
 class Channel(filesystem.Channel):
     def _put(self, queue, payload, **kwargs):
-        # Same name scheme as kombu's (consumers sort on the time prefix and match ".<queue>.msg").
-        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        # kombu's name scheme (consumers sort the names and match ".<queue>.msg"), with a
+        # zero-padded nanosecond stamp instead of milliseconds: messages published within the same
+        # millisecond keep their order, and the sort never meets numbers of different lengths.
+        name = f"{monotonic_ns():020d}_{uuid.uuid4()}.{queue}.msg"
         final_path = os.path.join(self.data_folder_out, name)
         partial_path = f"{final_path}.partial"  # does not end in ".msg": consumers skip it
         try:

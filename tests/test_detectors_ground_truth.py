@@ -5,6 +5,7 @@ of thousands of jobs must open none. Precision and recall per detector are writt
 test-artifacts/detector-accuracy.json."""
 
 import json
+import time
 from collections import defaultdict
 from datetime import timedelta
 
@@ -18,6 +19,7 @@ from demo import tasks
 from demo.models import Customer, Order, Payment
 from monitors.detectors import run_detectors
 from monitors.models import Finding, JobExecution, QueueSample
+from monitors.recording import signals
 from monitors.sampling import sample_queues
 from tests.workers import REPO, WorkerProcess, database_url_for_workers, fresh_redis_url, wait_for
 
@@ -52,6 +54,17 @@ def worker(django_db_setup, tmp_path_factory):
 def thresholds():
     with override_settings(JOBWATCH={"RECORDER_FLUSH_INTERVAL": 0.1, "THRESHOLDS": THRESHOLDS}):
         yield
+        settle()
+
+
+def settle():
+    """Let this test's jobs finish and their events land before the tables are emptied, so that
+    nothing written late shows up in the next scenario."""
+    signals.get_writer().flush()
+    unfinished = JobExecution.objects.filter(state__in=("enqueued", "received", "started")).exclude(queue="invoices")
+    wait_for(lambda: not unfinished.exists(), timeout=60, what="the scenario's jobs to finish")
+    time.sleep(0.5)  # the pool processes' last flush
+    signals.get_writer().flush()
 
 
 def finished(count, **filters):

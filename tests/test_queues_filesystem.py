@@ -15,10 +15,12 @@ def app(tmp_path):
     folders = {name: tmp_path / name for name in ("queue", "control")}
     for folder in folders.values():
         folder.mkdir()
-    return celery_app(
+    app = celery_app(
         "filesystem://", data_folder_in=str(folders["queue"]), data_folder_out=str(folders["queue"]),
         control_folder=str(folders["control"]),
     )
+    app.conf.broker_transport = "dashboard.atomic_filesystem:Transport"  # the embedded default's
+    return app
 
 
 def test_it_reads_depth_age_and_messages_in_consumption_order_without_moving_them(app, tmp_path):
