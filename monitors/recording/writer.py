@@ -41,9 +41,6 @@ class Counters:
         self.capture_errors = 0
         self.last_error = ""
 
-    def as_dict(self):
-        return dict(vars(self))
-
 
 class EventWriter:
     def __init__(self, buffer_size, batch_size, flush_interval, using):
@@ -94,9 +91,6 @@ class EventWriter:
         self.counters.capture_errors += 1
         self.counters.last_error = f"capture: {error!r}"[:2000]
         self._counters_dirty = True
-
-    def pending(self):
-        return len(self._events)
 
     def _start_thread(self):
         with self._lock:
