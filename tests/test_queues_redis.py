@@ -71,7 +71,11 @@ def test_it_counts_eta_jobs_a_worker_holds_in_unacked(broker_url, tmp_path):
     with WorkerProcess(tmp_path / "worker.log", env=env, queues="later"):
         scheduled = [app.send_task("demo.tasks.noop", queue="later", countdown=600).id for _ in range(3)]
         broker = RedisBroker(app)
-        stats = wait_for(lambda: (lambda s: s if s.in_flight == 3 else None)(broker.stats(["later"])["later"]), what="3 jobs in unacked")
+        # Wait for the settled state: once, 1 message was seen still listed while 3 were in unacked.
+        stats = wait_for(
+            lambda: (lambda s: s if s.in_flight == 3 and s.depth == 0 else None)(broker.stats(["later"])["later"]),
+            what="3 jobs in unacked and none left in the list",
+        )
         assert stats.depth == 0 and stats.scheduled == 3
         assert sorted(m.task_id for m in broker.unacked_messages("later")) == sorted(scheduled)
     # A warm shutdown hands them back to the queue, where they are counted as waiting.
