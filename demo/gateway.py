@@ -49,6 +49,7 @@ class PaymentGateway(ThreadingHTTPServer):
         self.charges_accepted = 0
         self.charges_refused = 0
         self.calls_total = 0
+        self.warehouse_calls = 0
         self._lock = threading.Lock()
         self._up = up
         self._down_since = None if up else time.monotonic()
@@ -110,6 +111,10 @@ class PaymentGateway(ThreadingHTTPServer):
             elif outcome == "refused":
                 self.charges_refused += 1
 
+    def count_warehouse_call(self):
+        with self._lock:
+            self.warehouse_calls += 1
+
     def stats(self):
         with self._lock:
             return {
@@ -118,6 +123,7 @@ class PaymentGateway(ThreadingHTTPServer):
                 "charges_accepted": self.charges_accepted,
                 "charges_refused": self.charges_refused,
                 "calls_total": self.calls_total,
+                "warehouse_calls": self.warehouse_calls,
             }
 
     def wait_until_up(self, timeout):
@@ -147,7 +153,8 @@ class GatewayRequestHandler(BaseHTTPRequestHandler):
     server_version = "DemoGateway/1.0"
 
     def do_POST(self):
-        routes = {"/charge": self.charge, "/control/down": self.take_down, "/control/up": self.bring_up}
+        routes = {"/charge": self.charge, "/warehouse": self.warehouse, "/control/down": self.take_down,
+                  "/control/up": self.bring_up}
         self.dispatch(routes)
 
     def do_GET(self):
@@ -177,6 +184,19 @@ class GatewayRequestHandler(BaseHTTPRequestHandler):
             return
         self.server.count_call("accepted")
         self.send_json(HTTPStatus.OK, {"reference": f"ch_{secrets.token_hex(12)}"})
+
+    def warehouse(self):
+        """The shop's warehouse lives on the same server: it is down when the gateway is. Its
+        calls are counted apart from charges."""
+        body = self.read_json()
+        self.server.count_warehouse_call()
+        if not self.server.is_up():
+            self.fail_as_outage()
+            return
+        if not isinstance(body.get("order_id"), int):
+            self.send_json(HTTPStatus.BAD_REQUEST, {"error": "send {\"order_id\": int}"})
+            return
+        self.send_json(HTTPStatus.OK, {"reference": f"sh_{secrets.token_hex(8)}"})
 
     def fail_as_outage(self):
         mode = self.server.outage_mode

@@ -9,10 +9,20 @@ class GatewayError(ConnectionError):
 
 
 def charge(base_url, payment_id, amount_cents, timeout=3.0):
-    body = json.dumps({"payment_id": payment_id, "amount_cents": amount_cents}).encode()
-    request = urllib.request.Request(f"{base_url}/charge", data=body, headers={"Content-Type": "application/json"})
+    return post(base_url, "/charge", {"payment_id": payment_id, "amount_cents": amount_cents}, timeout)["reference"]
+
+
+def notify_warehouse(base_url, order_id, timeout=3.0):
+    return post(base_url, "/warehouse", {"order_id": order_id}, timeout)["reference"]
+
+
+def post(base_url, path, payload, timeout):
+    request = urllib.request.Request(f"{base_url}{path}", data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.load(response)["reference"]
+            answer = json.load(response)
+            answer["reference"]  # noqa: B018 - an answer without one is a broken gateway
+            return answer
     except (OSError, ValueError, KeyError) as error:
-        raise GatewayError(f"payment gateway at {base_url}: {error}") from error
+        raise GatewayError(f"POST {base_url}{path}: {error}") from error

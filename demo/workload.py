@@ -20,8 +20,8 @@ TIERS = ["standard", "standard", "standard", "silver", "gold"]
 # Visits pick among this many of the most recent customers: enough variety, bounded memory.
 CUSTOMERS_REMEMBERED = 1000
 
-# A normal minute in the shop: what share of actions are sign-ups, visits and orders.
-NORMAL_MIX = {"create customer": 0.15, "visit": 0.55, "place order": 0.30}
+# A normal minute in the shop: what share of actions are sign-ups, visits, orders and shipments.
+NORMAL_MIX = {"create customer": 0.15, "visit": 0.50, "place order": 0.30, "ship order": 0.05}
 # During a storm, visits come this many times as fast (the rest of the shop carries on as usual).
 STORM_FACTOR = 10
 
@@ -77,6 +77,16 @@ class Shop:
             order.delete()
             return "orders deleted after commit"
         return "orders placed"
+
+    def ship_order(self):
+        """The warehouse is told to ship the latest order (its job has no circuit breaker)."""
+        from demo.tasks import notify_warehouse
+
+        latest = Order.objects.order_by("-pk").values_list("pk", flat=True).first()
+        if latest is None:
+            return self.place_order()
+        notify_warehouse.delay(latest)
+        return "orders shipped"
 
     def retier_customers(self, count):
         """The bulk loop: one transaction saving `count` customers one by one (a nightly re-tiering

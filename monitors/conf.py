@@ -41,6 +41,14 @@ DEFAULT_THRESHOLDS = {
     "FAILURE_RATE": 0.05,
     "FAILURE_RATE_SECONDS": 600,
     "FAILURE_RATE_MIN_JOBS": 20,
+    # Circuits: open this long is critical; opening this many times in the span is flapping.
+    "CIRCUIT_OPEN_CRITICAL_SECONDS": 300,
+    "CIRCUIT_FLAP_COUNT": 3,
+    "CIRCUIT_FLAP_SECONDS": 1800,
+    # A service failing with no breaker: this many failed jobs of one error and one host within
+    # the span.
+    "SERVICE_FAILURE_SECONDS": 600,
+    "SERVICE_FAILURE_MIN_JOBS": 10,
 }
 
 DEFAULTS = {
@@ -78,6 +86,13 @@ DEFAULTS = {
     "QUEUE_THRESHOLDS": {},
     "TASK_THRESHOLDS": {},
     "DETECT_INTERVAL": 30,
+    # Circuit breakers (monitors/circuits): where their shared state lives — "database" (the
+    # default database), "database:<alias>", or a redis:// URL — and their options: defaults for
+    # every circuit, and per circuit by name ({"payment-gateway": {"reset_timeout": 30}}), which
+    # win over the options given in code.
+    "CIRCUIT_STORE": "database",
+    "CIRCUIT_DEFAULTS": {},
+    "CIRCUITS": {},
     # References for tasks you cannot decorate: {"task.name": {"arg name or index": "app.Model"}}.
     "RECORD_REFERENCES": {},
 }
@@ -95,6 +110,7 @@ def check_settings():
     configured = getattr(settings, "JOBWATCH", {})
     check_keys("settings.JOBWATCH", configured, DEFAULTS)
     check_keys("settings.JOBWATCH['THRESHOLDS']", configured.get("THRESHOLDS", {}), DEFAULT_THRESHOLDS)
+    check_circuit_options(configured)
     for scope in ("QUEUE_THRESHOLDS", "TASK_THRESHOLDS"):
         for name, overrides in configured.get(scope, {}).items():
             check_keys(f"settings.JOBWATCH['{scope}'][{name!r}]", overrides, DEFAULT_THRESHOLDS)
@@ -104,3 +120,16 @@ def check_keys(where, given, known):
     unknown = set(given) - set(known)
     if unknown:
         raise ImproperlyConfigured(f"{where} has unknown keys: {', '.join(sorted(unknown))}")
+
+
+def check_circuit_options(configured):
+    from monitors.circuits.machine import Policy
+
+    known = dict.fromkeys(Policy.names())
+    check_keys("settings.JOBWATCH['CIRCUIT_DEFAULTS']", configured.get("CIRCUIT_DEFAULTS", {}), known)
+    for name, options in configured.get("CIRCUITS", {}).items():
+        check_keys(f"settings.JOBWATCH['CIRCUITS'][{name!r}]", options, known)
+        try:
+            Policy(**{**configured.get("CIRCUIT_DEFAULTS", {}), **options})
+        except ValueError as error:
+            raise ImproperlyConfigured(f"settings.JOBWATCH['CIRCUITS'][{name!r}]: {error}") from error

@@ -5,6 +5,7 @@ the recorder (monitors/recording/) from publish and worker signals. `RecorderPro
 recording process's counters so an operator can see what the recorder lost, and why.
 """
 
+from django.conf import settings
 from django.db import models
 
 
@@ -17,6 +18,9 @@ class JobState(models.TextChoices):
     RETRIED = "retried"
     REVOKED = "revoked"
     REJECTED = "rejected"
+    # Jobwatch's own: the job's service circuit is open and the job waits for the cool-down to
+    # end (monitors/circuits). Not a failure, and not counted against its retries.
+    WAITING = "waiting", "waiting on a circuit"
 
 
 class OriginKind(models.TextChoices):
@@ -40,7 +44,8 @@ class JobExecution(models.Model):
 
     Events for the same job arrive from several processes (the publisher, the worker's main
     process, the pool child) in any order. `progress` orders them without trusting clocks:
-    retries * 4 + stage, where stage is 0 enqueued, 1 received, 2 started, 3 finished. The
+    attempt * 4 + stage, where attempt is retries + circuit waits (each a new run of the same task
+    id) and stage is 0 enqueued, 1 received, 2 started, 3 finished. The
     recorder's upsert lets a newer event overwrite what it knows, and keeps first-seen facts
     (args, origin) from the first event that carried them.
     """
@@ -48,7 +53,7 @@ class JobExecution(models.Model):
     task_id = models.CharField(max_length=255, unique=True)
     task_name = models.CharField(max_length=255, blank=True)
     state = models.CharField(max_length=16, choices=JobState.choices)
-    progress = models.PositiveIntegerField(default=0, help_text="retries * 4 + stage; orders events")
+    progress = models.PositiveIntegerField(default=0, help_text="(retries + circuit waits) * 4 + stage; orders events")
 
     # Routing, as published.
     queue = models.CharField(max_length=255, blank=True)
@@ -66,6 +71,8 @@ class JobExecution(models.Model):
     eta = models.DateTimeField(null=True, blank=True)
     expires = models.DateTimeField(null=True, blank=True)
     retries = models.PositiveIntegerField(default=0)
+    circuit = models.CharField(max_length=200, blank=True, help_text="the service circuit the job calls through or waits on")
+    circuit_waits = models.PositiveIntegerField(default=0, help_text="times the job was put back to wait for an open circuit")
 
     enqueued_at = models.DateTimeField(null=True, blank=True)
     received_at = models.DateTimeField(null=True, blank=True)
@@ -126,6 +133,11 @@ class JobExecution(models.Model):
             # holds only the waiting jobs, however long the history.
             models.Index(
                 fields=["queue", "enqueued_at"], name="jobwatch_waiting", condition=models.Q(state="enqueued")
+            ),
+            # Jobs waiting behind a circuit (the circuit detector and tile): partial, so it holds
+            # only the jobs waiting now.
+            models.Index(
+                fields=["circuit", "enqueued_at"], name="jobwatch_circuit_waiting", condition=models.Q(state="waiting")
             ),
         ]
 
@@ -251,3 +263,108 @@ class Finding(models.Model):
 
     def __str__(self):
         return f"[{self.severity}] {self.title}"
+
+
+class CircuitState(models.TextChoices):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open", "half-open"
+    FORCED_OPEN = "forced_open", "forced open"
+    FORCED_CLOSED = "forced_closed", "forced closed"
+
+
+class Circuit(models.Model):
+    """One external service's circuit breaker (monitors/circuits), shared by every process.
+
+    With the database store (the default) this row *is* the breaker's state, read and changed
+    under a row lock by every worker. With the Redis store, Redis holds the state and this row is
+    its copy as of the last transition, which keeps the history queryable when Redis is not.
+    """
+
+    name = models.CharField(max_length=200, unique=True, help_text="the service, e.g. payment-gateway")
+    state = models.CharField(max_length=16, choices=CircuitState.choices, default=CircuitState.CLOSED)
+    changed_at = models.DateTimeField(null=True, blank=True, help_text="when it entered its current state")
+    opened_at = models.DateTimeField(null=True, blank=True, help_text="when the current cool-down began")
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    trial_successes = models.PositiveIntegerField(default=0, help_text="successful trial calls while half-open")
+    trials = models.JSONField(default=list, blank=True, help_text="start times (epoch) of trial calls in progress")
+    window = models.JSONField(default=list, blank=True, help_text="[[bucket start, calls, failures], …] of the rolling window")
+    open_count = models.PositiveIntegerField(default=0, help_text="times it has opened")
+    last_error_type = models.CharField(max_length=255, blank=True)
+    last_error = models.TextField(blank=True)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    forced_by = models.CharField(max_length=255, blank=True, help_text="who forced it open or closed")
+    policy = models.JSONField(default=dict, blank=True, help_text="thresholds and cool-down last used by a caller")
+    updated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        permissions = [("force_circuit", "Can force a circuit open or closed, or reset it")]
+
+    def __str__(self):
+        return f"{self.name} ({self.get_state_display()})"
+
+
+class CircuitEvent(models.Model):
+    """A circuit's transition: from which state to which, why, and who or what caused it."""
+
+    circuit = models.CharField(max_length=200)
+    at = models.DateTimeField()
+    from_state = models.CharField(max_length=16, choices=CircuitState.choices)
+    to_state = models.CharField(max_length=16, choices=CircuitState.choices)
+    cause = models.CharField(max_length=500, help_text="e.g. 5 consecutive failures")
+    actor = models.CharField(max_length=500, blank=True, help_text="the process and job, or the operator")
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    window_calls = models.PositiveIntegerField(default=0)
+    window_failures = models.PositiveIntegerField(default=0)
+    error_type = models.CharField(max_length=255, blank=True)
+    error = models.TextField(blank=True, help_text="the last error when it changed")
+
+    class Meta:
+        indexes = [
+            # A circuit's history and the flapping rule: circuit = X and at > T.
+            models.Index(fields=["circuit", "at"], name="jobwatch_circuit_event"),
+        ]
+
+    def __str__(self):
+        return f"{self.circuit}: {self.from_state} → {self.to_state}"
+
+
+class ActionLog(models.Model):
+    """The audit log: every change an operator asked for, allowed or refused, real or dry run.
+
+    Written by monitors/actions.py, the only code that changes anything; never editable in the
+    admin or the dashboard.
+    """
+
+    class Outcome(models.TextChoices):
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        REFUSED = "refused", "refused (no permission)"
+        PREVIEWED = "previewed", "dry run"
+        RUNNING = "running"
+
+    at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    username = models.CharField(max_length=150, blank=True, help_text="kept when the user is deleted")
+    surface = models.CharField(max_length=20, blank=True, help_text="dashboard, admin, command or api")
+    action = models.CharField(max_length=40)
+    target = models.CharField(max_length=400, blank=True, help_text="what it acted on: a circuit, a queue, a filter")
+    parameters = models.JSONField(default=dict, blank=True, help_text="the filter or ids, and options")
+    dry_run = models.BooleanField(default=False)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    matched = models.BigIntegerField(null=True, blank=True)
+    succeeded = models.BigIntegerField(default=0)
+    failed = models.BigIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [
+            # The audit page, newest first, and one user's or one action's history.
+            models.Index(fields=["at"], name="jobwatch_action_time"),
+            models.Index(fields=["action", "at"], name="jobwatch_action_kind"),
+        ]
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username or '?'} {self.action} {self.target}"

@@ -1,6 +1,15 @@
 import pytest
 
+from monitors.circuits.stores import close_connections
 from monitors.recording import signals
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_circuit_connections(django_db_setup):
+    """Circuit stores keep connections of their own; the test databases cannot be dropped while
+    they are open."""
+    yield
+    close_connections()
 
 
 @pytest.fixture

@@ -26,8 +26,14 @@ JOBWATCH = {
     **JOBWATCH,  # noqa: F405
     # Tests wait for rows to appear: write them promptly (unless a test says otherwise).
     "RECORDER_FLUSH_INTERVAL": float(os.environ.get("JOBWATCH_RECORDER_FLUSH_INTERVAL", 0.1)),
+    # The demo's payment gateway circuit on a test's time scale: opens after 3 failures, lets 2
+    # trial calls through after a 4-second cool-down.
+    "CIRCUITS": {"payment-gateway": {"fail_max": 3, "reset_timeout": 4, "trial_calls": 2, "wait_jitter": 0.25}},
 }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # A second, SQLite database: the recorder's SQL must give the same rows on the embedded default.
 DATABASES["embedded"] = sqlite_database(VAR_DIR / "embedded-tests.sqlite3")  # noqa: F405
+# A file, as in production, not Django's in-memory test database: its shared cache answers
+# concurrent writers with "table is locked" at once instead of waiting for the lock.
+DATABASES["embedded"]["TEST"] = {"NAME": str(VAR_DIR / "test-embedded.sqlite3")}  # noqa: F405

@@ -12,13 +12,19 @@ from django.utils.dateparse import parse_datetime
 from monitors.conf import setting
 from monitors.recording.payload import PayloadCleaner, measure, shorten
 
-# `progress` = retries * STAGES + stage orders one job's events without trusting clocks.
+# `progress` = attempt * STAGES + stage orders one job's events without trusting clocks. The
+# attempt is Celery's retries plus the times the job was put back to wait for an open circuit
+# (monitors/circuits/waiting.py), which re-runs the same task id without counting a retry.
 STAGES = 4
 STAGE = {"enqueued": 0, "received": 1, "started": 2}
 FINISHED_STAGE = 3
 PUBLISHED_HEADER = "jobwatch_published_at"
 # Set by the worker's main process on receipt, read by the pool process (see signals.task_received).
 RECEIVED_KEY = "jobwatch_received_at"
+# Message headers set by monitors/circuits/waiting.py (kept in sync there; not imported, so that
+# recording does not load the circuit breaker).
+CIRCUIT_HEADER = "jobwatch_circuit"
+WAITS_HEADER = "jobwatch_circuit_waits"
 
 # task_postrun's `state` → our state.
 POSTRUN_STATES = {
@@ -35,8 +41,24 @@ def now():
     return datetime.now(UTC)
 
 
-def progress(retries, state):
-    return (retries or 0) * STAGES + STAGE.get(state, FINISHED_STAGE)
+def progress(attempt, state):
+    return (attempt or 0) * STAGES + STAGE.get(state, FINISHED_STAGE)
+
+
+def as_count(value):
+    try:
+        return max(int(value or 0), 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def attempt_of(retries, waits):
+    return as_count(retries) + as_count(waits)
+
+
+def request_attempt(request):
+    """The attempt a running task's request stands for."""
+    return attempt_of(getattr(request, "retries", 0), getattr(request, WAITS_HEADER, 0))
 
 
 def as_datetime(value):
@@ -75,7 +97,9 @@ def message_fields(body, headers):
         "task_name": source.get("task") or "",
         "args": args,
         "kwargs": kwargs,
-        "retries": source.get("retries") or 0,
+        "retries": as_count(source.get("retries")),
+        "waits": as_count(source.get(WAITS_HEADER) or headers.get(WAITS_HEADER)),
+        "circuit": str(source.get(CIRCUIT_HEADER) or headers.get(CIRCUIT_HEADER) or "")[:200],
         "eta": as_datetime(source.get("eta")),
         "expires": as_datetime(source.get("expires")),
         "parent_id": source.get("parent_id") or "",
@@ -96,8 +120,9 @@ def enqueued_event(fields, exchange, routing_key, declare, properties, published
         "task_id": fields["task_id"],
         "task_name": fields["task_name"],
         "state": "enqueued",
-        "progress": progress(fields["retries"], "enqueued"),
+        "progress": progress(attempt_of(fields["retries"], fields["waits"]), "enqueued"),
         "retries": fields["retries"],
+        "circuit_waits": fields["waits"],
         "queue": queue_name(exchange, routing_key, declare),
         "exchange": exchange or "",
         "routing_key": routing_key or "",
@@ -123,15 +148,22 @@ def queue_name(exchange, routing_key, declare):
 
 
 def received_event(request):
+    """A job that will wait inside the worker for its eta. One put back by an open circuit is
+    "waiting" (on that circuit) until it starts."""
     delivery = request.delivery_info or {}
-    retries = (request.request_dict or {}).get("retries") or 0
+    request_dict = request.request_dict or {}
+    retries = as_count(request_dict.get("retries"))
+    waits = as_count(request_dict.get(WAITS_HEADER))
+    circuit = str(request_dict.get(CIRCUIT_HEADER) or "")[:200]
     moment = now()
     return {
         "task_id": request.id,
         "task_name": request.name or "",
-        "state": "received",
-        "progress": progress(retries, "received"),
+        "state": "waiting" if waits and circuit else "received",
+        "progress": progress(retries + waits, "received"),
         "retries": retries,
+        "circuit": circuit,
+        "circuit_waits": waits,
         "queue": delivery.get("routing_key") or "",
         "received_at": moment,
         "worker": request.hostname or "",
@@ -148,7 +180,7 @@ def started_event(task_id, task, args, kwargs):
         "task_id": task_id,
         "task_name": task.name or "",
         "state": "started",
-        "progress": progress(retries, "started"),
+        "progress": progress(request_attempt(request), "started"),
         "retries": retries,
         "queue": delivery.get("routing_key") or "",
         "started_at": moment,
@@ -172,8 +204,10 @@ def finished_event(task_id, task, state, started_monotonic, retval, failure):
         "task_id": task_id,
         "task_name": task.name or "",
         "state": state,
-        "progress": progress(retries, state),
+        "progress": progress(request_attempt(request), state),
         "retries": retries,
+        # The service this run called through a circuit breaker, or waits on (set by the breaker).
+        "circuit": str(getattr(request, CIRCUIT_HEADER, None) or "")[:200],
         "finished_at": moment,
         "worker": request.hostname or "",
         "worker_pid": os.getpid(),
@@ -205,15 +239,14 @@ def exception_type(exception):
     return cls.__qualname__ if module in ("builtins", None) else f"{module}.{cls.__qualname__}"
 
 
-def lost_event(task_id, task_name, retries, state, reason, exception=None, einfo=None):
+def lost_event(task_id, task_name, attempt, state, reason, exception=None, einfo=None):
     """A terminal event the worker's main process reports (revoked, rejected, lost, timed out)."""
     moment = now()
     event = {
         "task_id": task_id,
         "task_name": task_name or "",
         "state": state,
-        "progress": progress(retries, state),
-        "retries": retries or 0,
+        "progress": progress(attempt, state),
         "finished_at": moment,
         "updated_at": moment,
         "exception_message": reason,

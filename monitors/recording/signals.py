@@ -28,13 +28,15 @@ _exit_flush_registered = False
 _writer_lock = threading.Lock()
 # Per-thread: the event built before a publish, submitted once the publish succeeded.
 _publishing = threading.local()
-# Per pool process: monotonic start of each running task, and failures awaiting task_postrun.
+# Per pool process: monotonic start of each running task, failures awaiting task_postrun, and
+# jobs whose run ends by waiting on an open circuit (task_retry → task_postrun).
 _started = {}
 _failures = {}
-# Worker main process: the attempt number of received jobs that are retries, for the rare event
+_waiting = {}
+# Worker main process: the attempt number of received jobs beyond their first, for the rare event
 # it reports itself (a lost pool process, a hard time limit), whose signal carries no request.
-_received_retries = {}
-RECEIVED_RETRIES_KEPT = 10_000
+_received_attempts = {}
+RECEIVED_ATTEMPTS_KEPT = 10_000
 
 
 def get_writer():
@@ -83,8 +85,12 @@ def before_task_publish(sender=None, body=None, exchange=None, routing_key=None,
     if is_retry:
         # A retry republishes its own message before task_retry fires: record it as the end of
         # the attempt that failed (its error arrives next), not as a new enqueue with an origin.
-        event["state"] = "retried"
-        event["progress"] = events.progress(fields["retries"] - 1, "retried")
+        # A job put back to wait for an open circuit republishes the same way, with one more wait.
+        waiting = fields["waits"] > events.as_count(getattr(running.request, events.WAITS_HEADER, 0))
+        event["state"] = "waiting" if waiting else "retried"
+        event["progress"] = events.progress(events.attempt_of(fields["retries"], fields["waits"]) - 1, "retried")
+        if waiting:
+            event["circuit"] = fields["circuit"]
         del event["enqueued_at"]
     else:
         event.update(origin.origin_for_publish(sys._getframe(1)))
@@ -137,11 +143,11 @@ def task_received(sender=None, request=None, **extra):
     # "started" event carries it. A job that will wait inside the worker for its eta is recorded
     # as received now, since it may wait a long time.
     request.request_dict[events.RECEIVED_KEY] = time.time()
-    retries = (request.request_dict or {}).get("retries") or 0
-    if retries:
-        if len(_received_retries) >= RECEIVED_RETRIES_KEPT:
-            _received_retries.pop(next(iter(_received_retries)))
-        _received_retries[request.id] = retries
+    attempt = _attempt_of(request)
+    if attempt:
+        if len(_received_attempts) >= RECEIVED_ATTEMPTS_KEPT:
+            _received_attempts.pop(next(iter(_received_attempts)))
+        _received_attempts[request.id] = attempt
     if request.eta:
         submit(events.received_event(request))
 
@@ -159,25 +165,37 @@ def task_failure(sender=None, task_id=None, exception=None, einfo=None, **extra)
         _failures[task_id] = failure  # task_postrun in this process writes the final event
         return
     # Sent by the worker's main process: a hard time limit or a pool process that died.
-    retries = _received_retries.pop(task_id, 0)
-    submit(events.lost_event(task_id, getattr(sender, "name", ""), retries, "failed",
+    attempt = _received_attempts.pop(task_id, 0)
+    submit(events.lost_event(task_id, getattr(sender, "name", ""), attempt, "failed",
                              failure["exception_message"], exception, einfo))
 
 
 @guarded
 def task_retry(sender=None, request=None, reason=None, einfo=None, **extra):
     task_id = getattr(request, "id", None)
-    if task_id:
-        # `reason` is Celery's Retry; the error that caused it is its .exc, when there is one.
-        _failures[task_id] = events.failure_fields(getattr(reason, "exc", None) or reason, einfo)
+    if not task_id:
+        return
+    # `reason` is Celery's Retry; the error that caused it is its .exc, when there is one.
+    cause = getattr(reason, "exc", None)
+    if type(cause).__name__ == "CircuitOpenError" and getattr(cause, "name", None):
+        # Not a failure: the job was put back to wait for its service's circuit.
+        _waiting[task_id] = cause.name
+        return
+    _failures[task_id] = events.failure_fields(cause or reason, einfo)
 
 
 @guarded
 def task_postrun(sender=None, task_id=None, task=None, retval=None, state=None, **extra):
     started = _started.pop(task_id, None)
     failure = _failures.pop(task_id, None)
+    waiting_on = _waiting.pop(task_id, None)
     final = events.POSTRUN_STATES.get(state, "failed" if failure else "succeeded")
-    submit(events.finished_event(task_id, task, final, started, retval if final == "succeeded" else None, failure))
+    if waiting_on and final == "retried":
+        final = "waiting"
+    event = events.finished_event(task_id, task, final, started, retval if final == "succeeded" else None, failure)
+    if waiting_on:
+        event["circuit"] = waiting_on
+    submit(event)
 
 
 @guarded
@@ -188,7 +206,7 @@ def task_revoked(sender=None, request=None, terminated=None, signum=None, expire
         reason = f"terminated by signal {signum}"
     else:
         reason = "revoked"
-    submit(events.lost_event(request.id, request.name, _retries_of(request), "revoked", reason))
+    submit(events.lost_event(request.id, request.name, _attempt_of(request), "revoked", reason))
 
 
 @guarded
@@ -197,20 +215,24 @@ def task_rejected(sender=None, message=None, exc=None, **extra):
     task_id = headers.get("id")
     if task_id:
         reason = f"rejected by the worker: {exc!r}" if exc else "rejected by the worker"
-        submit(events.lost_event(task_id, headers.get("task"), headers.get("retries"), "rejected", reason))
+        submit(events.lost_event(task_id, headers.get("task"), _header_attempt(headers), "rejected", reason))
 
 
 @guarded
 def task_unknown(sender=None, name=None, id=None, message=None, exc=None, **extra):
     if id:
         headers = getattr(message, "headers", None) or {}
-        submit(events.lost_event(id, name, headers.get("retries"), "rejected",
+        submit(events.lost_event(id, name, _header_attempt(headers), "rejected",
                                  f"no worker has the task {name!r} registered", exc))
 
 
-def _retries_of(request):
+def _attempt_of(request):
     request_dict = getattr(request, "request_dict", None) or {}
-    return request_dict.get("retries") or 0
+    return _header_attempt(request_dict)
+
+
+def _header_attempt(headers):
+    return events.attempt_of(headers.get("retries"), headers.get(events.WAITS_HEADER))
 
 
 def flush_at_shutdown(**extra):

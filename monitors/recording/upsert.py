@@ -56,9 +56,11 @@ COLUMN_RULES = {
     "worker": LATEST,
     "worker_pid": LATEST,
     "result": LATEST,
+    "circuit": LATEST,
     # Only ever grow: a retry's eta is later, each attempt's times are later.
     "progress": MAX,
     "retries": MAX,
+    "circuit_waits": MAX,
     "eta": MAX,
     "received_at": MAX,
     "started_at": MAX,
@@ -78,7 +80,7 @@ TEXT_COLUMNS = {
 }
 # Text columns are NOT NULL; an event that does not know one sends "".
 UNKNOWN = {name: ("" if name in TEXT_COLUMNS else None) for name in COLUMNS}
-UNKNOWN.update({"progress": 0, "retries": 0})
+UNKNOWN.update({"progress": 0, "retries": 0, "circuit_waits": 0})
 MAX_LENGTHS = {name: field.max_length for name, field in FIELDS.items() if getattr(field, "max_length", None)}
 
 

@@ -12,8 +12,6 @@ writes them in batches, so a task never waits on the database.
   soon as it is reachable again.
 """
 
-import contextlib
-import copy
 import logging
 import os
 import socket
@@ -21,10 +19,11 @@ import sys
 import threading
 import time
 
-from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from monitors.conf import setting
+from monitors.db import close_quietly, is_transient, one_transaction, private_connection
 
 logger = logging.getLogger("monitors.recorder")
 
@@ -167,19 +166,11 @@ class EventWriter:
         self._counters_dirty = False
 
     def _connection(self):
-        """The writer's own database connection, outside Django's connection handler.
-
-        Celery's Django fix-up closes the handler's connections (and psycopg's pool) around every
-        task in a pool process; a writer sharing them lost its connection mid-batch. This one is
-        a plain connection with the same settings, minus the pool, opened on first use and
-        closed when the writer is idle.
-        """
+        """The writer's own database connection (see monitors/db.py), opened on first use and
+        closed when the writer is idle."""
         if self._db is None:
-            base = connections[self.using]
-            settings_dict = copy.deepcopy(base.settings_dict)
-            settings_dict.setdefault("OPTIONS", {}).pop("pool", None)
-            self._db = type(base)(settings_dict, alias=f"{self.using}:jobwatch-recorder")
-            self._db.inc_thread_sharing()  # the writer thread and the shutdown flush take turns
+            # The writer thread and the shutdown flush take turns with it.
+            self._db = private_connection(self.using, "recorder")
         return self._db
 
     def release_connection(self):
@@ -245,43 +236,6 @@ class EventWriter:
         if lost:
             self.counters.dropped_error += lost
             logger.error("Jobwatch recorder lost %d events at shutdown: the database was unreachable", lost)
-
-
-def is_transient(error, vendor):
-    """Will trying the same batch again later work? Connection loss and lock timeouts: yes.
-    SQLite reports both those and broken SQL as OperationalError, so ask what it said."""
-    if isinstance(error, InterfaceError):
-        return True
-    if not isinstance(error, OperationalError):
-        return False
-    if vendor != "sqlite":
-        return True
-    message = str(error).lower()
-    return any(word in message for word in ("locked", "busy", "unable to open", "disk i/o"))
-
-
-@contextlib.contextmanager
-def one_transaction(connection):
-    """A transaction on a connection outside Django's handler (transaction.atomic only knows the
-    handler's). Rolled back if anything fails."""
-    connection.set_autocommit(False)
-    try:
-        yield
-        connection.commit()
-    except BaseException:
-        with contextlib.suppress(Exception):
-            connection.rollback()
-        raise
-    finally:
-        with contextlib.suppress(Exception):
-            connection.set_autocommit(True)
-
-
-def close_quietly(connection):
-    try:
-        connection.close()
-    except Exception:
-        pass
 
 
 def chunks(items, size):

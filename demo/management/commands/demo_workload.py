@@ -189,6 +189,8 @@ class WorkloadRun:
             self.attempt("creating a customer", self.shop.create_customer)
         elif action == "visit":
             self.attempt("recording a visit", self.shop.record_visit)
+        elif action == "ship order":
+            self.attempt("shipping an order", self.shop.ship_order)
         else:
             roll_back = self.rng.random() < self.options["rollbacks"]
             delete = not roll_back and self.rng.random() < self.options["deletions"]

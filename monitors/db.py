@@ -1,0 +1,93 @@
+"""Database connections of Jobwatch's own, outside Django's connection handler.
+
+The recorder's writer and the circuit breaker's store write from inside users' tasks. Both use a
+private connection rather than `connections[alias]`, for two reasons:
+
+- Celery's Django fix-up closes the handler's connections (and psycopg's pool) around every task
+  in a prefork pool process; a writer sharing them lost its connection mid-write.
+- A task's own `transaction.atomic()` must not swallow Jobwatch's writes: a circuit's failure
+  count has to stick even when the task's transaction rolls back.
+
+These helpers take such a connection and run transactions on it (transaction.atomic only knows
+the handler's connections).
+"""
+
+import contextlib
+import copy
+
+from django.db import InterfaceError, OperationalError, connections
+
+
+def private_connection(alias, purpose, connect_timeout=None):
+    """A new connection with the settings of database `alias`, minus the pool; it connects on
+    first use. Shareable between threads that take turns (the caller serialises access).
+    `connect_timeout` (seconds, PostgreSQL) bounds the wait for an unreachable server."""
+    base = connections[alias]
+    settings_dict = copy.deepcopy(base.settings_dict)
+    options = settings_dict.setdefault("OPTIONS", {})
+    options.pop("pool", None)
+    if connect_timeout and base.vendor == "postgresql":
+        options.setdefault("connect_timeout", connect_timeout)
+    connection = type(base)(settings_dict, alias=f"{alias}:jobwatch-{purpose}")
+    connection.inc_thread_sharing()
+    return connection
+
+
+@contextlib.contextmanager
+def one_transaction(connection):
+    """A transaction on a private connection, rolled back if anything fails."""
+    connection.set_autocommit(False)
+    try:
+        yield
+        connection.commit()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            connection.rollback()
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            connection.set_autocommit(True)
+
+
+@contextlib.contextmanager
+def write_transaction(connection):
+    """A transaction that holds the write lock from its first statement, for read-modify-write.
+
+    PostgreSQL: rows are locked by the SELECT … FOR UPDATE the caller issues. SQLite has no row
+    locks, and its default (deferred) transaction takes the write lock only at the first write,
+    so two processes could read the same state and both write: BEGIN IMMEDIATE takes it at once.
+    """
+    if connection.vendor != "sqlite":
+        with one_transaction(connection):
+            yield
+        return
+    connection.ensure_connection()
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                cursor.execute("ROLLBACK")
+            raise
+        cursor.execute("COMMIT")
+
+
+def is_transient(error, vendor):
+    """Will trying the same statement again later work? Connection loss and lock timeouts: yes.
+    SQLite reports both those and broken SQL as OperationalError, so ask what it said."""
+    if isinstance(error, InterfaceError):
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    if vendor != "sqlite":
+        return True
+    message = str(error).lower()
+    return any(word in message for word in ("locked", "busy", "unable to open", "disk i/o"))
+
+
+def close_quietly(connection):
+    try:
+        connection.close()
+    except Exception:
+        pass

@@ -1,0 +1,228 @@
+"""Circuits: services whose circuit is open (or keeps opening), with the jobs piling up behind
+them; and services failing with no breaker at all, where the operator should add one.
+
+The breaker's state is read from its shared store (the database or Redis), the jobs waiting on
+it from the execution table's partial index of waiting jobs, and its history from CircuitEvent.
+"""
+
+import re
+from collections import Counter, defaultdict
+from datetime import timedelta
+
+from django.db.models import Count, Min
+
+from monitors.circuits.machine import FORCED_OPEN, HALF_OPEN, OPEN, Policy, State
+from monitors.detectors.base import Problem, threshold
+from monitors.models import Circuit, CircuitEvent, JobExecution
+
+NAME = "circuits"
+OPEN_STATES = (OPEN, HALF_OPEN, FORCED_OPEN)
+# At most this many recent failures are read to cluster them by service (newest first).
+FAILURES_READ = 50_000
+# Exception names that say "the other side failed", whatever the message names.
+SERVICE_ERROR_WORDS = ("connection", "timeout", "timedout", "unavailable", "refused", "unreachable", "gaierror",
+                       "httperror", "urlerror", "sslerror", "protocolerror", "remotedisconnected", "brokenpipe",
+                       "smtp", "gatewayerror", "serviceerror", "apierror")
+# Where the message names the other side: a URL, urllib3's host='…', port=…, or host:port.
+URL = re.compile(r"\b[a-z][a-z0-9+.-]*://(?:[^@/\s]+@)?([^/\s:'\"?#]+(?::\d+)?)", re.IGNORECASE)
+HOST_PORT_WORDS = re.compile(r"host=['\"]([^'\"]+)['\"],\s*port=(\d+)")
+HOST_PORT = re.compile(r"\b((?:[a-z0-9-]+\.)+[a-z]{2,}|\d{1,3}(?:\.\d{1,3}){3}|localhost):(\d{2,5})\b", re.IGNORECASE)
+
+
+def detect(now):
+    return [*open_circuits(now), *services_without_breaker(now)]
+
+
+# -- circuits that are open or flapping ----------------------------------------------------------
+
+
+def open_circuits(now):
+    from monitors.circuits import shared_store
+    from monitors.circuits.stores import StoreUnavailable
+
+    store = shared_store()
+    problems = []
+    for row in Circuit.objects.order_by("name"):
+        try:
+            state = store.read(row.name) or state_of(row)
+            source = store.kind
+        except StoreUnavailable:
+            state, source = state_of(row), "database copy (the shared store is unreachable)"
+        policy = policy_of(row)
+        if state.state in OPEN_STATES:
+            problems.append(open_circuit(row.name, state, policy, now, source))
+        flapping = flapping_circuit(row.name, now)
+        if flapping is not None:
+            problems.append(flapping)
+    return problems
+
+
+def state_of(row):
+    return State(**{name: getattr(row, name) for name in State.names()})
+
+
+def policy_of(row):
+    known = set(Policy.names())
+    try:
+        return Policy(**{key: value for key, value in (row.policy or {}).items() if key in known})
+    except ValueError:
+        return Policy()
+
+
+def open_circuit(name, state, policy, now, source):
+    since = open_since(name, state)
+    open_for = (now - since).total_seconds() if since else 0.0
+    waiting = jobs_waiting(name)
+    retrying = JobExecution.objects.filter(circuit=name, state="retried").count()
+    forced = state.state == FORCED_OPEN
+    critical = open_for >= threshold("CIRCUIT_OPEN_CRITICAL_SECONDS")
+    what = {OPEN: "open", HALF_OPEN: "half-open (trial calls running)", FORCED_OPEN: f"forced open by {state.forced_by}"}
+    title = f"Circuit {name} is {what[state.state]}: {waiting['count']} jobs waiting"
+    if forced:
+        explanation = (
+            f"An operator forced the circuit of {name} open: no job calls it, and its jobs wait on the circuit "
+            "(they do not fail or use up retries). Close or reset it when the service is back; until then the "
+            "waiting jobs keep piling up."
+        )
+    else:
+        explanation = (
+            f"Calls to {name} failed ({state.last_error_type or 'errors'}: {short(state.last_error)}), so the "
+            f"breaker stopped calling it. Jobs that need it wait and retry after the cool-down "
+            f"({policy.reset_timeout:g} s) without using up their retries; trial calls then test the service "
+            "and close the circuit when they succeed. Check the service (or its credentials, quota, network); "
+            "if it will be down for long, force the circuit open so that trials stop, and watch the queue behind it."
+        )
+    evidence = {
+        "state": state.state,
+        "open_since": since.isoformat() if since else None,
+        "open_seconds": round(open_for, 1),
+        "cool_down_left_seconds": round(state.cool_down_left(policy, now), 1),
+        "opened_by": state.last_error_type,
+        "last_error": short(state.last_error, 500),
+        "consecutive_failures": state.consecutive_failures,
+        "times_opened": state.open_count,
+        "forced_by": state.forced_by,
+        "jobs_waiting": waiting["count"],
+        "oldest_waiting_since": waiting["oldest"],
+        "waiting_by_queue": waiting["queues"],
+        "jobs_retrying": retrying,
+        "state_read_from": source,
+    }
+    return Problem(
+        kind="circuit_open", subject=name, severity="critical" if critical and not forced else "warning",
+        title=title, explanation=explanation, evidence=evidence, count=waiting["count"],
+    )
+
+
+def open_since(name, state):
+    """When this outage began: the first opening after the circuit was last closed (a failed trial
+    re-opens it and restarts the cool-down, but the outage goes on)."""
+    last_closed = (
+        CircuitEvent.objects.filter(circuit=name, to_state__in=("closed", "forced_closed"))
+        .order_by("-at").values_list("at", flat=True).first()
+    )
+    openings = CircuitEvent.objects.filter(circuit=name, to_state__in=OPEN_STATES)
+    if last_closed is not None:
+        openings = openings.filter(at__gt=last_closed)
+    first = openings.order_by("at").values_list("at", flat=True).first()
+    return first or state.opened_at or state.changed_at
+
+
+def jobs_waiting(name):
+    waiting = JobExecution.objects.filter(state="waiting", circuit=name)
+    summary = waiting.aggregate(count=Count("id"), oldest=Min("enqueued_at"))
+    queues = dict(waiting.values_list("queue").annotate(jobs=Count("id")).order_by("-jobs")[:20])
+    oldest = summary["oldest"]
+    return {"count": summary["count"], "oldest": oldest.isoformat() if oldest else None, "queues": queues}
+
+
+def flapping_circuit(name, now):
+    span = threshold("CIRCUIT_FLAP_SECONDS")
+    openings = list(
+        CircuitEvent.objects.filter(circuit=name, from_state="closed", to_state=OPEN, at__gt=now - timedelta(seconds=span), at__lte=now)
+        .order_by("at").values_list("at", flat=True)
+    )
+    if len(openings) < threshold("CIRCUIT_FLAP_COUNT"):
+        return None
+    return Problem(
+        kind="circuit_flapping", subject=name, severity="warning",
+        title=f"Circuit {name} opened {len(openings)} times in {span / 60:.0f} minutes",
+        explanation=(
+            f"{name} keeps failing, recovering and failing again. Each time, jobs fail until the breaker opens, "
+            "then wait. The service is unstable (overloaded, a bad node behind a load balancer, a quota that "
+            "resets), or the breaker closes too eagerly: more trial calls or a longer cool-down keep it open "
+            "until the service is really back."
+        ),
+        evidence={"openings": [moment.isoformat() for moment in openings]},
+        count=len(openings),
+    )
+
+
+# -- services failing with no breaker ------------------------------------------------------------
+
+
+def services_without_breaker(now):
+    span = threshold("SERVICE_FAILURE_SECONDS")
+    failures = (
+        JobExecution.objects.filter(finished_at__gt=now - timedelta(seconds=span), finished_at__lte=now, circuit="")
+        .exclude(exception_type="")
+        .order_by("-finished_at")
+        .values_list("task_name", "queue", "exception_type", "exception_message", "finished_at")[:FAILURES_READ]
+    )
+    clusters = defaultdict(list)
+    for task_name, queue, error_type, message, finished_at in failures:
+        target = target_of(message)
+        if target is None:
+            if not looks_like_a_service_error(error_type):
+                continue  # a bug in the task, not a service; the failure-rate rule covers it
+            target = f"the service {task_name} calls"
+        clusters[(error_type, target)].append((task_name, queue, message, finished_at))
+
+    problems = []
+    for (error_type, target), jobs in clusters.items():
+        tasks = Counter(task for task, _, _, _ in jobs)
+        if len(jobs) < threshold("SERVICE_FAILURE_MIN_JOBS", task=tasks.most_common(1)[0][0]):
+            continue
+        short_type = error_type.rsplit(".", 1)[-1]
+        problems.append(Problem(
+            kind="service_without_breaker", subject=f"{short_type} → {target}"[:350], severity="warning",
+            title=f"{len(jobs)} jobs failed with {short_type} calling {target}, with no circuit breaker",
+            explanation=(
+                f"These jobs call {target} and fail the same way, and nothing stops them: every worker keeps "
+                "calling a service that is down, each job burning its retries and a worker slot on it. Wrap the "
+                "call in a circuit breaker (monitors.circuits.circuit) so that the workers stop calling after a "
+                "few failures, and the jobs wait for the service instead of failing."
+            ),
+            evidence={
+                "exception_type": error_type,
+                "target": target,
+                "jobs": len(jobs),
+                "tasks": dict(tasks.most_common(10)),
+                "queues": dict(Counter(queue for _, queue, _, _ in jobs).most_common(10)),
+                "example_error": short(jobs[0][2], 500),
+                "first_failure": min(job[3] for job in jobs).isoformat(),
+                "last_failure": max(job[3] for job in jobs).isoformat(),
+                "window_seconds": span,
+            },
+            count=len(jobs),
+        ))
+    return problems
+
+
+def target_of(message):
+    """The host (and port) an error message names, or None."""
+    for pattern in (URL, HOST_PORT_WORDS, HOST_PORT):
+        match = pattern.search(message or "")
+        if match:
+            return ":".join(part for part in match.groups() if part).lower()
+    return None
+
+
+def looks_like_a_service_error(error_type):
+    name = error_type.rsplit(".", 1)[-1].lower()
+    return any(word in name for word in SERVICE_ERROR_WORDS)
+
+
+def short(text, length=200):
+    text = " ".join((text or "").split())
+    return text if len(text) <= length else text[: length - 1] + "…"
