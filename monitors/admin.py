@@ -1,9 +1,13 @@
-"""Read-only admin for the recorded history: the recorder owns these rows, and changes to jobs
-go through monitors/actions.py (audited), never through an edit form."""
+"""Read-only admin for the recorded history: the recorder owns these rows, and every change goes
+through monitors/actions.py (permission, audit log), never through an edit form."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.template.response import TemplateResponse
 
-from monitors.models import Finding, JobExecution, QueueSample, RecorderProcess
+from monitors.actions import ActionRefused, allowed, force_circuit
+from monitors.circuits.stores import StoreUnavailable
+from monitors.models import ActionLog, Circuit, CircuitEvent, Finding, JobExecution, QueueSample, RecorderProcess
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -26,7 +30,8 @@ class JobExecutionAdmin(ReadOnlyAdmin):
     show_full_result_count = False  # "x of y" would count every row on each page view
     ordering = ["-id"]
     fieldsets = [
-        (None, {"fields": ["task_id", "task_name", "state", "retries", "queue", "exchange", "routing_key", "priority"]}),
+        (None, {"fields": ["task_id", "task_name", "state", "retries", "circuit", "circuit_waits", "queue", "exchange",
+                           "routing_key", "priority"]}),
         ("Arguments", {"fields": ["args", "kwargs", "payload_size", "payload_complete", "references"]}),
         ("Timing", {"fields": ["eta", "expires", "enqueued_at", "received_at", "started_at", "finished_at", "runtime"]}),
         ("Worker and outcome", {"fields": ["worker", "worker_pid", "result", "exception_type", "exception_message", "traceback"]}),
@@ -60,3 +65,82 @@ class QueueSampleAdmin(ReadOnlyAdmin):
     list_filter = ["queue", "resolution"]
     ordering = ["-sampled_at"]
     show_full_result_count = False
+
+
+@admin.register(Circuit)
+class CircuitAdmin(ReadOnlyAdmin):
+    """Circuits, with the operator's three changes as admin actions (confirmation page first,
+    audited through monitors/actions.py, each needing monitors.force_circuit)."""
+
+    list_display = ["name", "state", "changed_at", "consecutive_failures", "open_count", "last_error_type", "forced_by"]
+    list_filter = ["state"]
+    search_fields = ["name"]
+    ordering = ["name"]
+    actions = ["force_open", "force_closed", "reset"]
+
+    def has_force_circuit_permission(self, request):
+        return allowed(request.user, "force_circuit")
+
+    @admin.action(description="Force selected circuits open (jobs wait, nothing calls the service)", permissions=["force_circuit"])
+    def force_open(self, request, queryset):
+        return self.change_circuits(request, queryset, "open", "force open")
+
+    @admin.action(description="Force selected circuits closed (every call goes through)", permissions=["force_circuit"])
+    def force_closed(self, request, queryset):
+        return self.change_circuits(request, queryset, "close", "force closed")
+
+    @admin.action(description="Reset selected circuits (closed, counters cleared)", permissions=["force_circuit"])
+    def reset(self, request, queryset):
+        return self.change_circuits(request, queryset, "reset", "reset")
+
+    def change_circuits(self, request, queryset, change, verb):
+        circuits = list(queryset)
+        if request.POST.get("confirmed") != "yes":
+            return confirmation_page(self, request, queryset, verb, circuits, reason_field=True)
+        reason = request.POST.get("reason", "")[:300]
+        for circuit in circuits:
+            try:
+                force_circuit(request.user, circuit.name, change, reason=reason, surface="admin")
+            except (ActionRefused, LookupError, StoreUnavailable) as error:
+                self.message_user(request, f"{circuit.name}: {error}", messages.ERROR)
+                continue
+            self.message_user(request, f"{circuit.name}: {verb} done (in the audit log).", messages.SUCCESS)
+        return None
+
+
+@admin.register(CircuitEvent)
+class CircuitEventAdmin(ReadOnlyAdmin):
+    list_display = ["at", "circuit", "from_state", "to_state", "cause", "actor", "error_type"]
+    list_filter = ["to_state", "circuit"]
+    ordering = ["-at"]
+    show_full_result_count = False
+
+
+@admin.register(ActionLog)
+class ActionLogAdmin(ReadOnlyAdmin):
+    """The audit log: readable by staff with the view permission, never editable."""
+
+    list_display = ["at", "username", "surface", "action", "target", "dry_run", "outcome", "matched", "succeeded", "failed"]
+    list_filter = ["action", "outcome", "surface", "dry_run"]
+    search_fields = ["username", "target"]
+    ordering = ["-at"]
+    show_full_result_count = False
+
+
+def confirmation_page(model_admin, request, queryset, verb, objects, reason_field=False):
+    """The page between picking an admin action and doing it, as delete_selected has: it lists
+    what will change and posts the same selection back with confirmed=yes."""
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": f"Are you sure you want to {verb} {len(objects)} {model_admin.opts.verbose_name_plural}?",
+        "verb": verb,
+        "objects": objects,
+        "opts": model_admin.opts,
+        "action": request.POST.get("action"),
+        "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "select_across": request.POST.get("select_across", "0"),
+        "reason_field": reason_field,
+        "media": model_admin.media,
+    }
+    return TemplateResponse(request, "admin/monitors/confirm_action.html", context)

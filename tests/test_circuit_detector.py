@@ -1,0 +1,62 @@
+"""The circuit detector's rules on recorded rows: flapping, who the failing service is, and the
+circuit's state read back from the database copy when the shared store is away."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from monitors.detectors.circuits import detect, target_of
+from monitors.models import Circuit, CircuitEvent, JobExecution
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize(("message", "target"), [
+    ("POST http://127.0.0.1:9/warehouse: <urlopen error [Errno 111] Connection refused>", "127.0.0.1:9"),
+    ("HTTPSConnectionPool(host='api.stripe.com', port=443): Max retries exceeded", "api.stripe.com:443"),
+    ("could not connect to smtp.example.org:587 (timed out)", "smtp.example.org:587"),
+    ("https://user:secret@Hooks.Slack.com/services/x returned 500", "hooks.slack.com"),
+    ("[Errno 111] Connection refused", None),
+    ("KeyError: 'total'", None),
+])
+def test_the_target_is_the_host_the_error_names(message, target):
+    assert target_of(message) == target
+
+
+def test_a_circuit_that_keeps_opening_is_flapping():
+    now = timezone.now()
+    Circuit.objects.create(name="rates-api", state="closed", policy={"reset_timeout": 10})
+    for minutes in (25, 15, 5):
+        CircuitEvent.objects.create(circuit="rates-api", at=now - timedelta(minutes=minutes), from_state="closed",
+                                    to_state="open", cause="5 consecutive failures")
+    [problem] = detect(now)
+    assert (problem.kind, problem.subject, problem.count) == ("circuit_flapping", "rates-api", 3)
+
+
+def test_errors_that_name_no_host_count_only_when_they_look_like_a_service_failing():
+    now = timezone.now()
+    for number in range(12):
+        JobExecution.objects.create(task_id=f"t{number}", task_name="shop.sync", state="failed", updated_at=now,
+                                    finished_at=now - timedelta(seconds=number), exception_type="TimeoutError",
+                                    exception_message="timed out")
+        JobExecution.objects.create(task_id=f"k{number}", task_name="shop.total", state="failed", updated_at=now,
+                                    finished_at=now - timedelta(seconds=number), exception_type="KeyError",
+                                    exception_message="'total'")
+    [problem] = detect(now)
+    assert problem.kind == "service_without_breaker"
+    assert problem.subject == "TimeoutError → the service shop.sync calls" and problem.count == 12
+
+
+def test_an_open_circuit_is_reported_with_the_jobs_waiting_behind_it():
+    now = timezone.now()
+    Circuit.objects.create(name="gateway", state="open", opened_at=now - timedelta(minutes=10), changed_at=now - timedelta(minutes=10),
+                           last_error_type="ConnectionError", last_error="refused", policy={"reset_timeout": 60})
+    CircuitEvent.objects.create(circuit="gateway", at=now - timedelta(minutes=10), from_state="closed", to_state="open", cause="5 consecutive failures")
+    for number in range(3):
+        JobExecution.objects.create(task_id=f"w{number}", task_name="shop.charge", state="waiting", circuit="gateway",
+                                    queue="payments", updated_at=now, enqueued_at=now - timedelta(minutes=9 - number))
+    [problem] = detect(now)
+    assert (problem.kind, problem.severity, problem.count) == ("circuit_open", "critical", 3)  # open 10 min > 5 min
+    assert problem.evidence["waiting_by_queue"] == {"payments": 3}
+    assert problem.evidence["open_seconds"] == pytest.approx(600, abs=1)
