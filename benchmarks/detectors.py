@@ -27,6 +27,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from benchmarks.databases import recreate_database  # noqa: E402
+
 DATABASE = "jobwatch_bench_detectors"
 REDIS_URL = "redis://127.0.0.1:6379/2"
 os.environ["DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:5432/{DATABASE}"
@@ -38,14 +40,6 @@ HISTORY_DAYS = 30
 TASKS = [f"shop.tasks.task_{n}" for n in range(40)] + ["demo.tasks.reserve_inventory", "demo.tasks.send_order_confirmation"]
 QUEUES = ["celery", "emails", "payments", "reports", "search", "exports", "webhooks", "sync", "low", "high"]
 RECEIVERS = [(f"shop.{model}", f"shop.receivers.on_{model.lower()}_{n}") for model in ("Order", "Customer", "Invoice") for n in range(8)]
-
-
-def recreate_database():
-    import psycopg
-
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{DATABASE}"')
 
 
 def setup_django():
@@ -220,7 +214,7 @@ def build(rows, recent):
     connection.close()
     if hasattr(connection, "close_pool"):
         connection.close_pool()  # its connections are about to be dropped with the database
-    recreate_database()
+    recreate_database(DATABASE)
     setup_django()
     now = timezone.now()
     loaded, indexed = copy_jobs(rows, recent, now)
@@ -240,7 +234,7 @@ def main():
     options = parser.parse_args()
     import django
 
-    recreate_database()  # so that start-up finds a database to connect to
+    recreate_database(DATABASE)  # so that start-up finds a database to connect to
     django.setup()
 
     small_rows = max(options.rows // 100, options.recent)

@@ -1,4 +1,10 @@
 import pytest
+from hypothesis import HealthCheck, settings
+
+# The suite shares two cores with real workers and servers: how fast hypothesis draws its inputs
+# says nothing about the code under test, and a slow draw must not fail a run.
+settings.register_profile("jobwatch", suppress_health_check=[HealthCheck.too_slow], deadline=None)
+settings.load_profile("jobwatch")
 
 from monitors.circuits.stores import close_connections
 from monitors.recording import signals

@@ -12,7 +12,9 @@
 
 Closed: the call goes through and its outcome is counted. Open: the call is refused without
 touching the service — inside a job the job waits for the cool-down (monitors/circuits/waiting.py),
-elsewhere CircuitOpenError is raised. The state is shared by every process through the store
+elsewhere CircuitOpenError is raised. Inside a job the refusal is Celery's Retry exception, like
+`self.retry()`: a task that catches every Exception around the call must re-raise it, or the job
+would end as a success and run again when its wait is over. The state is shared by every process through the store
 (the database by default, or Redis: JOBWATCH["CIRCUIT_STORE"]).
 
 When the shared store cannot be reached, the breaker fails *open to the fleet, closed to itself*:

@@ -17,6 +17,7 @@ not lost from the breaker's behaviour).
 
 import json
 import logging
+import os
 import threading
 import weakref
 from datetime import UTC, datetime
@@ -64,20 +65,18 @@ class DatabaseStore:
 
     def _connection(self):
         connection = getattr(self._local, "connection", None)
-        if connection is None:
+        # A forked child (the prefork pool) must not talk over its parent's socket.
+        if connection is None or self._local.pid != os.getpid():
             connection = self._local.connection = private_connection(self.alias, "circuits", connect_timeout=3)
+            self._local.pid = os.getpid()
             _connections.add(connection)
         return connection
 
     def read(self, name):
-        try:
-            return self._select(self._connection(), name, lock=False)
-        except DatabaseError as error:
-            self._lost(error)
+        return self._run(lambda connection: self._select(connection, name, lock=False))
 
     def update(self, name, policy, change):
-        connection = self._connection()
-        try:
+        def read_modify_write(connection):
             with write_transaction(connection):
                 state = self._select(connection, name, lock=True)
                 if state is None:
@@ -86,38 +85,53 @@ class DatabaseStore:
                 result, transitions = change(state)
                 self._write(connection, name, state, policy)
                 insert_events(connection, name, transitions)
-        except DatabaseError as error:
-            self._lost(error)
-        return result, transitions, state
+            return result, transitions, state
+
+        return self._run(read_modify_write)
 
     def register(self, name, policy):
-        connection = self._connection()
-        try:
+        def register(connection):
             self._insert(connection, name, policy)
             update_policy(connection, name, policy)
-        except DatabaseError as error:
-            self._lost(error)
+
+        self._run(register)
 
     def mirror(self, name, state, policy, transitions):
         """Copy a state held elsewhere (Redis) and its transitions into the database."""
-        connection = self._connection()
-        try:
+
+        def mirror(connection):
             self._insert(connection, name, policy)
             self._write(connection, name, state, policy)
             insert_events(connection, name, transitions)
+
+        self._run(mirror)
+
+    def _run(self, work):
+        """Run `work(connection)`. A connection that has been idle may have been closed by the
+        server since (a restart, an idle timeout): one failure on a used connection is retried
+        once on a new one before the store counts as unreachable."""
+        connection = self._connection()
+        used = connection.connection is not None
+        try:
+            return work(connection)
         except DatabaseError as error:
-            self._lost(error)
+            self._forget_connection()
+            if not used:
+                raise StoreUnavailable(f"circuit store (database {self.alias!r}): {error}") from error
+        try:
+            return work(self._connection())
+        except DatabaseError as error:
+            self._forget_connection()
+            raise StoreUnavailable(f"circuit store (database {self.alias!r}): {error}") from error
 
     def names(self):
         from monitors.models import Circuit
 
         return list(Circuit.objects.using(self.alias).order_by("name").values_list("name", flat=True))
 
-    def _lost(self, error):
-        # Reconnect next time: after an outage the old connection is dead.
+    def _forget_connection(self):
         close_quietly(self._connection())
         self._local.connection = None
-        raise StoreUnavailable(f"circuit store (database {self.alias!r}): {error}") from error
 
     def _select(self, connection, name, lock):
         from monitors.models import Circuit
