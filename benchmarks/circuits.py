@@ -44,10 +44,11 @@ def setup_django():
     import django
     from django.conf import settings
 
-    django.setup()
     from dashboard.env import sqlite_database
 
+    # Before setup, so that Django fills in this database's defaults like the others'.
     settings.DATABASES["bench_sqlite"] = sqlite_database(SQLITE_PATH)
+    django.setup()
 
 
 def migrate():

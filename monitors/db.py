@@ -50,15 +50,22 @@ def one_transaction(connection):
 
 
 @contextlib.contextmanager
-def write_transaction(connection):
+def write_transaction(connection, durable=True):
     """A transaction that holds the write lock from its first statement, for read-modify-write.
 
     PostgreSQL: rows are locked by the SELECT … FOR UPDATE the caller issues. SQLite has no row
     locks, and its default (deferred) transaction takes the write lock only at the first write,
     so two processes could read the same state and both write: BEGIN IMMEDIATE takes it at once.
+
+    `durable=False` (PostgreSQL) commits without waiting for the disk: for soft state, where a
+    server crash losing the last fraction of a second is harmless and the fsync would be most
+    of the cost.
     """
     if connection.vendor != "sqlite":
         with one_transaction(connection):
+            if not durable and connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit TO OFF")
             yield
         return
     connection.ensure_connection()

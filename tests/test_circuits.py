@@ -275,3 +275,19 @@ def test_an_open_circuit_stays_open_while_its_store_is_away(transactional_db):
         # The test's own pool holds connections the outage ended: start a fresh one.
         connection.close()
         connection.close_pool()
+
+
+def test_successes_added_up_in_the_process_still_count_in_the_failure_rate():
+    """A healthy circuit's successes are written in sums (one read per call, not a locked write);
+    the next failure writes them first, so the failure rate sees every call."""
+    breaker = CircuitBreaker("rates", store=MemoryStore(), fail_max=100, failure_rate_threshold=60, minimum_calls=10)
+    for _ in range(10):
+        with breaker:
+            pass
+    failures = 0
+    while breaker.state().state == "closed":
+        with pytest.raises(ConnectionError), breaker:
+            raise ConnectionError("down")
+        failures += 1
+    assert failures == 15  # 15 of 25 calls = 60 %; without the 10 successes it would open at 10
+    assert breaker.state().last_success_at is not None

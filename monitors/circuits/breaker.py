@@ -49,6 +49,8 @@ from monitors.recording.events import exception_type
 logger = logging.getLogger("monitors.circuits")
 
 STORE_RETRY_SECONDS = 5.0
+# Successes of a healthy circuit are added up in the process and written at most this often.
+SUCCESS_WRITE_SECONDS = 1.0
 # Exceptions that say nothing about the service: the job is being stopped or rescheduled.
 NO_VERDICT = (Ignore, Reject, GeneratorExit, KeyboardInterrupt, SystemExit, CircuitOpenError)
 
@@ -70,6 +72,8 @@ class CircuitBreaker:
         self._last_shared = None
         self._registered = False
         self._local = threading.local()
+        self._successes_lock = threading.Lock()
+        self._successes, self._last_success_at, self._successes_since = 0, None, None
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -139,10 +143,30 @@ class CircuitBreaker:
                 self._change(policy, lambda state: (None, machine.release(state, admission)))
             return
         failed = verdict is not True
+        if not failed and admission.quiet and self._count_success_here(now):
+            return
         failure = verdict if failed else None
         kind = exception_type(failure) if failure is not None else ""
         message = str(failure) if failure is not None else ""
         self._change(policy, lambda state: (None, machine.record(state, policy, now, failed, admission, kind, message)))
+
+    def _count_success_here(self, now):
+        """A success of a healthy circuit changes nothing shared but the window's call count: add
+        it up here and write the sum with the next change, or after SUCCESS_WRITE_SECONDS. The
+        common call then costs one read of the shared state, not a locked write. Returns False
+        when it is time to write (the caller's write carries the sum)."""
+        with self._successes_lock:
+            self._successes += 1
+            self._last_success_at = now
+            if self._successes_since is None:
+                self._successes_since = time.monotonic()
+            return time.monotonic() - self._successes_since < SUCCESS_WRITE_SECONDS
+
+    def _take_successes(self):
+        with self._successes_lock:
+            taken = (self._successes, self._last_success_at)
+            self._successes, self._last_success_at, self._successes_since = 0, None, None
+            return taken
 
     def verdict(self, error):
         """True: the service worked. An exception: it failed with that. None: no news."""
@@ -189,12 +213,20 @@ class CircuitBreaker:
         return machine.admit(state.copy() if state else machine.State(), policy, now)[0]
 
     def _change(self, policy, change):
+        successes, last_success_at = self._take_successes()
+        now = timezone.now()
+
+        def with_successes(state):
+            # The successes counted here first: they happened before this change.
+            machine.add_successes(state, policy, now, successes, last_success_at)
+            return change(state)
+
         store = self._current_store()
         try:
-            store.update(self.name, policy, self._stamped(change))
+            store.update(self.name, policy, self._stamped(with_successes))
         except StoreUnavailable as error:
             self._shared_store_down(error)
-            self._fallback.update(self.name, policy, self._stamped(change))
+            self._fallback.update(self.name, policy, self._stamped(with_successes))
 
     def _current_store(self):
         if time.monotonic() < self._shared_down_until:

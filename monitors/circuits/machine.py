@@ -131,6 +131,9 @@ class Admission:
     trial: bool = False  # the call holds one of the half-open trial permits
     retry_in: float = 0.0  # when refused: seconds until a call could be let through
     trial_token: float | None = None  # identifies the permit, to release exactly it
+    # Closed with no failure outstanding: a success here changes nothing but the window's counts,
+    # which the breaker may then add up in the process and write later (see add_successes).
+    quiet: bool = False
 
 
 def bucket_width(policy):
@@ -150,7 +153,7 @@ def admit(state, policy, now):
     half-open). Returns (Admission, [Transition])."""
     transitions = []
     if state.state in (CLOSED, FORCED_CLOSED):
-        return Admission(True, state.state), transitions
+        return Admission(True, state.state, quiet=state.consecutive_failures == 0), transitions
     if state.state == FORCED_OPEN:
         return Admission(False, state.state, retry_in=policy.reset_timeout), transitions
     if state.state == OPEN:
@@ -210,6 +213,18 @@ def record(state, policy, now, failed, admission, error_type="", error=""):
         if policy.failure_rate_threshold and calls >= policy.minimum_calls and rate >= policy.failure_rate_threshold:
             cause = f"{rate:.0f} % of {calls} calls failed in {policy.window:g} s"
             return [_open(state, policy, now, cause, error_type, error)]
+    return []
+
+
+def add_successes(state, policy, now, count, last_success_at):
+    """Fold successes counted in a process since its last write into the shared window. They
+    happened before `now`, so they neither reset a failure run that began since nor close
+    anything: only the failure rate's denominator and the last success time move."""
+    if count <= 0:
+        return []
+    _count_in_window(state, policy, now, failed=False, calls=count)
+    if state.last_success_at is None or last_success_at > state.last_success_at:
+        state.last_success_at = last_success_at
     return []
 
 
@@ -286,13 +301,13 @@ def _release(state, admission):
     return state.state == HALF_OPEN
 
 
-def _count_in_window(state, policy, now, failed):
+def _count_in_window(state, policy, now, failed, calls=1):
     width = bucket_width(policy)
     moment = now.timestamp()
     start = moment - moment % width
     state.window = [bucket for bucket in state.window if bucket[0] > moment - policy.window - width]
     if state.window and state.window[-1][0] == start:
-        state.window[-1][1] += 1
+        state.window[-1][1] += calls
         state.window[-1][2] += int(failed)
     else:
-        state.window.append([start, 1, int(failed)])
+        state.window.append([start, calls, int(failed)])
