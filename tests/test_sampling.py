@@ -13,7 +13,12 @@ from monitors.models import JobExecution, QueueSample
 from monitors.queues import snapshot, time_to_drain, trend
 from monitors.sampling import latest_queue_rows, roll_up_samples, sample_queues
 from tests.brokers import celery_app
-from tests.workers import WorkerProcess, database_url_for_workers, fresh_redis_url, wait_for
+from tests.workers import (
+    WorkerProcess,
+    database_url_for_workers,
+    fresh_redis_url,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
