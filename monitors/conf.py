@@ -93,6 +93,16 @@ DEFAULTS = {
     "CIRCUIT_STORE": "database",
     "CIRCUIT_DEFAULTS": {},
     "CIRCUITS": {},
+    # Replay and purge (monitors/actions.py). A failed job whose recorded arguments were redacted
+    # or truncated keeps its full arguments (JobPayload) so that it can be replayed as it was;
+    # archived messages and kept arguments are pruned after ARCHIVE_RETENTION_DAYS. Sets larger
+    # than ACTION_INLINE_LIMIT run as a background task; larger than ACTION_MAX_ITEMS only with
+    # an explicit override.
+    "KEEP_FAILED_PAYLOADS": True,
+    "ARCHIVE_RETENTION_DAYS": 30,
+    "ACTION_INLINE_LIMIT": 500,
+    "ACTION_MAX_ITEMS": 100_000,
+    "ACTION_BATCH_SIZE": 500,
     # References for tasks you cannot decorate: {"task.name": {"arg name or index": "app.Model"}}.
     "RECORD_REFERENCES": {},
 }

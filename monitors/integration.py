@@ -30,4 +30,5 @@ def beat_schedule():
         "jobwatch.sample_queues": {"task": "jobwatch.sample_queues", "schedule": float(setting("SAMPLE_INTERVAL"))},
         "jobwatch.run_detectors": {"task": "jobwatch.run_detectors", "schedule": float(setting("DETECT_INTERVAL"))},
         "jobwatch.roll_up_samples": {"task": "jobwatch.roll_up_samples", "schedule": 3600.0},
+        "jobwatch.prune_archive": {"task": "jobwatch.prune_archive", "schedule": 3600.0},
     }

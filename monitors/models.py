@@ -93,6 +93,7 @@ class JobExecution(models.Model):
     root_id = models.CharField(max_length=255, blank=True)
     group_id = models.CharField(max_length=255, blank=True)
     replay_of = models.CharField(max_length=255, blank=True, help_text="task id this job replays")
+    discarded_at = models.DateTimeField(null=True, blank=True, help_text="hidden from the history by an operator (reversible)")
 
     # Origin: what caused the enqueue (monitors/recording/origin.py).
     origin_kind = models.CharField(max_length=16, choices=OriginKind.choices, blank=True)
@@ -139,6 +140,12 @@ class JobExecution(models.Model):
             models.Index(
                 fields=["circuit", "enqueued_at"], name="jobwatch_circuit_waiting", condition=models.Q(state="waiting")
             ),
+            # A job's replays: replay_of = X (the chain on the job page, and idempotent replays).
+            models.Index(fields=["replay_of"], name="jobwatch_replay_of", condition=~models.Q(replay_of="")),
+        ]
+        permissions = [
+            ("replay_jobs", "Can replay jobs (re-enqueue them under a new id)"),
+            ("discard_jobs", "Can discard recorded failed jobs from the history"),
         ]
 
     def __str__(self):
@@ -368,3 +375,70 @@ class ActionLog(models.Model):
 
     def __str__(self):
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username or '?'} {self.action} {self.target}"
+
+
+class JobPayload(models.Model):
+    """The full arguments of a failed job whose recorded arguments were redacted or truncated,
+    kept so that it can be replayed exactly. They hold what the message held (secrets included),
+    so they are kept only where replay needs them, and pruned with the archive."""
+
+    task_id = models.CharField(max_length=255, unique=True)
+    body = models.TextField(help_text="[args, kwargs] as JSON, exactly as the job received them")
+    recorded_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["recorded_at"], name="jobwatch_payload_time")]  # pruning
+
+
+class ReplayRecord(models.Model):
+    """One job replayed by one request: the new task id is decided (and stored) before the
+    enqueue, so that the same request submitted twice — a double click, a retried POST —
+    enqueues once."""
+
+    original_task_id = models.CharField(max_length=255)
+    request_key = models.CharField(max_length=64, help_text="the idempotency key of the request")
+    new_task_id = models.CharField(max_length=255, unique=True)
+    action = models.ForeignKey(ActionLog, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True, help_text="when the broker accepted it; empty: not (yet) sent")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["original_task_id", "request_key"], name="jobwatch_one_replay_per_request"),
+        ]
+
+
+class ArchivedMessage(models.Model):
+    """A message taken out of a broker queue by a purge, exactly as the broker held it, so that it
+    can be restored. Archived first, removed second: `removed_at` empty means the message was not
+    (or not yet) removed — a purge that crashed in between, or a message a worker took first."""
+
+    action = models.ForeignKey(ActionLog, null=True, on_delete=models.SET_NULL, related_name="archived_messages")
+    archived_at = models.DateTimeField()
+    broker = models.CharField(max_length=16)
+    queue = models.CharField(max_length=255)
+    priority = models.SmallIntegerField(null=True, blank=True, help_text="the priority level it sat in")
+    task_id = models.CharField(max_length=255, blank=True)
+    task_name = models.CharField(max_length=255, blank=True)
+    raw = models.TextField(help_text="the message as the broker held it")
+    raw_encoding = models.CharField(max_length=8, default="text", help_text="text, or base64 for bytes that are not UTF-8")
+    size = models.PositiveIntegerField(default=0)
+    removed_at = models.DateTimeField(null=True, blank=True)
+    note = models.CharField(max_length=300, blank=True)
+    restored_at = models.DateTimeField(null=True, blank=True)
+    restored_by = models.ForeignKey(ActionLog, null=True, blank=True, on_delete=models.SET_NULL, related_name="restored_messages")
+
+    class Meta:
+        indexes = [
+            # The archive page (newest first, per queue) and pruning by age.
+            models.Index(fields=["archived_at"], name="jobwatch_archive_time"),
+            models.Index(fields=["queue", "archived_at"], name="jobwatch_archive_queue"),
+            models.Index(fields=["task_id"], name="jobwatch_archive_task"),
+        ]
+        permissions = [
+            ("purge_messages", "Can purge messages from broker queues (they are archived first)"),
+            ("restore_messages", "Can restore archived messages to their queue"),
+        ]
+
+    def __str__(self):
+        return f"{self.task_name or '?'}[{self.task_id}] from {self.queue}"

@@ -24,3 +24,21 @@ def run_detectors():
 
     outcomes = run()
     return {name: (len(o.opened), len(o.updated), len(o.resolved)) for name, o in outcomes.items()}
+
+
+@shared_task(name="jobwatch.run_action", ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+def run_action(action_id):
+    """A replay or purge too large to run inside the request that asked for it. Acknowledged
+    when done, so a worker that dies midway leaves it to another (resuming is safe)."""
+    from monitors.actions import resume
+
+    log = resume(action_id)
+    return log.outcome if log else None
+
+
+@shared_task(name="jobwatch.prune_archive", ignore_result=True)
+def prune_archive():
+    """Archived messages and kept arguments older than ARCHIVE_RETENTION_DAYS."""
+    from monitors.purge import prune
+
+    return prune()

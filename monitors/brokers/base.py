@@ -7,6 +7,7 @@ can say it before doing it.
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 class BrokerUnavailable(Exception):
@@ -31,9 +32,26 @@ class QueueStats:
     note: str = ""
 
 
+@dataclass
+class Taken:
+    """A message a purge takes out of a queue: exactly the bytes the broker held (what the
+    archive keeps and a restore puts back), the message decoded, and where it sat."""
+
+    raw: bytes
+    message: Any  # QueuedMessage
+    priority: int | None = None
+    locator: Any = None  # the adapter's handle on it: Redis list key, file name, delivery tag
+    removed: bool = False
+    note: str = ""
+
+
+GONE = "already gone when the purge came to remove it (a worker took it first)"
+
+
 class BrokerAdapter:
     kind = "?"
     peek_warning = ""  # what peeking does to the messages, when it does anything
+    purge_warning = ""  # what a purge does to the messages it does not remove, when anything
 
     def queue_names(self):
         """Queues the broker knows about (those it can list)."""
@@ -51,6 +69,19 @@ class BrokerAdapter:
         """Every message of the queue, streamed in chunks. clean=False leaves arguments raw, for
         detectors; decode=False yields what the broker holds."""
         raise NotImplementedError
+
+    def take(self, queue, matches, archive, confirm, batch=500, limit=None):
+        """Remove the messages of `queue` for which `matches(message)` is true, archive first:
+        each batch goes to `archive(takens)`, which must have stored them durably when it
+        returns; only then are they removed from the broker, exactly those messages and no
+        others, and `confirm(takens)` says which were removed (`removed`, or a `note` why not).
+        Returns how many matched. A crash between the two leaves a message both archived and
+        still queued, never neither."""
+        raise NotImplementedError(f"purging is not supported on {self.kind}")
+
+    def put_back(self, queue, raw, priority=None):
+        """Publish an archived message to `queue` again, as it was."""
+        raise NotImplementedError(f"restoring is not supported on {self.kind}")
 
     def close(self):
         pass

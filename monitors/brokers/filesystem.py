@@ -7,7 +7,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from monitors.brokers.base import BrokerAdapter, BrokerUnavailable, QueueStats
+from monitors.brokers.base import GONE, BrokerAdapter, BrokerUnavailable, QueueStats, Taken
 from monitors.brokers.decoding import decode_virtual_envelope
 
 SUFFIX = ".msg"
@@ -17,6 +17,7 @@ class FilesystemBroker(BrokerAdapter):
     kind = "filesystem"
 
     def __init__(self, app):
+        self.app = app
         options = app.conf.broker_transport_options or {}
         folder = options.get("data_folder_in")
         if not folder:
@@ -104,3 +105,40 @@ class FilesystemBroker(BrokerAdapter):
                     yield (self.folder / name).read_bytes()
                 except OSError:
                     continue
+
+    def take(self, queue, matches, archive, confirm, batch=500, limit=None):
+        matched, chosen = 0, []
+
+        def flush():
+            archive(chosen)
+            for taken in chosen:
+                try:
+                    (self.folder / taken.locator).unlink()
+                    taken.removed = True
+                except FileNotFoundError:
+                    taken.note = GONE
+            confirm(chosen)
+
+        for name in self.files_by_queue().get(queue, []):
+            if limit is not None and matched >= limit:
+                break
+            try:
+                raw = (self.folder / name).read_bytes()
+            except OSError:
+                continue  # taken by a worker since the listing
+            message = decode_virtual_envelope(raw)
+            if matches(message):
+                chosen.append(Taken(raw=raw, message=message, locator=name))
+                matched += 1
+            if len(chosen) >= batch:
+                flush()
+                chosen = []
+        if chosen:
+            flush()
+        return matched
+
+    def put_back(self, queue, raw, priority=None):
+        """Through the app's own transport, which writes the file under a new name (a restored
+        message joins the end of its queue)."""
+        with self.app.connection_for_write() as connection:
+            connection.default_channel._put(queue, json.loads(raw))

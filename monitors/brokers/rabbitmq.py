@@ -13,7 +13,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from monitors.brokers.base import BrokerAdapter, BrokerUnavailable, PeekUnavailable, QueueStats
+from monitors.brokers.base import BrokerAdapter, BrokerUnavailable, PeekUnavailable, QueueStats, Taken
 from monitors.brokers.decoding import decode_body
 from monitors.conf import setting
 
@@ -23,6 +23,14 @@ PEEK_WARNING = (
     "RabbitMQ cannot show a message without taking it. Peeking takes the first messages and puts "
     "them straight back (requeue): they are flagged redelivered, a worker may receive them in the "
     "meantime, and with several consumers their order can change."
+)
+
+# A purge on RabbitMQ has to take messages to look at them (basic.get) and holds those it keeps
+# until it ends; say so before doing it.
+PURGE_WARNING = (
+    "RabbitMQ cannot remove a chosen message in place: the purge takes every message of the queue in "
+    "turn, archives and acknowledges the ones that match, and returns the others to the queue when it "
+    "ends. Until then workers do not get those others; afterwards they are flagged redelivered."
 )
 
 
@@ -152,6 +160,98 @@ class RabbitMQBroker(BrokerAdapter):
 
     def scan(self, queue, chunk=1000, decode=True, clean=False):
         raise PeekUnavailable("A full scan on RabbitMQ would redeliver every message; Jobwatch does not do it.")
+
+    purge_warning = PURGE_WARNING
+
+    def take(self, queue, matches, archive, confirm, batch=500, limit=None):
+        return take_messages(self, queue, matches, archive, confirm, batch, limit)
+
+    def put_back(self, queue, raw, priority=None):
+        put_back_message(self, queue, raw)
+
+
+# The properties a message keeps through archive and restore.
+KEPT_PROPERTIES = ("content_type", "content_encoding", "priority", "delivery_mode", "correlation_id", "reply_to",
+                   "expiration", "message_id", "timestamp", "type", "user_id", "app_id")
+
+
+def take_messages(adapter, queue, matches, archive, confirm, batch=500, limit=None):
+    """basic.get every message with manual acknowledgement: matches are archived, then acked;
+    the rest stay unacknowledged on this channel and go back to the queue (to their places,
+    for a classic queue) when it closes — also if this process dies midway, which puts back
+    whatever was not yet acked, archived or not."""
+    connection = adapter.connection.clone()
+    matched = 0
+    try:
+        channel = connection.channel()
+        chosen = []
+
+        def flush():
+            archive(chosen)
+            for taken in chosen:
+                channel.basic_ack(taken.locator)
+                taken.removed = True
+            confirm(chosen)
+
+        while limit is None or matched < limit:
+            message = channel.basic_get(queue, no_ack=False)
+            if message is None:
+                break
+            body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+            properties = dict(message.properties or {})
+            decoded = decode_body(body, content_type=message.content_type, content_encoding=message.content_encoding,
+                                  headers=message.headers, properties=properties, size=len(body),
+                                  redelivered=message.delivery_info.get("redelivered", False))
+            if matches(decoded):
+                raw = envelope_of(body, message, properties)
+                chosen.append(Taken(raw=raw, message=decoded, priority=properties.get("priority"), locator=message.delivery_tag))
+                matched += 1
+                if len(chosen) >= batch:
+                    flush()
+                    chosen = []
+        if chosen:
+            flush()
+    except Exception as error:
+        if isinstance(error, (OSError, ConnectionError)) or type(error).__module__.startswith(("amqp", "kombu")):
+            raise BrokerUnavailable(f"RabbitMQ broker: {error}") from error
+        raise
+    finally:
+        connection.release()  # closing the channel returns every unacknowledged message
+    return matched
+
+
+def envelope_of(body, message, properties):
+    """What the archive keeps of an AMQP message: its body (base64) and what a restore needs to
+    publish it the same way."""
+    kept = {name: properties[name] for name in KEPT_PROPERTIES if properties.get(name) is not None}
+    return json.dumps({
+        "body": base64.b64encode(body).decode(),
+        "headers": message.headers or {},
+        "properties": kept,
+        "exchange": message.delivery_info.get("exchange", ""),
+        "routing_key": message.delivery_info.get("routing_key", ""),
+    }, default=str).encode()
+
+
+def put_back_message(adapter, queue, raw):
+    from kombu import Producer
+
+    envelope = json.loads(raw)
+    properties = dict(envelope.get("properties") or {})
+    body = base64.b64decode(envelope["body"])
+    connection = adapter.connection.clone()
+    try:
+        producer = Producer(connection.default_channel)
+        producer.publish(
+            body, routing_key=queue, exchange="", headers=envelope.get("headers") or {},
+            content_type=properties.pop("content_type", "application/json"),
+            content_encoding=properties.pop("content_encoding", "utf-8"),
+            retry=True, retry_policy={"max_retries": 3}, **properties,
+        )
+    except (OSError, ConnectionError) as error:
+        raise BrokerUnavailable(f"RabbitMQ broker: {error}") from error
+    finally:
+        connection.release()
 
 
 def decode_management_message(row):

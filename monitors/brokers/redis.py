@@ -15,7 +15,7 @@ import json
 
 import redis as redis_client
 
-from monitors.brokers.base import BrokerAdapter, BrokerUnavailable, QueueStats
+from monitors.brokers.base import GONE, BrokerAdapter, BrokerUnavailable, QueueStats, Taken
 from monitors.brokers.decoding import decode_virtual_envelope
 
 # Exchanges Celery uses for remote control and events, not for jobs.
@@ -175,6 +175,54 @@ class RedisBroker(BrokerAdapter):
                 for item in raw:
                     yield decode_virtual_envelope(item, clean) if decode else item
                 start += len(raw)
+
+    def take(self, queue, matches, archive, confirm, batch=500, limit=None):
+        """Level by level from the left (newest) end, as scan reads. Each batch is removed with
+        LREM of its exact bytes, one occurrence each: only the archived messages go, wherever
+        workers have moved the head meanwhile."""
+        matched = 0
+        for step in self.priority_steps:
+            key = self.level_key(queue, step)
+            start = 0
+            while limit is None or matched < limit:
+                raws = self._call(self.client.lrange, key, start, start + batch - 1)
+                if not raws:
+                    break
+                chosen = []
+                for raw in raws:
+                    if limit is not None and matched + len(chosen) >= limit:
+                        break
+                    message = decode_virtual_envelope(raw)
+                    if matches(message):
+                        chosen.append(Taken(raw=raw, message=message, priority=step, locator=key))
+                removed = 0
+                if chosen:
+                    archive(chosen)
+                    counts = self._call(self._remove, key, chosen)
+                    for taken, count in zip(chosen, counts, strict=True):
+                        taken.removed = count > 0
+                        taken.note = "" if taken.removed else GONE
+                        removed += taken.removed
+                    confirm(chosen)
+                    matched += len(chosen)
+                # What was removed before `start + len(raws)` shifted the rest to the left.
+                start += len(raws) - removed
+        return matched
+
+    def _remove(self, key, takens):
+        pipe = self.client.pipeline(transaction=False)
+        for taken in takens:
+            pipe.lrem(key, 1, taken.raw)
+        return pipe.execute()
+
+    def put_back(self, queue, raw, priority=None):
+        """Through kombu's own publish path (LPUSH onto the message's priority level), so the
+        message lands where a worker will look for it."""
+        channel = self.connection.default_channel
+        try:
+            channel._put(queue, json.loads(raw))
+        except redis_client.RedisError as error:
+            raise BrokerUnavailable(f"Redis broker: {error}") from error
 
     def unacked_entries(self):
         """(delivery tag, value) of the unacked hash, read lazily: callers stop at their cap."""

@@ -25,6 +25,11 @@ RECEIVED_KEY = "jobwatch_received_at"
 # recording does not load the circuit breaker).
 CIRCUIT_HEADER = "jobwatch_circuit"
 WAITS_HEADER = "jobwatch_circuit_waits"
+# Set by monitors/replay.py on a replayed job's message: the task id it replays.
+REPLAY_HEADER = "jobwatch_replay_of"
+# An event may carry a failed job's full arguments, for JobPayload (see full_payload); the
+# writer stores them apart, the execution table never sees them.
+PAYLOAD_KEY = "_payload"
 
 # task_postrun's `state` → our state.
 POSTRUN_STATES = {
@@ -100,6 +105,7 @@ def message_fields(body, headers):
         "retries": as_count(source.get("retries")),
         "waits": as_count(source.get(WAITS_HEADER) or headers.get(WAITS_HEADER)),
         "circuit": str(source.get(CIRCUIT_HEADER) or headers.get(CIRCUIT_HEADER) or "")[:200],
+        "replay_of": str(source.get(REPLAY_HEADER) or headers.get(REPLAY_HEADER) or "")[:255],
         "eta": as_datetime(source.get("eta")),
         "expires": as_datetime(source.get("expires")),
         "parent_id": source.get("parent_id") or "",
@@ -132,6 +138,7 @@ def enqueued_event(fields, exchange, routing_key, declare, properties, published
         "parent_id": fields["parent_id"],
         "root_id": fields["root_id"],
         "group_id": fields["group_id"],
+        "replay_of": fields["replay_of"],
         "enqueued_at": published_at,
         "updated_at": published_at,
     }
@@ -220,6 +227,20 @@ def finished_event(task_id, task, state, started_monotonic, retval, failure):
     if failure:
         event.update(failure, error_progress=event["progress"])
     return event
+
+
+def full_payload(args, kwargs):
+    """A failed job's arguments as JSON, when what the execution table keeps of them is not the
+    whole of them (redacted or truncated): replay needs the original. None when it does not."""
+    from kombu.utils.json import dumps
+
+    _, _, _, complete = PayloadCleaner.from_settings().clean(args, kwargs, measure=False)
+    if complete:
+        return None
+    try:
+        return dumps([list(args or ()), dict(kwargs or {})])
+    except (TypeError, ValueError):
+        return None  # not JSON-serialisable: the job was not sent as JSON either
 
 
 def failure_fields(exception, einfo):

@@ -185,7 +185,7 @@ def task_retry(sender=None, request=None, reason=None, einfo=None, **extra):
 
 
 @guarded
-def task_postrun(sender=None, task_id=None, task=None, retval=None, state=None, **extra):
+def task_postrun(sender=None, task_id=None, task=None, retval=None, state=None, args=None, kwargs=None, **extra):
     started = _started.pop(task_id, None)
     failure = _failures.pop(task_id, None)
     waiting_on = _waiting.pop(task_id, None)
@@ -195,6 +195,10 @@ def task_postrun(sender=None, task_id=None, task=None, retval=None, state=None, 
     event = events.finished_event(task_id, task, final, started, retval if final == "succeeded" else None, failure)
     if waiting_on:
         event["circuit"] = waiting_on
+    if final in ("failed", "retried") and setting("KEEP_FAILED_PAYLOADS"):
+        payload = events.full_payload(args, kwargs)
+        if payload is not None:
+            event[events.PAYLOAD_KEY] = payload
     submit(event)
 
 

@@ -14,8 +14,10 @@ PostgreSQL requires of a multi-row upsert) and in SQL (to fold that row into wha
 """
 
 from monitors.models import JobExecution
+from monitors.recording.events import PAYLOAD_KEY
 
 FIRST, LATEST, MAX, ERROR = "first", "latest", "max", "error"
+
 
 COLUMN_RULES = {
     # What the publish saw. Also sent by worker events, as a fallback when the enqueue was lost.
@@ -92,8 +94,8 @@ def merge_into(row, event):
     """Fold `event` (a dict of some columns) into `row` (a complete dict) by the column rules."""
     newer = event.get("progress", 0) >= row["progress"]
     for name, value in event.items():
-        if name == "task_id" or not is_known(name, value):
-            continue
+        if name == "task_id" or name.startswith("_") or not is_known(name, value):
+            continue  # "_…" keys ride along for other tables (PAYLOAD_KEY)
         rule = COLUMN_RULES[name]
         if rule == FIRST:
             if not is_known(name, row[name]):
@@ -204,3 +206,27 @@ def write_rows(rows, connection):
         params = [parameter(prepare[index], row[name]) for row in rows for index, name in enumerate(COLUMNS)]
     with connection.cursor() as cursor:
         cursor.execute(upsert_sql(connection, len(rows)), params)
+
+
+def write_payloads(events, connection):
+    """Keep the full arguments some events carry (failed jobs whose recorded ones are incomplete)
+    in JobPayload, the latest per task id."""
+    from monitors.models import JobPayload
+
+    latest = {event["task_id"]: event for event in events if event.get(PAYLOAD_KEY)}
+    if not latest:
+        return
+    meta = JobPayload._meta
+    quote = connection.ops.quote_name
+    recorded_at = meta.get_field("recorded_at")
+    params = []
+    for task_id, event in latest.items():
+        params += [task_id, event[PAYLOAD_KEY], recorded_at.get_db_prep_save(event.get("updated_at"), connection)]
+    values = ", ".join(["(%s, %s, %s)"] * len(latest))
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({quote('task_id')}, {quote('body')}, {quote('recorded_at')}) VALUES {values} "
+        f"ON CONFLICT ({quote('task_id')}) DO UPDATE SET {quote('body')} = excluded.{quote('body')}, "
+        f"{quote('recorded_at')} = excluded.{quote('recorded_at')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)

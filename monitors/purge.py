@@ -1,0 +1,176 @@
+"""Purging messages from a broker queue, archive first, and restoring them.
+
+Which messages: the whole queue, one task's, a set of task ids (a finding's orphans), or the
+messages picked in the peek view (by key: a hash of their exact bytes, which also identifies a
+message that cannot be decoded). The broker adapter does the taking (monitors/brokers/*.take):
+every batch is written to ArchivedMessage and committed before it is removed from the broker.
+"""
+
+import base64
+import hashlib
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.utils import timezone
+
+from monitors.conf import setting
+from monitors.models import ArchivedMessage, JobPayload
+
+
+def message_key(raw):
+    """A message's identity for picking: the hash of its exact bytes."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    return hashlib.sha256(data).hexdigest()[:24]
+
+
+@dataclass
+class MessageSelection:
+    everything: bool = False
+    task: str = ""
+    task_ids: set = field(default_factory=set)
+    keys: set = field(default_factory=set)
+
+    def __post_init__(self):
+        if not (self.everything or self.task or self.task_ids or self.keys):
+            raise ValueError("say which messages: everything, a task name, task ids, or picked messages")
+
+    def matches(self, message):
+        if self.everything:
+            return True
+        if self.task and message.task_name == self.task:
+            return True
+        if self.task_ids and message.task_id in self.task_ids:
+            return True
+        return bool(self.keys) and message.raw is not None and message_key(message.raw) in self.keys
+
+    def describe(self):
+        if self.everything:
+            return {"everything": True}
+        described = {}
+        if self.task:
+            described["task"] = self.task
+        if self.task_ids:
+            described["task_ids"] = sorted(self.task_ids)[:1000]
+        if self.keys:
+            described["keys"] = sorted(self.keys)[:1000]
+        return described
+
+    @classmethod
+    def from_description(cls, described):
+        return cls(everything=bool(described.get("everything")), task=described.get("task", ""),
+                   task_ids=set(described.get("task_ids", [])), keys=set(described.get("keys", [])))
+
+
+def encode_raw(raw):
+    data = raw.encode() if isinstance(raw, str) else bytes(raw)
+    try:
+        return data.decode("utf-8"), "text"
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode(), "base64"
+
+
+def decode_raw(archived):
+    return base64.b64decode(archived.raw) if archived.raw_encoding == "base64" else archived.raw.encode()
+
+
+class Archiver:
+    """The archive and confirm callbacks of one purge, counting as it goes."""
+
+    def __init__(self, broker, queue, action=None, on_batch=None):
+        self.broker, self.queue, self.action = broker, queue, action
+        self.on_batch = on_batch or (lambda archiver: None)
+        self.rows = {}
+        self.archived = self.removed = self.gone = 0
+
+    def archive(self, takens):
+        now = timezone.now()
+        rows = []
+        for taken in takens:
+            text, encoding = encode_raw(taken.raw)
+            rows.append(ArchivedMessage(
+                action=self.action, archived_at=now, broker=self.broker, queue=self.queue, priority=taken.priority,
+                task_id=taken.message.task_id[:255], task_name=taken.message.task_name[:255], raw=text,
+                raw_encoding=encoding, size=len(taken.raw), note="archived; removal from the queue not confirmed",
+            ))
+        with transaction.atomic():  # committed before the adapter removes anything
+            created = ArchivedMessage.objects.bulk_create(rows)
+        for taken, row in zip(takens, created, strict=True):
+            self.rows[id(taken)] = row
+        self.archived += len(rows)
+
+    def confirm(self, takens):
+        now = timezone.now()
+        removed = [self.rows.pop(id(taken)).pk for taken in takens if taken.removed]
+        gone = [(self.rows.pop(id(taken)).pk, taken.note) for taken in takens if not taken.removed]
+        if removed:
+            ArchivedMessage.objects.filter(pk__in=removed).update(removed_at=now, note="")
+        for pk, note in gone:
+            ArchivedMessage.objects.filter(pk=pk).update(note=note[:300])
+        self.removed += len(removed)
+        self.gone += len(gone)
+        self.on_batch(self)
+
+
+def purge_queue(adapter, queue, selection, action=None, batch=500, limit=None, on_batch=None):
+    """Archive, then remove, the selected messages of `queue`. Returns the Archiver (counts)."""
+    archiver = Archiver(adapter.kind, queue, action, on_batch)
+    adapter.take(queue, selection.matches, archiver.archive, archiver.confirm, batch=batch, limit=limit)
+    return archiver
+
+
+def preview_purge(adapter, queue, selection, sample=20, limit=None):
+    """(how many match, a sample of them) without removing anything. On RabbitMQ, where a full
+    read would take every message, only the messages the peek view can show are looked at."""
+    from monitors.brokers import PeekUnavailable
+
+    matched, examples = 0, []
+    try:
+        messages = adapter.scan(queue, decode=True, clean=True)
+        complete = True
+    except PeekUnavailable:
+        messages, complete = adapter.peek(queue, 0, 1000), False
+    for message in messages:
+        if selection.matches(message):
+            matched += 1
+            if len(examples) < sample:
+                examples.append(message)
+        if limit is not None and matched >= limit:
+            break
+    return matched, examples, complete
+
+
+def restore(adapter, archived_rows, action=None):
+    """Put archived messages back on their queues. Returns (restored, skipped): a message already
+    restored, or never removed from its queue, is skipped (putting it back would duplicate it)."""
+    restored = skipped = 0
+    for row in archived_rows:
+        # Claimed before the publish, so two restores of the same message cannot both send it;
+        # given back if the publish fails.
+        claimed = ArchivedMessage.objects.filter(pk=row.pk, restored_at__isnull=True, removed_at__isnull=False).update(
+            restored_at=timezone.now(), restored_by=action)
+        if not claimed:
+            skipped += 1
+            continue
+        try:
+            adapter.put_back(row.queue, decode_raw(row), row.priority)
+        except Exception:
+            ArchivedMessage.objects.filter(pk=row.pk).update(restored_at=None, restored_by=None)
+            raise
+        restored += 1
+    return restored, skipped
+
+
+def prune(now=None):
+    """Delete archived messages and kept arguments past ARCHIVE_RETENTION_DAYS, in batches (a
+    big purge's archive must not lock the table for long). Returns how many went."""
+    from datetime import timedelta
+
+    cutoff = (now or timezone.now()) - timedelta(days=setting("ARCHIVE_RETENTION_DAYS"))
+    deleted = 0
+    for model, moment in ((ArchivedMessage, "archived_at"), (JobPayload, "recorded_at")):
+        while True:
+            ids = list(model.objects.filter(**{f"{moment}__lt": cutoff}).values_list("pk", flat=True)[:5000])
+            if not ids:
+                break
+            deleted += model.objects.filter(pk__in=ids).delete()[0]
+    return deleted
