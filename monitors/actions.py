@@ -6,7 +6,8 @@ calls these functions, which check the permission, write the audit log (ActionLo
 - `dry_run=True` changes nothing and returns what would happen: how many match and a sample.
 - A set larger than ACTION_INLINE_LIMIT runs as a background task (`jobwatch.run_action`) in
   batches; its ActionLog shows the progress (matched, succeeded, failed) while it runs. A set
-  larger than ACTION_MAX_ITEMS is refused unless `allow_large=True`.
+  larger than ACTION_MAX_ITEMS is refused unless `allow_large=True`. `run_here=True` runs any
+  size in the calling process (the management commands: the command is the background run).
 """
 
 import contextlib
@@ -165,7 +166,7 @@ def force_circuit(user, name, change, *, reason="", surface="dashboard", dry_run
 
 
 def replay_jobs(user, selection, *, force=False, dry_run=False, request_key=None, surface="dashboard",
-                allow_large=False, app=None):
+                allow_large=False, app=None, run_here=False):
     """Re-enqueue the selected jobs (a JobSelection) with their original arguments under new task
     ids; see monitors/replay.py for what is refused and why. `request_key` makes a retried or
     doubled request enqueue each job once."""
@@ -180,7 +181,7 @@ def replay_jobs(user, selection, *, force=False, dry_run=False, request_key=None
             sample = judge(selection.queryset().order_by("-id")[:20], force)
             return ActionResult(log, count, sample)
         check_size(count, allow_large, "jobs")
-        if not runs_inline(count):
+        if not run_here and not runs_inline(count):
             hand_off(log)
             return ActionResult(log, count, background=True)
         run_replay(log, selection, force, request_key, app)
@@ -247,7 +248,7 @@ def discard_jobs(user, selection, *, undo=False, dry_run=False, surface="dashboa
 
 
 def purge_messages(user, queue, selection, *, dry_run=False, surface="dashboard", allow_large=False, app=None,
-                   limit=None):
+                   limit=None, run_here=False):
     """Remove the selected messages (a MessageSelection) from `queue`, each archived first."""
     from monitors.brokers import open_broker
     from monitors.purge import preview_purge
@@ -268,7 +269,7 @@ def purge_messages(user, queue, selection, *, dry_run=False, surface="dashboard"
         if dry_run:
             return result
         check_size(matched, allow_large, "messages")
-        if not complete or not runs_inline(matched):
+        if not run_here and (not complete or not runs_inline(matched)):
             hand_off(log)
             result.background = True
             return result

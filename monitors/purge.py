@@ -17,6 +17,11 @@ from monitors.conf import setting
 from monitors.models import ArchivedMessage, JobPayload
 
 
+# Where a queue cannot be scanned without taking its messages (RabbitMQ), a preview looks at
+# this many from the head.
+PREVIEW_PEEK = 1000
+
+
 def message_key(raw):
     """A message's identity for picking: the hash of its exact bytes."""
     data = raw.encode() if isinstance(raw, str) else raw
@@ -128,7 +133,8 @@ def preview_purge(adapter, queue, selection, sample=20, limit=None):
         messages = adapter.scan(queue, decode=True, clean=True)
         complete = True
     except PeekUnavailable:
-        messages, complete = adapter.peek(queue, 0, 1000), False
+        messages = adapter.peek(queue, 0, PREVIEW_PEEK)
+        complete = len(messages) < PREVIEW_PEEK  # the peek reached the end of the queue
     for message in messages:
         if selection.matches(message):
             matched += 1

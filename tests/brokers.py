@@ -33,3 +33,27 @@ def garbage_envelopes(queue_envelope):
         "pickle": pickled.encode(),
         "truncated envelope": queue_envelope[: len(queue_envelope) // 2],
     }
+
+
+def fill_redis_queue(url, queue, count, task_names):
+    """`count` distinct real Celery messages in a Redis queue, fast: one message per task name
+    sent through Celery, then copies with fresh ids pushed in pipelines. Returns the raw
+    entries, which are all different."""
+    import uuid
+
+    import redis
+
+    client = redis.Redis.from_url(url)
+    app = celery_app(url)
+    templates = []
+    for name in task_names:
+        task_id = str(uuid.uuid4())
+        app.send_task(name, args=[1], queue=queue, task_id=task_id)
+        templates.append((client.rpop(queue).decode(), task_id))
+    entries = []
+    for n in range(count):
+        template, template_id = templates[n % len(templates)]
+        entries.append(template.replace(template_id, str(uuid.uuid4())).encode())
+    for start in range(0, count, 5000):
+        client.lpush(queue, *entries[start : start + 5000])
+    return set(entries)

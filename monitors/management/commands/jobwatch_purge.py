@@ -21,6 +21,8 @@ class Command(BaseCommand):
         which.add_argument("--finding", type=int, help="the jobs a finding names (e.g. its orphans)")
         which.add_argument("--key", action="append", dest="keys", help="a message's key from the peek view (repeatable)")
         parser.add_argument("--limit", type=int, help="stop after this many")
+        parser.add_argument("--background", action="store_true",
+                            help="hand a large set to a worker (jobwatch.run_action) instead of running it here")
         add_confirmation_arguments(parser)
         add_user_argument(parser)
 
@@ -47,7 +49,8 @@ class Command(BaseCommand):
                 return
             if not confirmed(self, f"Archive and remove {preview.matched} messages from {options['queue']}?", options):
                 return
-            result = purge_messages(user, options["queue"], selection, allow_large=options["allow_large"], **common)
+            result = purge_messages(user, options["queue"], selection, allow_large=options["allow_large"],
+                                  run_here=not options["background"], **common)
         except (ActionRefused, TooLarge, BrokerUnavailable, PeekUnavailable) as error:
             raise CommandError(str(error)) from error
         report(self, result, "Purged (archived, then removed)")

@@ -17,6 +17,8 @@ class Command(BaseCommand):
         add_job_selection_arguments(parser)
         parser.add_argument("--force", action="store_true", help="replay even jobs whose referenced record is gone")
         parser.add_argument("--request-key", help="the same key twice replays each job once (for scripts that retry)")
+        parser.add_argument("--background", action="store_true",
+                            help="hand a large set to a worker (jobwatch.run_action) instead of running it here")
         add_confirmation_arguments(parser)
         add_user_argument(parser)
 
@@ -34,7 +36,8 @@ class Command(BaseCommand):
                 return
             if not confirmed(self, f"Replay {preview.matched} jobs?", options):
                 return
-            result = replay_jobs(user, selection, allow_large=options["allow_large"], **common)
+            result = replay_jobs(user, selection, allow_large=options["allow_large"],
+                                  run_here=not options["background"], **common)
         except (ActionRefused, TooLarge) as error:
             raise CommandError(str(error)) from error
         report(self, result, "Replayed")
