@@ -5,9 +5,13 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.template.response import TemplateResponse
 
-from monitors.actions import ActionRefused, allowed, force_circuit
+from monitors.actions import ActionRefused, TooLarge, allowed, discard_jobs, force_circuit, replay_jobs, restore_messages
+from monitors.brokers import BrokerUnavailable
 from monitors.circuits.stores import StoreUnavailable
-from monitors.models import ActionLog, Circuit, CircuitEvent, Finding, JobExecution, QueueSample, RecorderProcess
+from monitors.models import (
+    ActionLog, ArchivedMessage, Circuit, CircuitEvent, Finding, JobExecution, QueueSample, RecorderProcess,
+)
+from monitors.selection import JobSelection
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -23,6 +27,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(JobExecution)
 class JobExecutionAdmin(ReadOnlyAdmin):
+    """The execution table, with replay and discard as admin actions: a confirmation page first
+    (with the preview: how many, which would be refused and why), then monitors/actions.py."""
+
+    actions = ["replay", "replay_forced", "discard"]
     list_display = ["task_name", "state", "queue", "enqueued_at", "runtime", "origin_kind", "origin_model", "origin_receiver"]
     list_filter = ["state", "origin_kind", "origin_deferred", "origin_in_atomic"]
     search_fields = ["=task_id", "task_name", "origin_receiver", "exception_type"]
@@ -40,8 +48,50 @@ class JobExecutionAdmin(ReadOnlyAdmin):
             "origin_in_atomic", "origin_deferred", "origin_transaction", "origin_committed_at",
             "origin_request", "origin_task",
         ]}),
-        ("Lineage", {"fields": ["parent_id", "root_id", "group_id", "replay_of"]}),
+        ("Lineage", {"fields": ["parent_id", "root_id", "group_id", "replay_of", "discarded_at"]}),
     ]
+
+    def has_replay_jobs_permission(self, request):
+        return allowed(request.user, "replay_jobs")
+
+    def has_discard_jobs_permission(self, request):
+        return allowed(request.user, "discard_jobs")
+
+    @admin.action(description="Replay selected jobs", permissions=["replay_jobs"])
+    def replay(self, request, queryset):
+        return self.replay_selected(request, queryset, force=False)
+
+    @admin.action(description="Replay selected jobs, even those whose record is gone", permissions=["replay_jobs"])
+    def replay_forced(self, request, queryset):
+        return self.replay_selected(request, queryset, force=True)
+
+    def replay_selected(self, request, queryset, force):
+        selection = JobSelection.from_ids(list(queryset.values_list("task_id", flat=True)[:100_001]))
+        if request.POST.get("confirmed") != "yes":
+            preview = replay_jobs(request.user, selection, force=force, dry_run=True, surface="admin")
+            refused = [verdict for verdict in preview.sample if not verdict.allowed]
+            return confirmation_page(self, request, queryset, "replay", list(queryset[:50]), count=preview.matched,
+                                     notes=[f"{v.task_name}[{v.task_id}] will be refused: {v.refusal}" for v in refused],
+                                     request_key=new_request_key())
+        try:
+            result = replay_jobs(request.user, selection, force=force, surface="admin",
+                                 request_key=request.POST.get("request_key") or None)
+        except (ActionRefused, TooLarge) as error:
+            self.message_user(request, str(error), messages.ERROR)
+            return None
+        self.message_user(request, outcome_message(result, "replayed"), messages.SUCCESS if not result.log.failed else messages.WARNING)
+        return None
+
+    @admin.action(description="Discard selected failed jobs from the history (reversible)", permissions=["discard_jobs"])
+    def discard(self, request, queryset):
+        selection = JobSelection.from_ids(list(queryset.values_list("task_id", flat=True)[:100_001]))
+        if request.POST.get("confirmed") != "yes":
+            preview = discard_jobs(request.user, selection, dry_run=True, surface="admin")
+            return confirmation_page(self, request, queryset, "discard", list(queryset[:50]), count=preview.matched,
+                                     notes=["Only failed jobs are discarded; the others are left as they are."])
+        result = discard_jobs(request.user, selection, surface="admin")
+        self.message_user(request, outcome_message(result, "discarded"), messages.SUCCESS)
+        return None
 
 
 @admin.register(RecorderProcess)
@@ -108,6 +158,36 @@ class CircuitAdmin(ReadOnlyAdmin):
         return None
 
 
+@admin.register(ArchivedMessage)
+class ArchivedMessageAdmin(ReadOnlyAdmin):
+    """What purges took out of the queues; restore puts messages back (confirmation first)."""
+
+    actions = ["restore"]
+    list_display = ["archived_at", "queue", "task_name", "task_id", "size", "removed_at", "restored_at", "action", "note"]
+    list_filter = ["queue", "broker"]
+    search_fields = ["=task_id", "task_name"]
+    ordering = ["-archived_at"]
+    show_full_result_count = False
+
+    def has_restore_messages_permission(self, request):
+        return allowed(request.user, "restore_messages")
+
+    @admin.action(description="Restore selected messages to their queues", permissions=["restore_messages"])
+    def restore(self, request, queryset):
+        ids = list(queryset.values_list("pk", flat=True)[:100_001])
+        if request.POST.get("confirmed") != "yes":
+            preview = restore_messages(request.user, ids, dry_run=True, surface="admin")
+            return confirmation_page(self, request, queryset, "restore", list(queryset[:50]), count=preview.matched,
+                                     notes=["Messages restored already, or never removed from their queue, are skipped."])
+        try:
+            result = restore_messages(request.user, ids, surface="admin")
+        except (ActionRefused, BrokerUnavailable) as error:
+            self.message_user(request, str(error), messages.ERROR)
+            return None
+        self.message_user(request, outcome_message(result, "restored"), messages.SUCCESS)
+        return None
+
+
 @admin.register(CircuitEvent)
 class CircuitEventAdmin(ReadOnlyAdmin):
     list_display = ["at", "circuit", "from_state", "to_state", "cause", "actor", "error_type"]
@@ -127,12 +207,35 @@ class ActionLogAdmin(ReadOnlyAdmin):
     show_full_result_count = False
 
 
-def confirmation_page(model_admin, request, queryset, verb, objects, reason_field=False):
+def new_request_key():
+    import uuid
+
+    return uuid.uuid4().hex
+
+
+def outcome_message(result, verb):
+    log = result.log
+    if result.background:
+        return f"{result.matched} items are being {verb} in the background (audit log entry {log.pk})."
+    text = f"{log.succeeded} {verb}, {log.failed} not (audit log entry {log.pk})."
+    refused = (log.parameters or {}).get("refused") or []
+    if refused:
+        text += " Refused: " + "; ".join(f"{item['task_id']}: {item['reason']}" for item in refused[:5])
+    return text
+
+
+def confirmation_page(model_admin, request, queryset, verb, objects, reason_field=False, count=None, notes=(),
+                      request_key=""):
     """The page between picking an admin action and doing it, as delete_selected has: it lists
-    what will change and posts the same selection back with confirmed=yes."""
+    what will change and posts the same selection back with confirmed=yes. The count is the
+    action's own preview (the changelist's selection may hold more than the page shows)."""
+    count = len(objects) if count is None else count
     context = {
         **model_admin.admin_site.each_context(request),
-        "title": f"Are you sure you want to {verb} {len(objects)} {model_admin.opts.verbose_name_plural}?",
+        "title": f"Are you sure you want to {verb} {count} {model_admin.opts.verbose_name_plural}?",
+        "count": count,
+        "notes": notes,
+        "request_key": request_key,
         "verb": verb,
         "objects": objects,
         "opts": model_admin.opts,

@@ -1,12 +1,18 @@
 from django.urls import path
 
-from monitors.web import jobs, queues
+from monitors.web import actions, jobs, queues
 
 app_name = "monitors"
 
 urlpatterns = [
     path("jobs/", jobs.job_list, name="jobs"),
+    path("jobs/replay/", actions.replay, name="replay"),
     path("jobs/<str:task_id>/", jobs.job_detail, name="job"),
     path("queues/", queues.queue_list, name="queues"),
     path("queues/<str:name>/", queues.queue_detail, name="queue"),
+    path("queues/<str:name>/purge/", actions.purge, name="purge"),
+    path("archive/", actions.archive, name="archive"),
+    path("archive/restore/", actions.restore, name="restore"),
+    path("actions/", actions.action_list, name="actions"),
+    path("actions/<int:pk>/", actions.action_detail, name="action"),
 ]

@@ -14,3 +14,11 @@ def duration(seconds):
     if seconds < 7200:
         return f"{seconds / 60:.0f}m"
     return f"{seconds / 3600:.1f}h"
+
+
+@register.filter
+def message_key(raw):
+    """The key the purge form picks an undecodable message by (monitors.purge.message_key)."""
+    from monitors.purge import message_key as key
+
+    return key(raw) if raw is not None else ""

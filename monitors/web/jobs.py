@@ -11,7 +11,7 @@ FILTERS = {"task": "task_name", "queue": "queue", "state": "state", "origin": "o
 
 @staff_only
 def job_list(request):
-    jobs = JobExecution.objects.order_by("-id")
+    jobs = JobExecution.objects.filter(discarded_at__isnull=True).order_by("-id")
     applied = {}
     for param, field in FILTERS.items():
         value = request.GET.get(param, "").strip()
@@ -39,4 +39,5 @@ def job_list(request):
 def job_detail(request, task_id):
     job = get_object_or_404(JobExecution, task_id=task_id)
     children = JobExecution.objects.filter(parent_id=task_id).order_by("id")[:100]
-    return render(request, "jobwatch/job.html", {"job": job, "children": children})
+    replays = JobExecution.objects.filter(replay_of=task_id).order_by("id")[:100]
+    return render(request, "jobwatch/job.html", {"job": job, "children": children, "replays": replays})
