@@ -191,7 +191,7 @@ def replay_jobs(user, selection, *, force=False, dry_run=False, request_key=None
 def run_replay(log, selection, force, request_key, app=None):
     from celery import current_app
 
-    from monitors.replay import judge, send
+    from monitors.replay import judge, send_batch
 
     app = app or current_app
     refusals, already, last_id = [], 0, 0
@@ -201,20 +201,21 @@ def run_replay(log, selection, force, request_key, app=None):
         if not batch:
             break
         last_id = batch[-1].id
+        allowed_ones = []
         for verdict in judge(batch, force):
-            if not verdict.allowed:
-                log.failed += 1
-                if len(refusals) < REFUSALS_KEPT:
-                    refusals.append({"task_id": verdict.task_id, "reason": verdict.refusal})
+            if verdict.allowed:
+                allowed_ones.append(verdict)
                 continue
-            try:
-                _, how = send(app, verdict, request_key, log)
-            except Exception as error:  # the broker refused or is down: count it, say why, go on
+            log.failed += 1
+            if len(refusals) < REFUSALS_KEPT:
+                refusals.append({"task_id": verdict.task_id, "reason": verdict.refusal})
+        for verdict, _, outcome in send_batch(app, allowed_ones, request_key, log):
+            if isinstance(outcome, Exception):  # the broker refused or is down: count it, say why, go on
                 log.failed += 1
-                log.error = f"sending {verdict.task_id}: {type(error).__name__}: {error}"[:5000]
+                log.error = f"sending {verdict.task_id}: {type(outcome).__name__}: {outcome}"[:5000]
                 continue
             log.succeeded += 1
-            already += how == "already sent"
+            already += outcome == "already sent"
         progress(log)
     log.parameters = {**log.parameters, "refused": refusals, "already_sent": already}
 

@@ -145,24 +145,29 @@ def preview_purge(adapter, queue, selection, sample=20, limit=None):
     return matched, examples, complete
 
 
-def restore(adapter, archived_rows, action=None):
+def restore(adapter, archived_rows, action=None, batch=500):
     """Put archived messages back on their queues. Returns (restored, skipped): a message already
-    restored, or never removed from its queue, is skipped (putting it back would duplicate it)."""
+    restored, or never removed from its queue, is skipped (putting it back would duplicate it).
+
+    Each batch is claimed (marked restored, under a row lock) before it is published, so two
+    restores of the same messages cannot both send them; what fails to publish is given back."""
     restored = skipped = 0
-    for row in archived_rows:
-        # Claimed before the publish, so two restores of the same message cannot both send it;
-        # given back if the publish fails.
-        claimed = ArchivedMessage.objects.filter(pk=row.pk, restored_at__isnull=True, removed_at__isnull=False).update(
-            restored_at=timezone.now(), restored_by=action)
-        if not claimed:
-            skipped += 1
-            continue
-        try:
-            adapter.put_back(row.queue, decode_raw(row), row.priority)
-        except Exception:
-            ArchivedMessage.objects.filter(pk=row.pk).update(restored_at=None, restored_by=None)
-            raise
-        restored += 1
+    rows = list(archived_rows)
+    for start in range(0, len(rows), batch):
+        wanted = [row.pk for row in rows[start : start + batch]]
+        with transaction.atomic():
+            claimed = list(ArchivedMessage.objects.select_for_update(skip_locked=True)
+                           .filter(pk__in=wanted, restored_at__isnull=True, removed_at__isnull=False).order_by("pk"))
+            ArchivedMessage.objects.filter(pk__in=[row.pk for row in claimed]).update(restored_at=timezone.now(), restored_by=action)
+        skipped += len(wanted) - len(claimed)
+        for position, row in enumerate(claimed):
+            try:
+                adapter.put_back(row.queue, decode_raw(row), row.priority)
+            except Exception:
+                unsent = [item.pk for item in claimed[position:]]
+                ArchivedMessage.objects.filter(pk__in=unsent).update(restored_at=None, restored_by=None)
+                raise
+            restored += 1
     return restored, skipped
 
 

@@ -16,7 +16,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from django.apps import apps
-from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from monitors.models import JobPayload, ReplayRecord
@@ -109,32 +108,48 @@ def missing_references(jobs):
     return missing
 
 
-def send(app, verdict, request_key, action=None):
-    """Send one allowed replay. Returns (new task id, "sent" | "already sent")."""
-    new_id = new_task_id(verdict.task_id, request_key)
-    record = claim(verdict.task_id, request_key, new_id, action)
-    if record.sent_at is not None:
-        return new_id, "already sent"
+def send_batch(app, verdicts, request_key, action=None):
+    """Send a batch of allowed replays. Returns [(verdict, new task id, outcome)], the outcome
+    "sent", "already sent" (this request sent it before) or the exception that stopped it.
+
+    The batch's ReplayRecords are created (or found) first, in one statement: a request sent
+    again finds them and sends only what it had not sent. A crash between a send and its record
+    being marked sent makes a retried request send it again under the same new id — at worst
+    the broker holds that task id twice, which the recorder shows as one job."""
+    now = timezone.now()
+    wanted = {verdict.task_id: new_task_id(verdict.task_id, request_key) for verdict in verdicts}
+    ReplayRecord.objects.bulk_create(
+        [ReplayRecord(original_task_id=original, request_key=request_key, new_task_id=new_id, action=action, created_at=now)
+         for original, new_id in wanted.items()],
+        ignore_conflicts=True,
+    )
+    sent_before = set(
+        ReplayRecord.objects.filter(request_key=request_key, original_task_id__in=list(wanted), sent_at__isnull=False)
+        .values_list("original_task_id", flat=True)
+    )
+    outcomes, sent_now = [], []
+    with app.producer_or_acquire() as producer:
+        for verdict in verdicts:
+            new_id = wanted[verdict.task_id]
+            if verdict.task_id in sent_before:
+                outcomes.append((verdict, new_id, "already sent"))
+                continue
+            try:
+                app.send_task(verdict.task_name, args=verdict.args, kwargs=verdict.kwargs, producer=producer,
+                              **send_options(verdict, new_id))
+            except Exception as error:  # the broker refused or went away: this one is not sent
+                outcomes.append((verdict, new_id, error))
+                continue
+            sent_now.append(verdict.task_id)
+            outcomes.append((verdict, new_id, "sent"))
+    ReplayRecord.objects.filter(request_key=request_key, original_task_id__in=sent_now).update(sent_at=timezone.now())
+    return outcomes
+
+
+def send_options(verdict, new_id):
     options = {"task_id": new_id, "headers": {REPLAY_HEADER: verdict.task_id}}
     if verdict.queue:
         options["queue"] = verdict.queue
     if verdict.priority is not None:
         options["priority"] = verdict.priority
-    app.send_task(verdict.task_name, args=verdict.args, kwargs=verdict.kwargs, **options)
-    ReplayRecord.objects.filter(pk=record.pk).update(sent_at=timezone.now())
-    return new_id, "sent"
-
-
-def claim(original_task_id, request_key, new_id, action):
-    """The request's record for this job, created if it is the first time. A request retried
-    after a crash between claim and send finds its record unsent and sends it (under the same
-    new id, so at worst the broker holds the same task id twice, which the recorder shows as one
-    job)."""
-    try:
-        with transaction.atomic():
-            return ReplayRecord.objects.create(
-                original_task_id=original_task_id, request_key=request_key, new_task_id=new_id, action=action,
-                created_at=timezone.now(),
-            )
-    except IntegrityError:
-        return ReplayRecord.objects.get(original_task_id=original_task_id, request_key=request_key)
+    return options
