@@ -306,18 +306,27 @@ def restore_messages(user, archived_ids, *, dry_run=False, surface="dashboard", 
     parameters = {"archived_ids": ids}
     target = f"{len(ids)} archived messages" if len(ids) != 1 else f"archived message {ids[0]}"
     with audited(user, "restore_messages", target, parameters, surface, dry_run) as log:
-        rows = list(ArchivedMessage.objects.filter(pk__in=ids).order_by("pk"))
-        restorable = [row for row in rows if row.restored_at is None and row.removed_at is not None]
-        log.matched = len(restorable)
+        log.matched, sample = 0, []
+        for chunk in chunked(ids, 10_000):  # SQLite caps the parameters of one statement
+            restorable = ArchivedMessage.objects.filter(pk__in=chunk, restored_at__isnull=True, removed_at__isnull=False)
+            log.matched += restorable.count()
+            if len(sample) < 20:
+                sample += list(restorable.order_by("pk")[: 20 - len(sample)])
         if dry_run:
-            return ActionResult(log, log.matched, restorable[:20])
+            return ActionResult(log, log.matched, sample)
         adapter = open_broker(app)
         try:
-            log.succeeded, skipped = restore(adapter, restorable, action=log)
+            log.succeeded, skipped = restore(adapter, ids, action=log)
         finally:
             adapter.close()
-        log.failed = skipped
+        # Already restored, or never removed from the queue: not a failure, nothing to do.
+        log.parameters = {**log.parameters, "skipped": skipped}
         return ActionResult(log, log.matched)
+
+
+def chunked(items, size):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 # -- background runs -----------------------------------------------------------------------------

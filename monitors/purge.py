@@ -145,16 +145,17 @@ def preview_purge(adapter, queue, selection, sample=20, limit=None):
     return matched, examples, complete
 
 
-def restore(adapter, archived_rows, action=None, batch=500):
+def restore(adapter, archived_ids, action=None, batch=500):
     """Put archived messages back on their queues. Returns (restored, skipped): a message already
     restored, or never removed from its queue, is skipped (putting it back would duplicate it).
 
     Each batch is claimed (marked restored, under a row lock) before it is published, so two
-    restores of the same messages cannot both send them; what fails to publish is given back."""
+    restores of the same messages cannot both send them; what fails to publish is given back.
+    Rows are read a batch at a time: a big purge's archive is not loaded at once."""
     restored = skipped = 0
-    rows = list(archived_rows)
-    for start in range(0, len(rows), batch):
-        wanted = [row.pk for row in rows[start : start + batch]]
+    ids = sorted(int(pk) for pk in archived_ids)
+    for start in range(0, len(ids), batch):
+        wanted = ids[start : start + batch]
         with transaction.atomic():
             claimed = list(ArchivedMessage.objects.select_for_update(skip_locked=True)
                            .filter(pk__in=wanted, restored_at__isnull=True, removed_at__isnull=False).order_by("pk"))

@@ -110,3 +110,23 @@ def test_a_job_whose_arguments_were_not_kept_whole_is_refused_with_the_reason(op
                                 args=["x…"], kwargs={}, updated_at=timezone.now())
     result = replay_jobs(operator, JobSelection.from_ids(["cut"]), surface="command")
     assert result.log.failed == 1 and "redacted or truncated" in result.log.parameters["refused"][0]["reason"]
+
+
+def test_a_large_replay_runs_in_the_background_with_progress_and_finishes(gateway, worker, operator, settings):
+    from monitors.models import ActionLog
+
+    settings.JOBWATCH = {**settings.JOBWATCH, "ACTION_INLINE_LIMIT": 10, "ACTION_BATCH_SIZE": 10}
+    gateway.set_up(True)
+    customer = Customer.objects.create(name="B", email="b@example.com")
+    for n in range(30):
+        tasks.echo.delay(Order.objects.create(customer=customer, total_cents=n).pk)
+    wait_for(lambda: JobExecution.objects.filter(task_name="demo.tasks.echo", state="succeeded").count() == 30, timeout=60,
+             what="30 jobs to run")
+
+    result = replay_jobs(operator, JobSelection.from_filter({"task": "demo.tasks.echo"}), surface="dashboard")
+    assert result.background and result.log.outcome == "running"
+    done = wait_for(lambda: ActionLog.objects.filter(pk=result.log.pk).exclude(outcome="running").first(), timeout=60,
+                    what="the background run to finish")
+    assert (done.outcome, done.matched, done.succeeded, done.failed) == ("succeeded", 30, 30, 0)
+    wait_for(lambda: JobExecution.objects.filter(task_name="demo.tasks.echo", state="succeeded").exclude(replay_of="").count() == 30,
+             timeout=60, what="the 30 replays to run")

@@ -12,6 +12,7 @@ Connection settings come from the Celery app's own broker configuration, through
 """
 
 import json
+import uuid
 
 import redis as redis_client
 
@@ -21,6 +22,27 @@ from monitors.brokers.decoding import decode_virtual_envelope
 # Exchanges Celery uses for remote control and events, not for jobs.
 INTERNAL_EXCHANGES = ("celery.pidbox", "reply.celery.pidbox", "celeryev")
 UNACKED_SCAN_LIMIT = 20_000
+# How far to the right of where a purge read a batch its messages may have moved (pushed by new
+# messages on the left) and still be found without searching the whole list.
+WINDOW_SLACK = 2000
+REMOVE_EXACTLY = """
+local wanted, removed = {}, {}
+for index = 4, #ARGV do wanted[ARGV[index]] = index - 4 end
+local items = redis.call('LRANGE', KEYS[1], ARGV[1], ARGV[2])
+for offset, item in ipairs(items) do
+  local position = wanted[item]
+  if position ~= nil then
+    redis.call('LSET', KEYS[1], tonumber(ARGV[1]) + offset - 1, ARGV[3])
+    wanted[item] = nil
+    removed[#removed + 1] = position
+  end
+end
+for item, position in pairs(wanted) do
+  if redis.call('LREM', KEYS[1], 1, item) > 0 then removed[#removed + 1] = position end
+end
+redis.call('LREM', KEYS[1], 0, ARGV[3])
+return removed
+"""
 
 
 class RedisBroker(BrokerAdapter):
@@ -42,6 +64,7 @@ class RedisBroker(BrokerAdapter):
         self.priority_steps = list(channel.priority_steps)
         self.unacked_key = self.prefix + channel.unacked_key
         self.binding_pattern = self.prefix + channel.keyprefix_queue % "*"
+        self._script = None
 
     def close(self):
         self.connection.release()
@@ -198,7 +221,7 @@ class RedisBroker(BrokerAdapter):
                 removed = 0
                 if chosen:
                     archive(chosen)
-                    counts = self._call(self._remove, key, chosen)
+                    counts = self._call(self._remove, key, chosen, start, len(raws))
                     for taken, count in zip(chosen, counts, strict=True):
                         taken.removed = count > 0
                         taken.note = "" if taken.removed else GONE
@@ -209,11 +232,24 @@ class RedisBroker(BrokerAdapter):
                 start += len(raws) - removed
         return matched
 
-    def _remove(self, key, takens):
-        pipe = self.client.pipeline(transaction=False)
-        for taken in takens:
-            pipe.lrem(key, 1, taken.raw)
-        return pipe.execute()
+    def _remove(self, key, takens, start, window):
+        """Remove exactly these messages, atomically (a Lua script): each is found in the window
+        it was read from (widened, since messages pushed meanwhile shift it to the right) and
+        overwritten with a tombstone, then one LREM drops the tombstones. LREM of each message's
+        bytes alone would compare against every message before it — quadratic on a long queue.
+        A message not in the window any more is looked for in the whole list. Returns 1 per
+        message removed, 0 per message already gone."""
+        tombstone = f"jobwatch-purge-tombstone-{uuid.uuid4()}"
+        stop = start + window + WINDOW_SLACK
+        result = self._remove_script(keys=[key], args=[start, stop, tombstone, *[taken.raw for taken in takens]])
+        removed = {int(position) for position in result}
+        return [1 if position in removed else 0 for position in range(len(takens))]
+
+    @property
+    def _remove_script(self):
+        if self._script is None:
+            self._script = self.client.register_script(REMOVE_EXACTLY)
+        return self._script
 
     def put_back(self, queue, raw, priority=None):
         """Through kombu's own publish path (LPUSH onto the message's priority level), so the
