@@ -37,6 +37,9 @@ REDIS_URL = "redis://127.0.0.1:6379/5"
 os.environ["DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:5432/{DATABASE}"
 os.environ["CELERY_BROKER_URL"] = REDIS_URL
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+# As in production: with DEBUG on, Django keeps every query (and its parameters) in memory.
+os.environ["DEBUG"] = "0"
+os.environ.setdefault("SECRET_KEY", "benchmark-only")
 QUEUE, OTHER_QUEUE = "bench-purge", "bench-floor"
 PURGED, KEPT = "shop.tasks.purged", "shop.tasks.kept"
 TARGETS = {"purge_per_s": 1000, "restore_per_s": 1000, "replay_of_send_floor": 0.8, "peak_mb": 300}

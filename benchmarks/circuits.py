@@ -34,6 +34,9 @@ from benchmarks.databases import recreate_database  # noqa: E402
 DATABASE = "jobwatch_bench_circuits"
 os.environ["DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:5432/{DATABASE}"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+# As in production: with DEBUG on, Django keeps every query (and its parameters) in memory.
+os.environ["DEBUG"] = "0"
+os.environ.setdefault("SECRET_KEY", "benchmark-only")
 os.environ["JOBWATCH_RECORDER_ENABLED"] = "0"
 REDIS_URL = "redis://127.0.0.1:6379/4"
 SQLITE_PATH = REPO / "var" / "bench-circuits.sqlite3"
