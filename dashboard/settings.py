@@ -118,6 +118,18 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
+# --- Email: alert notifications ------------------------------------------------------------------
+# With SMTP_HOST, mail goes out through it; without, it is printed to the log (the demo).
+SMTP_HOST = env_str("SMTP_HOST", "")
+if SMTP_HOST:
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.smtp.EmailBackend", "OPTIONS": {
+        "host": SMTP_HOST, "port": env_int("SMTP_PORT", 587), "username": env_str("SMTP_USER", ""),
+        "password": env_str("SMTP_PASSWORD", ""), "use_tls": env_bool("SMTP_TLS", True), "timeout": 10,
+    }}}
+else:
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend"}}
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "jobwatch@localhost")
+
 # --- Jobwatch -----------------------------------------------------------------------------------
 # Every key is optional; monitors/conf.py lists the defaults and what each one does.
 JOBWATCH = {

@@ -9,7 +9,8 @@ from monitors.actions import ActionRefused, TooLarge, allowed, discard_jobs, for
 from monitors.brokers import BrokerUnavailable
 from monitors.circuits.stores import StoreUnavailable
 from monitors.models import (
-    ActionLog, ArchivedMessage, Circuit, CircuitEvent, Finding, JobExecution, QueueSample, RecorderProcess,
+    ActionLog, ArchivedMessage, Circuit, CircuitEvent, Finding, Incident, JobExecution, MonitorHeartbeat, Notification,
+    NotificationChannel, QueueSample, RecorderProcess,
 )
 from monitors.selection import JobSelection
 
@@ -186,6 +187,74 @@ class ArchivedMessageAdmin(ReadOnlyAdmin):
             return None
         self.message_user(request, outcome_message(result, "restored"), messages.SUCCESS)
         return None
+
+
+@admin.register(NotificationChannel)
+class NotificationChannelAdmin(admin.ModelAdmin):
+    """Channels are configuration: editable here (or defined in settings), with a "send test"."""
+
+    list_display = ["name", "kind", "target", "min_severity", "enabled", "consecutive_failures", "last_success_at",
+                    "disabled_reason"]
+    readonly_fields = ["from_settings", "consecutive_failures", "last_error", "last_failure_at", "last_success_at",
+                       "next_attempt_at", "disabled_reason"]
+    actions = ["send_test"]
+
+    @admin.action(description="Send a test notification to the selected channels", permissions=["change"])
+    def send_test(self, request, queryset):
+        from monitors.alerts.channels import send_test
+
+        for channel in queryset:
+            try:
+                send_test(channel)
+            except Exception as error:
+                self.message_user(request, f"{channel.name}: the test failed: {type(error).__name__}: {error}", messages.ERROR)
+                continue
+            self.message_user(request, f"{channel.name}: test sent.", messages.SUCCESS)
+
+    def save_model(self, request, obj, form, change):
+        if obj.enabled:  # turning a channel back on starts it afresh
+            obj.disabled_reason, obj.consecutive_failures, obj.next_attempt_at = "", 0, None
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(Incident)
+class IncidentAdmin(ReadOnlyAdmin):
+    list_display = ["title", "severity", "state", "opened_at", "notified_at", "repeats", "resolved_at", "acknowledged_by",
+                    "snoozed_until"]
+    list_filter = ["state", "severity", "kind"]
+    ordering = ["-opened_at"]
+    actions = ["acknowledge", "snooze_hour"]
+
+    def has_acknowledge_incident_permission(self, request):
+        return request.user.has_perm("monitors.acknowledge_incident")
+
+    @admin.action(description="Acknowledge (no more repeats)", permissions=["acknowledge_incident"])
+    def acknowledge(self, request, queryset):
+        from monitors.alerts.incidents import acknowledge
+
+        for incident in queryset:
+            acknowledge(incident, request.user.get_username())
+        self.message_user(request, f"{queryset.count()} acknowledged.", messages.SUCCESS)
+
+    @admin.action(description="Snooze repeats for an hour", permissions=["acknowledge_incident"])
+    def snooze_hour(self, request, queryset):
+        from monitors.alerts.incidents import snooze
+
+        for incident in queryset:
+            snooze(incident, 3600)
+        self.message_user(request, f"{queryset.count()} snoozed for an hour.", messages.SUCCESS)
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "event", "channel", "incident", "status", "attempts", "sent_at", "last_error"]
+    list_filter = ["status", "event", "channel"]
+    ordering = ["-created_at"]
+
+
+@admin.register(MonitorHeartbeat)
+class MonitorHeartbeatAdmin(ReadOnlyAdmin):
+    list_display = ["task", "last_run_at", "last_duration", "runs", "last_error"]
 
 
 @admin.register(CircuitEvent)

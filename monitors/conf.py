@@ -103,6 +103,24 @@ DEFAULTS = {
     "ACTION_INLINE_LIMIT": 500,
     "ACTION_MAX_ITEMS": 100_000,
     "ACTION_BATCH_SIZE": 500,
+    # Alerts (monitors/alerts/): how often the alert task runs; how long a finding must hold
+    # before it is notified, and its resolve before that is; how often an open incident is
+    # notified again; the channels defined in settings ([{"name", "kind": "email" | "webhook" |
+    # "slack", "target", "min_severity"}]); a channel's timeout, and how many failures in a row
+    # turn it off. DASHBOARD_URL makes links in notifications absolute.
+    "ALERT_INTERVAL": 15,
+    "ALERT_HOLD_SECONDS": 30,
+    "ALERT_RESOLVE_HOLD_SECONDS": 60,
+    "ALERT_REPEAT_SECONDS": 4 * 3600,
+    "ALERT_CHANNELS": [],
+    "CHANNEL_TIMEOUT": 5.0,
+    "CHANNEL_MAX_FAILURES": 10,
+    "DASHBOARD_URL": "",
+    # A periodic task that has not run for this many of its intervals makes the monitor stale.
+    "STALE_AFTER_INTERVALS": 3,
+    # /metrics: with a token, Prometheus sends it as "Authorization: Bearer <token>"; without
+    # one, only logged-in staff may read it.
+    "METRICS_TOKEN": "",
     # References for tasks you cannot decorate: {"task.name": {"arg name or index": "app.Model"}}.
     "RECORD_REFERENCES": {},
 }

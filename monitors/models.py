@@ -442,3 +442,143 @@ class ArchivedMessage(models.Model):
 
     def __str__(self):
         return f"{self.task_name or '?'}[{self.task_id}] from {self.queue}"
+
+
+class MonitorHeartbeat(models.Model):
+    """The last run of each of Jobwatch's periodic tasks: a monitor that stopped is itself a
+    problem (the alert task and /healthz say so), not silence."""
+
+    task = models.CharField(max_length=100, unique=True)
+    last_run_at = models.DateTimeField()
+    last_duration = models.FloatField(null=True, blank=True, help_text="seconds")
+    last_error = models.TextField(blank=True)
+    runs = models.BigIntegerField(default=0)
+
+    def __str__(self):
+        return f"{self.task} @ {self.last_run_at:%H:%M:%S}"
+
+
+class NotificationChannel(models.Model):
+    """Where notifications go: an email list, a JSON webhook, or a Slack-compatible webhook.
+    Defined in the admin, or in settings (JOBWATCH["ALERT_CHANNELS"], kept in step)."""
+
+    class Kind(models.TextChoices):
+        EMAIL = "email"
+        WEBHOOK = "webhook", "JSON webhook"
+        SLACK = "slack", "Slack-compatible webhook"
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    target = models.TextField(help_text="email addresses (comma-separated), or the webhook URL")
+    min_severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.WARNING)
+    enabled = models.BooleanField(default=True)
+    from_settings = models.BooleanField(default=False, help_text="defined in settings; edits there win")
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="back-off after a failure")
+    disabled_reason = models.TextField(blank=True, help_text="why Jobwatch turned it off")
+
+    def __str__(self):
+        return f"{self.name} ({self.get_kind_display()})"
+
+
+class Incident(models.Model):
+    """A finding as people hear of it: notified once when it has held for a moment, again after
+    the repeat interval while open (unless acknowledged or snoozed), and once when it is over (and
+    has stayed over for a moment). A finding that comes back while its incident is still settling
+    continues that incident rather than opening a new one: flapping is damped."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "holding before notifying"
+        OPEN = "open"
+        RESOLVING = "resolving", "holding before notifying the resolve"
+        RESOLVED = "resolved"
+        DISMISSED = "dismissed", "over before anyone was notified"
+
+    ACTIVE = (State.PENDING, State.OPEN, State.RESOLVING)
+
+    fingerprint = models.CharField(max_length=400)
+    finding = models.ForeignKey(Finding, on_delete=models.CASCADE, related_name="incidents")
+    kind = models.CharField(max_length=40)
+    subject = models.CharField(max_length=350)
+    severity = models.CharField(max_length=10, choices=Severity.choices)
+    title = models.CharField(max_length=300)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    opened_at = models.DateTimeField()
+    notified_at = models.DateTimeField(null=True, blank=True, help_text="when the first notification went out")
+    last_notified_at = models.DateTimeField(null=True, blank=True)
+    repeats = models.PositiveIntegerField(default=0)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.CharField(max_length=150, blank=True)
+    snoozed_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # One active incident per problem, however many alert tasks run at once.
+            models.UniqueConstraint(fields=["fingerprint"], condition=models.Q(state__in=["pending", "open", "resolving"]),
+                                    name="jobwatch_one_active_incident"),
+        ]
+        indexes = [models.Index(fields=["state", "opened_at"], name="jobwatch_incident_state")]
+        permissions = [("acknowledge_incident", "Can acknowledge or snooze incidents")]
+
+    def __str__(self):
+        return f"[{self.state}] {self.title}"
+
+
+class Notification(models.Model):
+    """One message about one incident to one channel, and what became of it."""
+
+    class Event(models.TextChoices):
+        OPENED = "opened"
+        REPEAT = "repeat", "still open"
+        RESOLVED = "resolved"
+        TEST = "test"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        ABANDONED = "abandoned", "given up (channel disabled)"
+
+    incident = models.ForeignKey(Incident, null=True, blank=True, on_delete=models.CASCADE, related_name="notifications")
+    channel = models.ForeignKey(NotificationChannel, on_delete=models.CASCADE, related_name="notifications")
+    event = models.CharField(max_length=10, choices=Event.choices)
+    sequence = models.PositiveIntegerField(default=0, help_text="which repeat")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True, help_text="a sender is on it until then")
+    payload = models.JSONField(default=dict)
+
+    class Meta:
+        constraints = [
+            # Idempotent: the same notice is created once, whichever alert task gets there first.
+            models.UniqueConstraint(fields=["incident", "channel", "event", "sequence"], name="jobwatch_one_notification"),
+        ]
+        indexes = [models.Index(fields=["status", "created_at"], name="jobwatch_notification_status")]
+
+    def __str__(self):
+        return f"{self.event} → {self.channel}: {self.status}"
+
+
+class TaskCounter(models.Model):
+    """Prometheus counters of jobs, in celery-exporter's names and labels, kept by the recorder's
+    writer (every batch adds its counts in the same transaction as its rows), so /metrics reads
+    a few hundred rows instead of counting the execution table, and the totals survive restarts."""
+
+    metric = models.CharField(max_length=40, help_text="sent, started, succeeded, failed, retried, revoked, rejected, runtime_…")
+    name = models.CharField(max_length=255, help_text="task name")
+    hostname = models.CharField(max_length=255)
+    queue_name = models.CharField(max_length=255)
+    exception = models.CharField(max_length=255, blank=True)
+    le = models.CharField(max_length=16, blank=True, help_text="histogram bucket bound")
+    value = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["metric", "name", "hostname", "queue_name", "exception", "le"], name="jobwatch_one_counter"),
+        ]

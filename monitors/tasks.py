@@ -4,12 +4,14 @@ schedule; each is safe to run on several workers at once."""
 from celery import shared_task
 
 from monitors import sampling
+from monitors.alerts.heartbeats import heartbeat
 
 
 @shared_task(name="jobwatch.sample_queues", ignore_result=True)
 def sample_queues():
     """One sample of every queue (depth, in flight, oldest age, rates) into QueueSample."""
-    return len(sampling.sample_queues())
+    with heartbeat("jobwatch.sample_queues"):
+        return len(sampling.sample_queues())
 
 
 @shared_task(name="jobwatch.roll_up_samples", ignore_result=True)
@@ -22,7 +24,8 @@ def run_detectors():
     """Every detector over the recorded data; findings opened, updated and resolved."""
     from monitors.detectors import run_detectors as run
 
-    outcomes = run()
+    with heartbeat("jobwatch.run_detectors"):
+        outcomes = run()
     return {name: (len(o.opened), len(o.updated), len(o.resolved)) for name, o in outcomes.items()}
 
 
@@ -42,3 +45,12 @@ def prune_archive():
     from monitors.purge import prune
 
     return prune()
+
+
+@shared_task(name="jobwatch.send_alerts", ignore_result=True)
+def send_alerts():
+    """The monitor's own rules, incidents from findings, and the notifications they call for."""
+    from monitors.alerts import run_alerts
+
+    with heartbeat("jobwatch.send_alerts"):
+        return run_alerts()

@@ -1,10 +1,12 @@
 from django.urls import path
 
-from monitors.web import actions, jobs, queues
+from monitors.web import actions, health, jobs, queues
 
 app_name = "monitors"
 
 urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("metrics", health.metrics, name="metrics"),
     path("jobs/", jobs.job_list, name="jobs"),
     path("jobs/replay/", actions.replay, name="replay"),
     path("jobs/<str:task_id>/", jobs.job_detail, name="job"),

@@ -30,6 +30,17 @@ REPLAY_HEADER = "jobwatch_replay_of"
 # An event may carry a failed job's full arguments, for JobPayload (see full_payload); the
 # writer stores them apart, the execution table never sees them.
 PAYLOAD_KEY = "_payload"
+# An event may carry counts for the Prometheus counters (TaskCounter): [(metric, name, hostname,
+# queue, exception, runtime)], counted once per job event by the handler that knows it happened.
+COUNTS_KEY = "_counts"
+FINAL_METRIC = {"succeeded": "succeeded", "failed": "failed", "retried": "retried", "waiting": "retried",
+                "revoked": "revoked", "rejected": "rejected"}
+
+
+def counted(event, metric, hostname, queue="", exception="", runtime=None):
+    event.setdefault(COUNTS_KEY, []).append(
+        (metric, event.get("task_name") or "", hostname or "", queue or "", exception or "", runtime))
+    return event
 
 # task_postrun's `state` → our state.
 POSTRUN_STATES = {

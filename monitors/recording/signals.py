@@ -6,6 +6,7 @@ and never raised into the user's publish or task.
 
 import functools
 import logging
+import socket
 import sys
 import threading
 import time
@@ -37,6 +38,9 @@ _waiting = {}
 # it reports itself (a lost pool process, a hard time limit), whose signal carries no request.
 _received_attempts = {}
 RECEIVED_ATTEMPTS_KEPT = 10_000
+# The hostname label of the counts this process makes (publishes, and what a worker's main process
+# reports itself), as celery-exporter labels them.
+HOSTNAME = socket.gethostname()
 
 
 def get_writer():
@@ -103,6 +107,7 @@ def before_task_publish(sender=None, body=None, exchange=None, routing_key=None,
             event["origin_committed_at"] = published_at  # deferred jobs publish after the commit
         task = _registered_task(fields["task_name"])
         event["references"] = resolve_references(fields["task_name"], task, fields["args"], fields["kwargs"])
+        events.counted(event, "sent", HOSTNAME, event["queue"])
     _publishing.event = event
 
 
@@ -155,7 +160,8 @@ def task_received(sender=None, request=None, **extra):
 @guarded
 def task_prerun(sender=None, task_id=None, task=None, args=None, kwargs=None, **extra):
     _started[task_id] = time.monotonic()
-    submit(events.started_event(task_id, task, args, kwargs))
+    event = events.started_event(task_id, task, args, kwargs)
+    submit(events.counted(event, "started", event["worker"], event["queue"]))
 
 
 @guarded
@@ -166,8 +172,9 @@ def task_failure(sender=None, task_id=None, exception=None, einfo=None, **extra)
         return
     # Sent by the worker's main process: a hard time limit or a pool process that died.
     attempt = _received_attempts.pop(task_id, 0)
-    submit(events.lost_event(task_id, getattr(sender, "name", ""), attempt, "failed",
-                             failure["exception_message"], exception, einfo))
+    event = events.lost_event(task_id, getattr(sender, "name", ""), attempt, "failed", failure["exception_message"],
+                              exception, einfo)
+    submit(events.counted(event, "failed", HOSTNAME, exception=type(exception).__name__))
 
 
 @guarded
@@ -195,6 +202,10 @@ def task_postrun(sender=None, task_id=None, task=None, retval=None, state=None, 
     event = events.finished_event(task_id, task, final, started, retval if final == "succeeded" else None, failure)
     if waiting_on:
         event["circuit"] = waiting_on
+    delivery = task.request.delivery_info or {}
+    events.counted(event, events.FINAL_METRIC.get(final, final), event.get("worker"), delivery.get("routing_key"),
+                   (failure or {}).get("exception_type", "").rsplit(".", 1)[-1] if final == "failed" else "",
+                   event.get("runtime") if final in ("succeeded", "failed") else None)
     if final in ("failed", "retried") and setting("KEEP_FAILED_PAYLOADS"):
         payload = events.full_payload(args, kwargs)
         if payload is not None:
@@ -210,7 +221,8 @@ def task_revoked(sender=None, request=None, terminated=None, signum=None, expire
         reason = f"terminated by signal {signum}"
     else:
         reason = "revoked"
-    submit(events.lost_event(request.id, request.name, _attempt_of(request), "revoked", reason))
+    event = events.lost_event(request.id, request.name, _attempt_of(request), "revoked", reason)
+    submit(events.counted(event, "revoked", HOSTNAME))
 
 
 @guarded
@@ -219,7 +231,8 @@ def task_rejected(sender=None, message=None, exc=None, **extra):
     task_id = headers.get("id")
     if task_id:
         reason = f"rejected by the worker: {exc!r}" if exc else "rejected by the worker"
-        submit(events.lost_event(task_id, headers.get("task"), _header_attempt(headers), "rejected", reason))
+        event = events.lost_event(task_id, headers.get("task"), _header_attempt(headers), "rejected", reason)
+        submit(events.counted(event, "rejected", HOSTNAME))
 
 
 @guarded

@@ -14,7 +14,7 @@ PostgreSQL requires of a multi-row upsert) and in SQL (to fold that row into wha
 """
 
 from monitors.models import JobExecution
-from monitors.recording.events import PAYLOAD_KEY
+from monitors.recording.events import COUNTS_KEY, PAYLOAD_KEY
 
 FIRST, LATEST, MAX, ERROR = "first", "latest", "max", "error"
 
@@ -227,6 +227,53 @@ def write_payloads(events, connection):
         f"INSERT INTO {quote(meta.db_table)} ({quote('task_id')}, {quote('body')}, {quote('recorded_at')}) VALUES {values} "
         f"ON CONFLICT ({quote('task_id')}) DO UPDATE SET {quote('body')} = excluded.{quote('body')}, "
         f"{quote('recorded_at')} = excluded.{quote('recorded_at')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+# celery-exporter's runtime buckets (Prometheus's defaults).
+RUNTIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
+
+def counter_increments(events):
+    """{(metric, name, hostname, queue, exception, le): increment} of a batch's counts."""
+    totals = {}
+
+    def add(key, value):
+        totals[key] = totals.get(key, 0) + value
+
+    for event in events:
+        for metric, name, hostname, queue, exception, runtime in event.get(COUNTS_KEY) or ():
+            labels = (name[:255], hostname[:255], queue[:255])
+            add((metric, *labels, exception[:255], ""), 1)
+            if runtime is not None:
+                add(("runtime_count", *labels, "", ""), 1)
+                add(("runtime_sum", *labels, "", ""), runtime)
+                for bound in RUNTIME_BUCKETS:
+                    if runtime <= bound:
+                        add(("runtime_bucket", *labels, "", repr(bound)), 1)
+                add(("runtime_bucket", *labels, "", "+Inf"), 1)
+    return totals
+
+
+def write_task_counters(events, connection):
+    from monitors.models import TaskCounter
+
+    # In one order everywhere: every writer's batch touches the same hot counter rows, and
+    # row locks taken in different orders could deadlock two writers.
+    totals = dict(sorted(counter_increments(events).items()))
+    if not totals:
+        return
+    quote = connection.ops.quote_name
+    columns = ["metric", "name", "hostname", "queue_name", "exception", "le", "value"]
+    params = [value for key, increment in totals.items() for value in (*key, increment)]
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(totals))
+    table = quote(TaskCounter._meta.db_table)
+    sql = (
+        f"INSERT INTO {table} ({', '.join(quote(column) for column in columns)}) VALUES {values} "
+        f"ON CONFLICT ({', '.join(quote(column) for column in columns[:-1])}) "
+        f"DO UPDATE SET {quote('value')} = {table}.{quote('value')} + excluded.{quote('value')}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

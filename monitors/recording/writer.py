@@ -139,7 +139,7 @@ class EventWriter:
 
     def _write(self, batch):
         # Imported here: the writer is created before Django's models are ready (Celery app import).
-        from monitors.recording.upsert import fold_events, write_payloads, write_rows
+        from monitors.recording.upsert import fold_events, write_payloads, write_rows, write_task_counters
 
         connection = self._connection()
         rows = fold_events(batch)
@@ -149,6 +149,7 @@ class EventWriter:
                 for chunk in chunks(rows, self.batch_size):
                     write_rows(chunk, connection)
                 write_payloads(batch, connection)
+                write_task_counters(batch, connection)
         except Exception as error:
             self.counters.recorded -= len(batch)
             if isinstance(error, DatabaseError) and is_transient(error, connection.vendor):

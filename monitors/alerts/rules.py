@@ -1,0 +1,27 @@
+"""The alert rules that are not a detector's: the monitor itself stale. (Queue length and age,
+failure rate, no consumer: the backlog detector; storms, orphans, circuits: theirs. Every open
+finding is an alert.)"""
+
+from monitors.alerts.heartbeats import stale_tasks
+from monitors.detectors.base import Problem
+
+NAME = "monitor"
+
+
+def monitor_problems(now):
+    problems = []
+    for task, last_run, interval in stale_tasks(now):
+        if task == "jobwatch.send_alerts":
+            continue  # this very task is running now; /healthz watches it
+        since = f"since {last_run:%Y-%m-%d %H:%M:%S} UTC" if last_run else "ever"
+        problems.append(Problem(
+            kind="monitor_stale", subject=task, severity="critical",
+            title=f"Jobwatch's {task} has not run {since}",
+            explanation=(
+                f"{task} should run every {interval:g} s. Without it Jobwatch's pages, findings and alerts are "
+                "out of date: silence here does not mean all is well. Check that celery beat runs (or a worker "
+                "with -B), and that a worker consumes the queue Jobwatch's tasks are routed to."
+            ),
+            evidence={"task": task, "last_run": last_run.isoformat() if last_run else None, "interval_seconds": interval},
+        ))
+    return problems

@@ -1,0 +1,161 @@
+"""/healthz and /metrics: for load balancers, uptime checks and Prometheus.
+
+/healthz answers 200 when the database answers and the monitor's periodic tasks ran recently,
+503 otherwise; it says which check failed and nothing else, so it needs no login.
+
+/metrics speaks the Prometheus text format with celery-exporter's metric names and labels
+(celery_task_sent_total{name,hostname,queue_name}, celery_task_failed_total{…,exception},
+celery_task_runtime{…} histogram, celery_queue_length{queue_name}, …) so that dashboards and alert
+rules written for it keep working, plus what it lacks (jobwatch_*): the oldest message's age per
+queue, open findings by kind, circuit state and jobs waiting, recorder drops, the monitor's last
+runs. Everything is read from the database at scrape time (a few hundred rows), never from the
+broker. With JOBWATCH["METRICS_TOKEN"] set, Prometheus sends "Authorization: Bearer <token>";
+without it only logged-in staff may read it.
+"""
+
+import hmac
+
+from django.db import DatabaseError, connection
+from django.db.models import Count, Sum
+from django.http import HttpResponse, JsonResponse
+from django.utils import timezone
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from monitors.conf import setting
+
+COUNTERS = {
+    "sent": "Sent when a task message is published.",
+    "started": "Sent just before the worker executes the task.",
+    "succeeded": "Sent if the task executed successfully.",
+    "failed": "Sent if the execution of the task failed.",
+    "retried": "Sent if the task failed, but will be retried in the future.",
+    "revoked": "Sent if the task has been revoked.",
+    "rejected": "The task was rejected by the worker, possibly to be re-queued or moved to a dead letter queue.",
+}
+TASK_LABELS = ["name", "hostname", "queue_name"]
+
+
+def healthz(request):
+    checks, healthy = {}, True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except DatabaseError as error:
+        checks["database"] = f"unreachable: {type(error).__name__}"
+        return JsonResponse({"status": "fail", "checks": checks}, status=503)
+    from monitors.alerts.heartbeats import stale_tasks
+
+    stale = stale_tasks(timezone.now())
+    checks["monitor"] = "ok" if not stale else "stale: " + ", ".join(
+        f"{task} last ran {last:%Y-%m-%d %H:%M:%S}" if last else f"{task} never ran" for task, last, _ in stale)
+    healthy = not stale
+    return JsonResponse({"status": "ok" if healthy else "fail", "checks": checks}, status=200 if healthy else 503)
+
+
+def metrics(request):
+    token = setting("METRICS_TOKEN")
+    if token:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            return HttpResponse("a valid bearer token is needed\n", status=401, content_type="text/plain")
+    elif not (request.user.is_authenticated and request.user.is_active and request.user.is_staff):
+        return HttpResponse("log in as staff, or set JOBWATCH['METRICS_TOKEN'] for Prometheus\n", status=403,
+                            content_type="text/plain")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(JobwatchCollector())
+    return HttpResponse(generate_latest(registry), content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+class JobwatchCollector:
+    def collect(self):
+        yield from task_counters()
+        yield from queue_gauges()
+        yield from jobwatch_gauges()
+
+
+def task_counters():
+    from monitors.models import TaskCounter
+
+    families = {metric: CounterMetricFamily(f"celery_task_{metric}", help_text,
+                                            labels=TASK_LABELS + (["exception"] if metric == "failed" else []))
+                for metric, help_text in COUNTERS.items()}
+    histograms = {}
+    for row in TaskCounter.objects.values_list("metric", "name", "hostname", "queue_name", "exception", "le", "value"):
+        metric, name, hostname, queue, exception, le, value = row
+        labels = [name, hostname, queue]
+        if metric in families:
+            families[metric].add_metric(labels + ([exception] if metric == "failed" else []), value)
+        elif metric.startswith("runtime_"):
+            series = histograms.setdefault(tuple(labels), {"buckets": {}, "sum": 0.0})
+            if metric == "runtime_bucket":
+                series["buckets"][le] = value
+            elif metric == "runtime_sum":
+                series["sum"] = value
+    yield from families.values()
+    runtime = HistogramMetricFamily("celery_task_runtime", "Histogram of task runtime measurements.", labels=TASK_LABELS)
+    for labels, series in histograms.items():
+        bounds = sorted(series["buckets"], key=lambda le: float("inf") if le == "+Inf" else float(le))
+        runtime.add_metric(list(labels), [(le, series["buckets"][le]) for le in bounds], series["sum"])
+    yield runtime
+
+
+def queue_gauges():
+    from monitors.sampling import latest_queue_rows
+
+    length = GaugeMetricFamily("celery_queue_length", "The number of message in broker queue.", labels=["queue_name"])
+    consumers = GaugeMetricFamily("celery_active_consumer_count", "The number of active consumer in broker queue.",
+                                  labels=["queue_name"])
+    age = GaugeMetricFamily("jobwatch_queue_oldest_message_age_seconds", "How long the oldest waiting message has waited.",
+                            labels=["queue_name"])
+    in_flight = GaugeMetricFamily("jobwatch_queue_in_flight", "Messages delivered to workers and not yet acknowledged.",
+                                  labels=["queue_name"])
+    for row in latest_queue_rows():
+        if row.depth is not None:
+            length.add_metric([row.name], row.depth)
+        if row.consumers is not None:
+            consumers.add_metric([row.name], row.consumers)
+        if row.oldest_age is not None:
+            age.add_metric([row.name], row.oldest_age)
+        if row.in_flight is not None:
+            in_flight.add_metric([row.name], row.in_flight)
+    yield from (length, consumers, age, in_flight)
+
+
+def jobwatch_gauges():
+    from monitors.circuits.machine import STATES
+    from monitors.detectors.circuits import jobs_waiting
+    from monitors.models import Circuit, Finding, MonitorHeartbeat, RecorderProcess
+
+    findings = GaugeMetricFamily("jobwatch_open_findings", "Open findings, by kind and severity.", labels=["kind", "severity"])
+    for kind, severity, count in (Finding.objects.filter(status="open").values_list("kind", "severity")
+                                  .annotate(count=Count("id")).order_by()):
+        findings.add_metric([kind, severity], count)
+    yield findings
+
+    circuits = GaugeMetricFamily("jobwatch_circuit_state", "1 for the state each circuit is in.", labels=["circuit", "state"])
+    waiting = GaugeMetricFamily("jobwatch_circuit_jobs_waiting", "Jobs waiting for the circuit to close.", labels=["circuit"])
+    for name, state in Circuit.objects.values_list("name", "state"):
+        for candidate in STATES:
+            circuits.add_metric([name, candidate], 1.0 if candidate == state else 0.0)
+        waiting.add_metric([name], jobs_waiting(name)["count"])
+    yield circuits
+    yield waiting
+
+    totals = RecorderProcess.objects.aggregate(recorded=Sum("events_recorded"), overflow=Sum("events_dropped_overflow"),
+                                               error=Sum("events_dropped_error"))
+    dropped = CounterMetricFamily("jobwatch_recorder_events_dropped", "Job events the recorder could not write.",
+                                  labels=["reason"])
+    dropped.add_metric(["buffer_full"], totals["overflow"] or 0)
+    dropped.add_metric(["write_error"], totals["error"] or 0)
+    yield dropped
+    recorded = CounterMetricFamily("jobwatch_recorder_events_recorded", "Job events the recorder wrote.")
+    recorded.add_metric([], totals["recorded"] or 0)
+    yield recorded
+
+    last_run = GaugeMetricFamily("jobwatch_monitor_last_run_timestamp_seconds", "When each periodic task last ran.",
+                                 labels=["task"])
+    for task, moment in MonitorHeartbeat.objects.values_list("task", "last_run_at"):
+        last_run.add_metric([task], moment.timestamp())
+    yield last_run
