@@ -139,6 +139,18 @@ JOBWATCH = {
     "SAMPLE_INTERVAL": env_float("JOBWATCH_SAMPLE_INTERVAL", 15.0),
     # Circuit breakers' shared state: "database" (this site's database) or a redis:// URL.
     "CIRCUIT_STORE": env_str("JOBWATCH_CIRCUIT_STORE", "database"),
+    # Alerts: where they go (each optional), links back, holds; /metrics' bearer token.
+    "ALERT_CHANNELS": [
+        channel for channel in (
+            {"name": "email", "kind": "email", "target": env_str("JOBWATCH_ALERT_EMAILS", "")},
+            {"name": "webhook", "kind": "webhook", "target": env_str("JOBWATCH_ALERT_WEBHOOK", "")},
+            {"name": "slack", "kind": "slack", "target": env_str("JOBWATCH_ALERT_SLACK_WEBHOOK", "")},
+        ) if channel["target"]
+    ],
+    "DASHBOARD_URL": env_str("JOBWATCH_DASHBOARD_URL", ""),
+    "ALERT_HOLD_SECONDS": env_float("JOBWATCH_ALERT_HOLD_SECONDS", 15.0),
+    "ALERT_RESOLVE_HOLD_SECONDS": env_float("JOBWATCH_ALERT_RESOLVE_HOLD_SECONDS", 60.0),
+    "METRICS_TOKEN": env_str("JOBWATCH_METRICS_TOKEN", ""),
 }
 
 # --- The demo shop ------------------------------------------------------------------------------

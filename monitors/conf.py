@@ -107,9 +107,10 @@ DEFAULTS = {
     # before it is notified, and its resolve before that is; how often an open incident is
     # notified again; the channels defined in settings ([{"name", "kind": "email" | "webhook" |
     # "slack", "target", "min_severity"}]); a channel's timeout, and how many failures in a row
-    # turn it off. DASHBOARD_URL makes links in notifications absolute.
-    "ALERT_INTERVAL": 15,
-    "ALERT_HOLD_SECONDS": 30,
+    # turn it off. DASHBOARD_URL makes links in notifications absolute. With the detectors every
+    # 30 s, a problem is notified within 30 + 15 + 10 = 55 s of starting, at worst.
+    "ALERT_INTERVAL": 10,
+    "ALERT_HOLD_SECONDS": 15,
     "ALERT_RESOLVE_HOLD_SECONDS": 60,
     "ALERT_REPEAT_SECONDS": 4 * 3600,
     "ALERT_CHANNELS": [],

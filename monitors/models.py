@@ -449,6 +449,7 @@ class MonitorHeartbeat(models.Model):
     problem (the alert task and /healthz say so), not silence."""
 
     task = models.CharField(max_length=100, unique=True)
+    first_run_at = models.DateTimeField(null=True, blank=True, help_text="since when this task has been running")
     last_run_at = models.DateTimeField()
     last_duration = models.FloatField(null=True, blank=True, help_text="seconds")
     last_error = models.TextField(blank=True)

@@ -32,7 +32,8 @@ def fresh_redis_url(db):
 class WorkerProcess:
     """`celery worker` with the prefork pool, in its own process group, logging to a file."""
 
-    def __init__(self, log_path, env=None, queues="celery", concurrency=2, name="test", app="dashboard", cwd=REPO):
+    def __init__(self, log_path, env=None, queues="celery", concurrency=2, name="test", app="dashboard", cwd=REPO,
+                 beat=False):
         self.log_path = Path(log_path)
         self.env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", **(env or {})}
         self.cwd = cwd
@@ -41,6 +42,8 @@ class WorkerProcess:
             "-c", str(concurrency), "-Q", queues, "-n", f"{name}@%h", "-l", "info",
             "--without-mingle", "--without-gossip",
         ]
+        if beat:  # celery beat inside the worker, its schedule file beside the log
+            self.command += ["-B", "-s", str(self.log_path.with_suffix(".schedule"))]
         self.process = None
 
     def start(self, timeout=60):

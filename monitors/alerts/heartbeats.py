@@ -33,7 +33,7 @@ def heartbeat(task):
         values = {"last_run_at": moment, "last_duration": time.monotonic() - started, "last_error": error}
         updated = MonitorHeartbeat.objects.filter(task=task).update(runs=F("runs") + 1, **values)
         if not updated:
-            MonitorHeartbeat.objects.get_or_create(task=task, defaults={**values, "runs": 1})
+            MonitorHeartbeat.objects.get_or_create(task=task, defaults={**values, "runs": 1, "first_run_at": moment})
 
 
 def interval_of(task):
@@ -44,11 +44,18 @@ def stale_tasks(now=None):
     """[(task, last run or None, interval)] of watched tasks that have not run for
     STALE_AFTER_INTERVALS of their interval, or never ran."""
     now = now or timezone.now()
-    last = dict(MonitorHeartbeat.objects.filter(task__in=list(WATCHED)).values_list("task", "last_run_at"))
+    beats = {beat.task: beat for beat in MonitorHeartbeat.objects.filter(task__in=list(WATCHED))}
+    # A task that never ran is stale once the monitor has been up long enough for it to have run
+    # (beat starts its entries in any order), or when nothing ever ran at all.
+    monitor_up_since = min((beat.first_run_at or beat.last_run_at for beat in beats.values()), default=None)
     stale = []
     for task in WATCHED:
         interval = interval_of(task)
-        ran = last.get(task)
-        if ran is None or now - ran > timedelta(seconds=interval * setting("STALE_AFTER_INTERVALS")):
-            stale.append((task, ran, interval))
+        allowed = timedelta(seconds=interval * setting("STALE_AFTER_INTERVALS"))
+        beat = beats.get(task)
+        if beat is None:
+            if monitor_up_since is None or now - monitor_up_since > allowed:
+                stale.append((task, None, interval))
+        elif now - beat.last_run_at > allowed:
+            stale.append((task, beat.last_run_at, interval))
     return stale
