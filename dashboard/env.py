@@ -5,6 +5,7 @@ instead of silently running with a default (a wrong broker URL that "works" woul
 wrong queues).
 """
 
+import json
 import os
 from urllib.parse import urlsplit
 
@@ -56,6 +57,20 @@ def env_list(name, default):
     if raw is None:
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_json(name, default):
+    """A JSON object, e.g. JOBWATCH_THRESHOLDS='{"QUEUE_LENGTH": 500}'."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = json.loads(raw)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name} is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(f"{name} must be a JSON object ({{...}}), not {type(value).__name__}.")
+    return value
 
 
 def env_database(name, default_sqlite_path):

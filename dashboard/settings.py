@@ -10,7 +10,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from dashboard.env import env_bool, env_broker_url, env_database, env_float, env_int, env_list, env_str
+from dashboard.env import env_bool, env_broker_url, env_database, env_float, env_int, env_json, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("JOBWATCH_VAR_DIR", str(BASE_DIR / "var")))
@@ -151,6 +151,12 @@ JOBWATCH = {
     "ALERT_HOLD_SECONDS": env_float("JOBWATCH_ALERT_HOLD_SECONDS", 15.0),
     "ALERT_RESOLVE_HOLD_SECONDS": env_float("JOBWATCH_ALERT_RESOLVE_HOLD_SECONDS", 60.0),
     "METRICS_TOKEN": env_str("JOBWATCH_METRICS_TOKEN", ""),
+    # Detector thresholds and circuit options as JSON objects (monitors/conf.py lists the keys).
+    "THRESHOLDS": env_json("JOBWATCH_THRESHOLDS", {}),
+    "QUEUE_THRESHOLDS": env_json("JOBWATCH_QUEUE_THRESHOLDS", {}),
+    "TASK_THRESHOLDS": env_json("JOBWATCH_TASK_THRESHOLDS", {}),
+    "CIRCUITS": env_json("JOBWATCH_CIRCUITS", {}),
+    "HISTORY_RETENTION_DAYS": env_int("JOBWATCH_HISTORY_RETENTION_DAYS", 30),
 }
 
 # --- The demo shop ------------------------------------------------------------------------------

@@ -122,6 +122,9 @@ DEFAULTS = {
     # /metrics: with a token, Prometheus sends it as "Authorization: Bearer <token>"; without
     # one, only logged-in staff may read it.
     "METRICS_TOKEN": "",
+    # Days of history kept (jobs, circuit transitions, resolved findings), and of the audit log.
+    "HISTORY_RETENTION_DAYS": 30,
+    "AUDIT_RETENTION_DAYS": 365,
     # References for tasks you cannot decorate: {"task.name": {"arg name or index": "app.Model"}}.
     "RECORD_REFERENCES": {},
 }

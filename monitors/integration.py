@@ -32,4 +32,5 @@ def beat_schedule():
         "jobwatch.send_alerts": {"task": "jobwatch.send_alerts", "schedule": float(setting("ALERT_INTERVAL"))},
         "jobwatch.roll_up_samples": {"task": "jobwatch.roll_up_samples", "schedule": 3600.0},
         "jobwatch.prune_archive": {"task": "jobwatch.prune_archive", "schedule": 3600.0},
+        "jobwatch.prune_history": {"task": "jobwatch.prune_history", "schedule": 86400.0},
     }

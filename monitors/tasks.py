@@ -54,3 +54,11 @@ def send_alerts():
 
     with heartbeat("jobwatch.send_alerts"):
         return run_alerts()
+
+
+@shared_task(name="jobwatch.prune_history", ignore_result=True)
+def prune_history():
+    """Jobs, transitions, resolved findings and the audit log past their retention."""
+    from monitors.pruning import prune_history as prune
+
+    return prune()

@@ -28,7 +28,8 @@ JOBWATCH = {
     "RECORDER_FLUSH_INTERVAL": float(os.environ.get("JOBWATCH_RECORDER_FLUSH_INTERVAL", 0.1)),
     # The demo's payment gateway circuit on a test's time scale: opens after 3 failures, lets 2
     # trial calls through after a 4-second cool-down.
-    "CIRCUITS": {"payment-gateway": {"fail_max": 3, "reset_timeout": 4, "trial_calls": 2, "wait_jitter": 0.25}},
+    "CIRCUITS": {"payment-gateway": {"fail_max": 3, "reset_timeout": 4, "trial_calls": 2, "wait_jitter": 0.25},
+                 **JOBWATCH["CIRCUITS"]},  # noqa: F405
 }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 

@@ -201,3 +201,16 @@ def test_metrics_need_a_token_or_staff_and_parse_as_prometheus_text(client, sett
     settings.JOBWATCH = {**settings.JOBWATCH, "METRICS_TOKEN": ""}
     client.force_login(staff)
     assert client.get("/jobwatch/metrics").status_code == 200
+
+
+def test_pruning_keeps_the_history_within_its_retention():
+    from monitors.models import ActionLog, JobExecution
+    from monitors.pruning import prune_history
+
+    old, recent = timezone.now() - timedelta(days=40), timezone.now() - timedelta(days=1)
+    for number, moment in enumerate((old, old, recent)):
+        JobExecution.objects.create(task_id=f"j{number}", state="succeeded", enqueued_at=moment, updated_at=moment)
+    ActionLog.objects.create(at=old, action="replay_jobs", outcome="succeeded")
+    pruned = prune_history()
+    assert pruned["jobs"] == 2 and list(JobExecution.objects.values_list("task_id", flat=True)) == ["j2"]
+    assert pruned["audit_log"] == 0  # kept a year

@@ -1,20 +1,30 @@
 """End to end, with a real worker running celery beat at Jobwatch's default intervals (sampling
-15 s, detectors 30 s, alerts 10 s) and the demo payment gateway: take the gateway down and one
-"opened" notification for the open circuit reaches a webhook, with the evidence, within 60 s of
-the circuit opening; bring it back and one "resolved" follows; nothing in between."""
+15 s, detectors 30 s, alerts 10 s), notifications to a webhook receiver in the test:
 
+- the demo payment gateway goes down: one "opened" notification for the open circuit, with the
+  evidence, within 60 s of the circuit opening; back up: one "resolved"; nothing in between;
+- a backlog (a queue nobody consumes, over its length threshold) and an orphan wave (jobs of
+  rolled-back orders): one "opened" and one "resolved" each.
+
+Only thresholds are shortened (how long a queue must be too long, how long orphans stay in the
+window, the resolve's hold), never the intervals."""
+
+import json
 import time
 
 import pytest
+import redis
 from django.contrib.auth.models import User
+from django.db import transaction
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from demo.gateway import start as start_gateway
 from demo.models import Customer, Order, Payment
 from monitors.models import CircuitEvent, NotificationChannel
+from tests.brokers import celery_app
 from tests.test_alerts import Receiver
-from tests.workers import WorkerProcess, database_url_for_workers, fresh_redis_url, wait_for
+from tests.workers import REDIS_URL, WorkerProcess, database_url_for_workers, fresh_redis_url, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 SUBJECT = "payment-gateway"
@@ -27,6 +37,15 @@ def receiver():
     server.shutdown()
 
 
+def worker_env(gateway_url="http://127.0.0.1:9"):
+    return {
+        "DATABASE_URL": database_url_for_workers(), "CELERY_BROKER_URL": fresh_redis_url(14), "DEMO_GATEWAY_URL": gateway_url,
+        "JOBWATCH_ALERT_RESOLVE_HOLD_SECONDS": "15",
+        "JOBWATCH_THRESHOLDS": json.dumps({"QUEUE_LENGTH": 20, "QUEUE_LENGTH_SECONDS": 30, "OLDEST_AGE_WARNING": 3600,
+                                           "OLDEST_AGE_CRITICAL": 7200, "ORPHAN_WINDOW_SECONDS": 75}),
+    }
+
+
 def events_about(receiver, subject):
     return [(item["event"], item) for item in receiver.received if item.get("subject") == subject]
 
@@ -34,12 +53,8 @@ def events_about(receiver, subject):
 def test_an_open_circuit_is_notified_once_within_a_minute_and_resolved_once(tmp_path, receiver):
     gateway = start_gateway(port=0, up=False)
     NotificationChannel.objects.create(name="ops hook", kind="webhook", target=receiver.url)
-    env = {"DATABASE_URL": database_url_for_workers(), "CELERY_BROKER_URL": fresh_redis_url(14),
-           "DEMO_GATEWAY_URL": gateway.url,
-           # Only the resolve's hold is shortened (60 s by default), to keep the test short.
-           "JOBWATCH_ALERT_RESOLVE_HOLD_SECONDS": "15"}
     try:
-        with WorkerProcess(tmp_path / "worker.log", env=env, beat=True):
+        with WorkerProcess(tmp_path / "worker.log", env=worker_env(gateway.url), beat=True):
             order = Order.objects.create(customer=Customer.objects.create(name="A", email="a@example.com"), total_cents=1)
             for cents in range(8):
                 Payment.objects.create(order=order, amount_cents=cents + 1)
@@ -73,3 +88,42 @@ def test_an_open_circuit_is_notified_once_within_a_minute_and_resolved_once(tmp_
                        and sample.value == 1 for sample in samples)
     finally:
         gateway.stop()
+
+
+def test_a_backlog_is_notified_once_and_resolved_once(tmp_path, receiver):
+    NotificationChannel.objects.create(name="ops hook", kind="webhook", target=receiver.url)
+    with WorkerProcess(tmp_path / "worker.log", env=worker_env(), beat=True):
+        app = celery_app(f"{REDIS_URL}/14")  # the worker's broker (not flushed: it is running)
+        started = time.time()
+        for _ in range(40):
+            app.send_task("demo.tasks.noop", queue="reports")  # nobody consumes "reports"
+        wait_for(lambda: {item["kind"] for _, item in events_about(receiver, "reports")} >= {"queue_too_long", "queue_without_consumer"},
+                 timeout=120, what="the backlog's notifications")
+        print(f"backlog notified {time.time() - started:.1f} s after it began")
+
+        redis.Redis.from_url(f"{REDIS_URL}/14").delete("reports")  # drained
+        wait_for(lambda: len(events_about(receiver, "reports")) >= 4, timeout=150, what="the backlog's resolves")
+        time.sleep(12)
+    by_kind = {}
+    for event, item in events_about(receiver, "reports"):
+        by_kind.setdefault(item["kind"], []).append(event)
+    assert by_kind == {"queue_too_long": ["opened", "resolved"], "queue_without_consumer": ["opened", "resolved"]}
+
+
+def test_an_orphan_wave_is_notified_once_and_resolved_once(tmp_path, receiver):
+    NotificationChannel.objects.create(name="ops hook", kind="webhook", target=receiver.url)
+    subject = "demo.tasks.reserve_inventory:rolled_back"
+    with WorkerProcess(tmp_path / "worker.log", env=worker_env(), beat=True):
+        customer = Customer.objects.create(name="O", email="o@example.com")
+        started = time.time()
+        for _ in range(6):
+            with pytest.raises(RuntimeError), transaction.atomic():
+                Order.objects.create(customer=customer, total_cents=5)  # its inventory job is enqueued here…
+                raise RuntimeError("card declined")  # …and the order rolled back
+        wait_for(lambda: events_about(receiver, subject), timeout=150, what="the orphan wave's notification")
+        print(f"orphan wave notified {time.time() - started:.1f} s after it began (30 s of it: the commit grace)")
+        [(event, payload)] = events_about(receiver, subject)
+        assert event == "opened" and payload["count"] == 6 and payload["evidence"]["cause"] == "rolled_back"
+        wait_for(lambda: len(events_about(receiver, subject)) >= 2, timeout=180, what="the wave to leave the window")
+        time.sleep(12)
+    assert [event for event, _ in events_about(receiver, subject)] == ["opened", "resolved"]
