@@ -30,6 +30,7 @@ PERMISSIONS = {
     "discard_jobs": "monitors.discard_jobs",
     "purge_messages": "monitors.purge_messages",
     "restore_messages": "monitors.restore_messages",
+    "acknowledge_incident": "monitors.acknowledge_incident",
 }
 SURFACES = ("dashboard", "admin", "command", "api")
 REFUSALS_KEPT = 50
@@ -358,3 +359,25 @@ def resume(action_id):
         raise
     finish(log)
     return log
+
+
+# -- incidents ------------------------------------------------------------------------------------
+
+
+def acknowledge_incident(user, incident_id, *, snooze_seconds=None, surface="dashboard"):
+    """Acknowledge an open incident (no more repeats; its resolve is still notified), or with
+    `snooze_seconds` silence its repeats for that long."""
+    from monitors.alerts.incidents import acknowledge, snooze
+    from monitors.models import Incident
+
+    parameters = {"incident": int(incident_id), "snooze_seconds": snooze_seconds}
+    action = "acknowledge_incident"
+    with audited(user, action, f"incident {incident_id}", parameters, surface) as log:
+        incident = Incident.objects.get(pk=incident_id)
+        log.matched = 1
+        if snooze_seconds:
+            snooze(incident, int(snooze_seconds))
+        else:
+            acknowledge(incident, log.username)
+        log.succeeded = 1
+        return ActionResult(log, 1)

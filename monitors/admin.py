@@ -5,7 +5,9 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.template.response import TemplateResponse
 
-from monitors.actions import ActionRefused, TooLarge, allowed, discard_jobs, force_circuit, replay_jobs, restore_messages
+from monitors.actions import (
+    ActionRefused, TooLarge, acknowledge_incident, allowed, discard_jobs, force_circuit, replay_jobs, restore_messages,
+)
 from monitors.brokers import BrokerUnavailable
 from monitors.circuits.stores import StoreUnavailable
 from monitors.models import (
@@ -226,23 +228,19 @@ class IncidentAdmin(ReadOnlyAdmin):
     actions = ["acknowledge", "snooze_hour"]
 
     def has_acknowledge_incident_permission(self, request):
-        return request.user.has_perm("monitors.acknowledge_incident")
+        return allowed(request.user, "acknowledge_incident")
 
     @admin.action(description="Acknowledge (no more repeats)", permissions=["acknowledge_incident"])
     def acknowledge(self, request, queryset):
-        from monitors.alerts.incidents import acknowledge
-
         for incident in queryset:
-            acknowledge(incident, request.user.get_username())
-        self.message_user(request, f"{queryset.count()} acknowledged.", messages.SUCCESS)
+            acknowledge_incident(request.user, incident.pk, surface="admin")
+        self.message_user(request, f"{queryset.count()} acknowledged (in the audit log).", messages.SUCCESS)
 
     @admin.action(description="Snooze repeats for an hour", permissions=["acknowledge_incident"])
     def snooze_hour(self, request, queryset):
-        from monitors.alerts.incidents import snooze
-
         for incident in queryset:
-            snooze(incident, 3600)
-        self.message_user(request, f"{queryset.count()} snoozed for an hour.", messages.SUCCESS)
+            acknowledge_incident(request.user, incident.pk, snooze_seconds=3600, surface="admin")
+        self.message_user(request, f"{queryset.count()} snoozed for an hour (in the audit log).", messages.SUCCESS)
 
 
 @admin.register(Notification)

@@ -122,6 +122,9 @@ DEFAULTS = {
     # /metrics: with a token, Prometheus sends it as "Authorization: Bearer <token>"; without
     # one, only logged-in staff may read it.
     "METRICS_TOKEN": "",
+    # Seconds between the upkeep tasks: sample roll-up and archive pruning, and history pruning.
+    "UPKEEP_INTERVAL": 3600,
+    "PRUNE_INTERVAL": 86400,
     # Days of history kept (jobs, circuit transitions, resolved findings), and of the audit log.
     "HISTORY_RETENTION_DAYS": 30,
     "AUDIT_RETENTION_DAYS": 365,

@@ -30,7 +30,7 @@ def beat_schedule():
         "jobwatch.sample_queues": {"task": "jobwatch.sample_queues", "schedule": float(setting("SAMPLE_INTERVAL"))},
         "jobwatch.run_detectors": {"task": "jobwatch.run_detectors", "schedule": float(setting("DETECT_INTERVAL"))},
         "jobwatch.send_alerts": {"task": "jobwatch.send_alerts", "schedule": float(setting("ALERT_INTERVAL"))},
-        "jobwatch.roll_up_samples": {"task": "jobwatch.roll_up_samples", "schedule": 3600.0},
-        "jobwatch.prune_archive": {"task": "jobwatch.prune_archive", "schedule": 3600.0},
-        "jobwatch.prune_history": {"task": "jobwatch.prune_history", "schedule": 86400.0},
+        "jobwatch.roll_up_samples": {"task": "jobwatch.roll_up_samples", "schedule": float(setting("UPKEEP_INTERVAL"))},
+        "jobwatch.prune_archive": {"task": "jobwatch.prune_archive", "schedule": float(setting("UPKEEP_INTERVAL"))},
+        "jobwatch.prune_history": {"task": "jobwatch.prune_history", "schedule": float(setting("PRUNE_INTERVAL"))},
     }

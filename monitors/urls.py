@@ -1,6 +1,6 @@
 from django.urls import path
 
-from monitors.web import actions, health, jobs, queues
+from monitors.web import actions, alerts, health, jobs, queues
 
 app_name = "monitors"
 
@@ -15,6 +15,8 @@ urlpatterns = [
     path("queues/<str:name>/purge/", actions.purge, name="purge"),
     path("archive/", actions.archive, name="archive"),
     path("archive/restore/", actions.restore, name="restore"),
+    path("alerts/", alerts.alert_list, name="alerts"),
+    path("alerts/<int:pk>/acknowledge/", alerts.acknowledge, name="acknowledge"),
     path("actions/", actions.action_list, name="actions"),
     path("actions/<int:pk>/", actions.action_detail, name="action"),
 ]

@@ -214,3 +214,51 @@ def test_pruning_keeps_the_history_within_its_retention():
     pruned = prune_history()
     assert pruned["jobs"] == 2 and list(JobExecution.objects.values_list("task_id", flat=True)) == ["j2"]
     assert pruned["audit_log"] == 0  # kept a year
+
+
+def test_acknowledge_and_snooze_from_the_dashboard_need_the_permission_and_are_audited(receiver):
+    from django.contrib.auth.models import Permission
+    from django.test import Client
+
+    from monitors.models import ActionLog
+
+    NotificationChannel.objects.create(name="ops", kind="webhook", target=receiver.url)
+    finding()
+    run_alerts(at(31))
+    incident = Incident.objects.get()
+    viewer, oncall = User.objects.create_user("viewer", is_staff=True), User.objects.create_user("oncall", is_staff=True)
+    oncall.user_permissions.add(Permission.objects.get(codename="acknowledge_incident"))
+    as_viewer, as_oncall = Client(), Client()
+    as_viewer.force_login(viewer)
+    as_oncall.force_login(oncall)
+    assert b"Circuit payment-gateway is open" in as_viewer.get("/jobwatch/alerts/").content
+    assert as_viewer.post(f"/jobwatch/alerts/{incident.pk}/acknowledge/").status_code == 403
+    assert as_oncall.post(f"/jobwatch/alerts/{incident.pk}/acknowledge/", {"snooze": "4h"}).status_code == 302
+    assert Incident.objects.get().snoozed_until is not None
+    as_oncall.post(f"/jobwatch/alerts/{incident.pk}/acknowledge/")
+    assert Incident.objects.get().acknowledged_by == "oncall"
+    assert list(ActionLog.objects.order_by("pk").values_list("username", "outcome")) == [
+        ("viewer", "refused"), ("oncall", "succeeded"), ("oncall", "succeeded")]
+
+
+def test_alert_tasks_running_at_once_notify_once(receiver):
+    NotificationChannel.objects.create(name="ops", kind="webhook", target=receiver.url)
+    finding()
+    run_alerts(at(5))  # the incident exists, pending
+    start = threading.Barrier(4)
+
+    def alert_task():
+        from django.db import connection
+
+        start.wait()
+        try:
+            run_alerts(at(31))
+        finally:
+            connection.close()
+
+    runs = [threading.Thread(target=alert_task) for _ in range(4)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    assert Notification.objects.count() == 1 and [item["event"] for item in receiver.received] == ["opened"]
