@@ -39,7 +39,10 @@ def job_selection(options):
         raise CommandError(str(error)) from error
 
 
-def add_confirmation_arguments(parser):
+def add_confirmation_arguments(parser, background=False):
+    if background:
+        parser.add_argument("--background", action="store_true",
+                            help="hand a large set to a worker (jobwatch.run_action) instead of running it here")
     parser.add_argument("--dry-run", action="store_true", help="show what would happen; change nothing")
     parser.add_argument("--yes", action="store_true", help="go ahead without asking")
     parser.add_argument("--allow-large", action="store_true", help="go ahead even beyond the ACTION_MAX_ITEMS cap")

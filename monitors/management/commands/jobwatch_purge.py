@@ -21,9 +21,7 @@ class Command(BaseCommand):
         which.add_argument("--finding", type=int, help="the jobs a finding names (e.g. its orphans)")
         which.add_argument("--key", action="append", dest="keys", help="a message's key from the peek view (repeatable)")
         parser.add_argument("--limit", type=int, help="stop after this many")
-        parser.add_argument("--background", action="store_true",
-                            help="hand a large set to a worker (jobwatch.run_action) instead of running it here")
-        add_confirmation_arguments(parser)
+        add_confirmation_arguments(parser, background=True)
         add_user_argument(parser)
 
     def handle(self, *args, **options):

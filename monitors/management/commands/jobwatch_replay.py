@@ -17,9 +17,7 @@ class Command(BaseCommand):
         add_job_selection_arguments(parser)
         parser.add_argument("--force", action="store_true", help="replay even jobs whose referenced record is gone")
         parser.add_argument("--request-key", help="the same key twice replays each job once (for scripts that retry)")
-        parser.add_argument("--background", action="store_true",
-                            help="hand a large set to a worker (jobwatch.run_action) instead of running it here")
-        add_confirmation_arguments(parser)
+        add_confirmation_arguments(parser, background=True)
         add_user_argument(parser)
 
     def handle(self, *args, **options):
