@@ -534,6 +534,7 @@ class Notification(models.Model):
 
     class Event(models.TextChoices):
         OPENED = "opened"
+        ESCALATED = "escalated", "more severe"
         REPEAT = "repeat", "still open"
         RESOLVED = "resolved"
         TEST = "test"

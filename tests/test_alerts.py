@@ -262,3 +262,13 @@ def test_alert_tasks_running_at_once_notify_once(receiver):
     for run in runs:
         run.join()
     assert Notification.objects.count() == 1 and [item["event"] for item in receiver.received] == ["opened"]
+
+
+def test_an_open_incident_that_grows_more_severe_is_notified_again(receiver):
+    NotificationChannel.objects.create(name="ops", kind="webhook", target=receiver.url)
+    problem = finding()
+    run_alerts(at(31))
+    Finding.objects.filter(pk=problem.pk).update(severity="critical")
+    run_alerts(at(40))
+    run_alerts(at(50))
+    assert [(item["event"], item["severity"]) for item in receiver.received] == [("opened", "warning"), ("escalated", "critical")]

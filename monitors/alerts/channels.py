@@ -25,7 +25,7 @@ logger = logging.getLogger("monitors.alerts")
 CLAIM_SECONDS = 120
 MAX_BACKOFF_SECONDS = 3600
 BATCH = 50
-PREFIX = {"opened": "", "repeat": "[still open] ", "resolved": "[resolved] ", "test": "[test] "}
+PREFIX = {"opened": "", "escalated": "[escalated] ", "repeat": "[still open] ", "resolved": "[resolved] ", "test": "[test] "}
 
 
 def sync_channels_from_settings():

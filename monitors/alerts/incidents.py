@@ -23,8 +23,7 @@ SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 def update_incidents(now=None):
     """One pass of the lifecycle. Returns the notifications it created."""
     now = now or timezone.now()
-    created = []
-    follow_open_findings(now)
+    created = follow_open_findings(now)
     created += notify_held(now)
     created += notice_resolved(now)
     created += notify_repeats(now)
@@ -34,7 +33,9 @@ def update_incidents(now=None):
 
 def follow_open_findings(now):
     """An incident for every open finding. A finding whose problem comes back while its old
-    incident is still settling (resolving) continues that incident: a flap is not a new page."""
+    incident is still settling (resolving) continues that incident: a flap is not a new page. An
+    open incident whose finding grew more severe (warning → critical) is notified again."""
+    created = []
     active = {incident.fingerprint: incident for incident in Incident.objects.filter(state__in=Incident.ACTIVE)}
     for finding in Finding.objects.filter(status=Finding.Status.OPEN):
         incident = active.get(finding.fingerprint)
@@ -48,11 +49,18 @@ def follow_open_findings(now):
             except IntegrityError:
                 pass  # another alert task created it
             continue
-        changes = {"severity": finding.severity, "title": finding.title}
+        changes = {"title": finding.title}
         if incident.finding_id != finding.pk or incident.state == Incident.State.RESOLVING:
             changes.update(finding=finding, resolved_at=None,
                            state=Incident.State.OPEN if incident.notified_at else Incident.State.PENDING)
         Incident.objects.filter(pk=incident.pk).update(**changes)
+        if SEVERITY_RANK[finding.severity] != SEVERITY_RANK[incident.severity]:
+            # Conditional, so that one alert task notifies an escalation, however many run.
+            moved = Incident.objects.filter(pk=incident.pk, severity=incident.severity).update(severity=finding.severity)
+            escalated = SEVERITY_RANK[finding.severity] > SEVERITY_RANK[incident.severity]
+            if moved and escalated and incident.notified_at and incident.state == Incident.State.OPEN:
+                created += notify(incident, Notification.Event.ESCALATED, SEVERITY_RANK[finding.severity], now)
+    return created
 
 
 def notify_held(now):

@@ -52,7 +52,10 @@ class Command(BaseCommand):
         url = f"http://127.0.0.1:{port}/"
         login = demo_login_hint()
 
-        supervisor = Supervisor("rundemo", cwd=settings.BASE_DIR, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        # Alerts go to an email channel; without SMTP_HOST the mail is printed in the worker's output,
+        # so the demo's incidents (the gateway outage, the storm) are seen being notified.
+        env = {"JOBWATCH_ALERT_EMAILS": "oncall@example.com", **os.environ, "PYTHONUNBUFFERED": "1"}
+        supervisor = Supervisor("rundemo", cwd=settings.BASE_DIR, env=env)
         stop_requests = []
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, lambda signum, frame: stop_requests.append(signum))
