@@ -152,6 +152,7 @@ def duplicates(now):
     groups = (
         JobExecution.objects.filter(enqueued_at__gt=now - window, enqueued_at__lte=now)
         .exclude(payload_hash="")
+        .exclude(origin_kind="beat")  # periodic tasks repeat the same call by design
         .values("task_name", "payload_hash")
         .annotate(copies=Count("id"), ran=Count("id", filter=Q(state="succeeded")), first=Min("enqueued_at"), last=Max("enqueued_at"))
         .filter(copies__gte=threshold("DUPLICATE_MIN_COPIES"))
