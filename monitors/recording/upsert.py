@@ -257,12 +257,20 @@ def counter_increments(events):
     return totals
 
 
-def write_task_counters(events, connection):
+def add_increments(totals, more):
+    merged = dict(totals)
+    for key, value in more.items():
+        merged[key] = merged.get(key, 0) + value
+    return merged
+
+
+def write_task_counters(increments, connection):
+    """Add counter_increments() to TaskCounter, in one statement."""
     from monitors.models import TaskCounter
 
     # In one order everywhere: every writer's batch touches the same hot counter rows, and
     # row locks taken in different orders could deadlock two writers.
-    totals = dict(sorted(counter_increments(events).items()))
+    totals = dict(sorted(increments.items()))
     if not totals:
         return
     quote = connection.ops.quote_name

@@ -63,6 +63,8 @@ class EventWriter:
         self.process_started_at = timezone.now()
         self.counters = Counters()
         self._events = []
+        self._pending_payloads = []
+        self._pending_counts = {}
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
@@ -139,7 +141,7 @@ class EventWriter:
 
     def _write(self, batch):
         # Imported here: the writer is created before Django's models are ready (Celery app import).
-        from monitors.recording.upsert import fold_events, write_payloads, write_rows, write_task_counters
+        from monitors.recording.upsert import fold_events, write_rows
 
         connection = self._connection()
         rows = fold_events(batch)
@@ -148,13 +150,12 @@ class EventWriter:
             with one_transaction(connection):
                 for chunk in chunks(rows, self.batch_size):
                     write_rows(chunk, connection)
-                write_payloads(batch, connection)
-                write_task_counters(batch, connection)
         except Exception as error:
             self.counters.recorded -= len(batch)
             if isinstance(error, DatabaseError) and is_transient(error, connection.vendor):
                 close_quietly(connection)  # the next attempt reconnects
             raise
+        self._write_side_data(batch, connection)
         # The counters in a transaction of their own: holding the jobs table while waiting for
         # the counters' table could deadlock with anything that locks both (a TRUNCATE, a
         # migration). They are cumulative, so if this write fails the next flush catches up.
@@ -166,6 +167,29 @@ class EventWriter:
             logger.warning("Jobwatch recorder could not write its counters: %s", error)
             return
         self._counters_dirty = False
+
+    def _write_side_data(self, batch, connection):
+        """A failed job's full arguments (JobPayload) and the Prometheus counts (TaskCounter),
+        each in a transaction of its own, after the batch's rows committed: one table per
+        transaction, for the reason above. What cannot be written now waits for the next flush
+        (counts summed, so nothing is counted twice; payloads up to the buffer's size)."""
+        from monitors.recording.events import PAYLOAD_KEY
+        from monitors.recording.upsert import add_increments, counter_increments, write_payloads, write_task_counters
+
+        self._pending_payloads = (self._pending_payloads + [event for event in batch if event.get(PAYLOAD_KEY)])[-self.buffer_size :]
+        self._pending_counts = add_increments(self._pending_counts, counter_increments(batch))
+        for what, write, pending in (("payloads", write_payloads, "_pending_payloads"),
+                                     ("counts", write_task_counters, "_pending_counts")):
+            data = getattr(self, pending)
+            if not data:
+                continue
+            try:
+                with one_transaction(connection):
+                    write(data, connection)
+            except DatabaseError as error:
+                logger.warning("Jobwatch recorder could not write job %s (kept for the next flush): %s", what, error)
+                continue
+            setattr(self, pending, type(data)())
 
     def _connection(self):
         """The writer's own database connection (see monitors/db.py), opened on first use and
