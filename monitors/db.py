@@ -80,6 +80,29 @@ def write_transaction(connection, durable=True):
         cursor.execute("COMMIT")
 
 
+def upsert(connection, model, rows, conflict, replace=(), add=()):
+    """INSERT … ON CONFLICT (conflict) DO UPDATE in one statement, on a private connection (the
+    ORM's bulk_create needs the handler's): `replace` columns take the new value, `add` columns
+    add it to the stored one. `rows` are dicts with the same keys; values are prepared by the
+    model's fields, as the ORM would."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    fields = [model._meta.get_field(name) for name in columns]
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    params = [field.get_db_prep_save(row[field.name], connection) for row in rows for field in fields]
+    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    updates = [f"{quote(name)} = excluded.{quote(name)}" for name in replace]
+    updates += [f"{quote(name)} = {table}.{quote(name)} + excluded.{quote(name)}" for name in add]
+    sql = (
+        f"INSERT INTO {table} ({', '.join(quote(name) for name in columns)}) VALUES {', '.join([placeholders] * len(rows))} "
+        f"ON CONFLICT ({', '.join(quote(name) for name in conflict)}) DO UPDATE SET {', '.join(updates)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
 def is_transient(error, vendor):
     """Will trying the same statement again later work? Connection loss and lock timeouts: yes.
     SQLite reports both those and broken SQL as OperationalError, so ask what it said."""

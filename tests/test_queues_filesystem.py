@@ -48,3 +48,24 @@ def test_it_shows_garbage_files_as_undecodable(app, tmp_path):
     messages = FilesystemBroker(app).peek("mixed")
     assert messages[0].decodable
     assert [m.problem for m in messages[1:]] == list(GARBAGE_PROBLEMS.values())
+
+
+def test_purge_on_the_embedded_broker_archives_removes_and_restores(app):
+    from django.contrib.auth.models import Permission, User
+
+    from monitors.actions import purge_messages, restore_messages
+    from monitors.models import ArchivedMessage
+    from monitors.purge import MessageSelection
+
+    operator = User.objects.create_user("oncall", is_staff=True)
+    operator.user_permissions.add(*Permission.objects.filter(codename__in=["purge_messages", "restore_messages"]))
+    operator = User.objects.get(pk=operator.pk)
+    sent = [app.send_task("demo.tasks.echo" if n % 2 else "demo.tasks.noop", args=[n], queue="reports").id for n in range(6)]
+    broker = FilesystemBroker(app)
+
+    result = purge_messages(operator, "reports", MessageSelection(task="demo.tasks.echo"), surface="command", app=app)
+    assert (result.log.matched, result.log.succeeded) == (3, 3)
+    assert [m.task_id for m in broker.peek("reports", 0, 10)] == sent[0::2]
+    restored = restore_messages(operator, list(ArchivedMessage.objects.values_list("pk", flat=True)), surface="command", app=app)
+    assert restored.log.succeeded == 3
+    assert sorted(m.task_id for m in broker.peek("reports", 0, 10)) == sorted(sent)

@@ -48,6 +48,31 @@ class Taken:
 GONE = "already gone when the purge came to remove it (a worker took it first)"
 
 
+class Batches:
+    """The rhythm of every take(): matches are collected; each full batch (and the last) is
+    archived, then removed by `remove(taken)` (which sets `removed`, or a `note`), then
+    confirmed."""
+
+    def __init__(self, archive, confirm, remove, size):
+        self.archive, self.confirm, self.remove, self.size = archive, confirm, remove, size
+        self.chosen, self.matched = [], 0
+
+    def add(self, taken):
+        self.chosen.append(taken)
+        self.matched += 1
+        if len(self.chosen) >= self.size:
+            self.flush()
+
+    def flush(self):
+        if not self.chosen:
+            return
+        self.archive(self.chosen)
+        for taken in self.chosen:
+            self.remove(taken)
+        self.confirm(self.chosen)
+        self.chosen = []
+
+
 class BrokerAdapter:
     kind = "?"
     peek_warning = ""  # what peeking does to the messages, when it does anything

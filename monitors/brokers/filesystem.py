@@ -7,7 +7,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from monitors.brokers.base import GONE, BrokerAdapter, BrokerUnavailable, QueueStats, Taken
+from monitors.brokers.base import GONE, Batches, BrokerAdapter, BrokerUnavailable, QueueStats, Taken
 from monitors.brokers.decoding import decode_virtual_envelope
 
 SUFFIX = ".msg"
@@ -107,20 +107,16 @@ class FilesystemBroker(BrokerAdapter):
                     continue
 
     def take(self, queue, matches, archive, confirm, batch=500, limit=None):
-        matched, chosen = 0, []
+        def remove(taken):
+            try:
+                (self.folder / taken.locator).unlink()
+                taken.removed = True
+            except FileNotFoundError:
+                taken.note = GONE
 
-        def flush():
-            archive(chosen)
-            for taken in chosen:
-                try:
-                    (self.folder / taken.locator).unlink()
-                    taken.removed = True
-                except FileNotFoundError:
-                    taken.note = GONE
-            confirm(chosen)
-
+        batches = Batches(archive, confirm, remove, batch)
         for name in self.files_by_queue().get(queue, []):
-            if limit is not None and matched >= limit:
+            if limit is not None and batches.matched >= limit:
                 break
             try:
                 raw = (self.folder / name).read_bytes()
@@ -128,14 +124,9 @@ class FilesystemBroker(BrokerAdapter):
                 continue  # taken by a worker since the listing
             message = decode_virtual_envelope(raw)
             if matches(message):
-                chosen.append(Taken(raw=raw, message=message, locator=name))
-                matched += 1
-            if len(chosen) >= batch:
-                flush()
-                chosen = []
-        if chosen:
-            flush()
-        return matched
+                batches.add(Taken(raw=raw, message=message, locator=name))
+        batches.flush()
+        return batches.matched
 
     def put_back(self, queue, raw, priority=None):
         """Through the app's own transport, which writes the file under a new name (a restored

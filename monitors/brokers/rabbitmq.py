@@ -13,7 +13,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from monitors.brokers.base import BrokerAdapter, BrokerUnavailable, PeekUnavailable, QueueStats, Taken
+from monitors.brokers.base import Batches, BrokerAdapter, BrokerUnavailable, PeekUnavailable, QueueStats, Taken
 from monitors.brokers.decoding import decode_body
 from monitors.conf import setting
 
@@ -181,19 +181,15 @@ def take_messages(adapter, queue, matches, archive, confirm, batch=500, limit=No
     for a classic queue) when it closes — also if this process dies midway, which puts back
     whatever was not yet acked, archived or not."""
     connection = adapter.connection.clone()
-    matched = 0
     try:
         channel = connection.channel()
-        chosen = []
 
-        def flush():
-            archive(chosen)
-            for taken in chosen:
-                channel.basic_ack(taken.locator)
-                taken.removed = True
-            confirm(chosen)
+        def remove(taken):
+            channel.basic_ack(taken.locator)
+            taken.removed = True
 
-        while limit is None or matched < limit:
+        batches = Batches(archive, confirm, remove, batch)
+        while limit is None or batches.matched < limit:
             message = channel.basic_get(queue, no_ack=False)
             if message is None:
                 break
@@ -203,21 +199,16 @@ def take_messages(adapter, queue, matches, archive, confirm, batch=500, limit=No
                                   headers=message.headers, properties=properties, size=len(body),
                                   redelivered=message.delivery_info.get("redelivered", False))
             if matches(decoded):
-                raw = envelope_of(body, message, properties)
-                chosen.append(Taken(raw=raw, message=decoded, priority=properties.get("priority"), locator=message.delivery_tag))
-                matched += 1
-                if len(chosen) >= batch:
-                    flush()
-                    chosen = []
-        if chosen:
-            flush()
+                batches.add(Taken(raw=envelope_of(body, message, properties), message=decoded,
+                                  priority=properties.get("priority"), locator=message.delivery_tag))
+        batches.flush()
     except Exception as error:
         if isinstance(error, (OSError, ConnectionError)) or type(error).__module__.startswith(("amqp", "kombu")):
             raise BrokerUnavailable(f"RabbitMQ broker: {error}") from error
         raise
     finally:
         connection.release()  # closing the channel returns every unacknowledged message
-    return matched
+    return batches.matched
 
 
 def envelope_of(body, message, properties):

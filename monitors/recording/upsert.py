@@ -13,6 +13,7 @@ PostgreSQL requires of a multi-row upsert) and in SQL (to fold that row into wha
 "Known" means not NULL, and for text columns not empty. The same SQL runs on PostgreSQL and SQLite.
 """
 
+from monitors.db import upsert
 from monitors.models import JobExecution
 from monitors.recording.events import COUNTS_KEY, PAYLOAD_KEY
 
@@ -214,22 +215,9 @@ def write_payloads(events, connection):
     from monitors.models import JobPayload
 
     latest = {event["task_id"]: event for event in events if event.get(PAYLOAD_KEY)}
-    if not latest:
-        return
-    meta = JobPayload._meta
-    quote = connection.ops.quote_name
-    recorded_at = meta.get_field("recorded_at")
-    params = []
-    for task_id, event in latest.items():
-        params += [task_id, event[PAYLOAD_KEY], recorded_at.get_db_prep_save(event.get("updated_at"), connection)]
-    values = ", ".join(["(%s, %s, %s)"] * len(latest))
-    sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({quote('task_id')}, {quote('body')}, {quote('recorded_at')}) VALUES {values} "
-        f"ON CONFLICT ({quote('task_id')}) DO UPDATE SET {quote('body')} = excluded.{quote('body')}, "
-        f"{quote('recorded_at')} = excluded.{quote('recorded_at')}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    rows = [{"task_id": task_id, "body": event[PAYLOAD_KEY], "recorded_at": event.get("updated_at")}
+            for task_id, event in latest.items()]
+    upsert(connection, JobPayload, rows, conflict=["task_id"], replace=["body", "recorded_at"])
 
 
 # celery-exporter's runtime buckets (Prometheus's defaults).
@@ -268,20 +256,8 @@ def write_task_counters(increments, connection):
     """Add counter_increments() to TaskCounter, in one statement."""
     from monitors.models import TaskCounter
 
+    labels = ["metric", "name", "hostname", "queue_name", "exception", "le"]
     # In one order everywhere: every writer's batch touches the same hot counter rows, and
     # row locks taken in different orders could deadlock two writers.
-    totals = dict(sorted(increments.items()))
-    if not totals:
-        return
-    quote = connection.ops.quote_name
-    columns = ["metric", "name", "hostname", "queue_name", "exception", "le", "value"]
-    params = [value for key, increment in totals.items() for value in (*key, increment)]
-    values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(totals))
-    table = quote(TaskCounter._meta.db_table)
-    sql = (
-        f"INSERT INTO {table} ({', '.join(quote(column) for column in columns)}) VALUES {values} "
-        f"ON CONFLICT ({', '.join(quote(column) for column in columns[:-1])}) "
-        f"DO UPDATE SET {quote('value')} = {table}.{quote('value')} + excluded.{quote('value')}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    rows = [{**dict(zip(labels, key, strict=True)), "value": value} for key, value in sorted(increments.items())]
+    upsert(connection, TaskCounter, rows, conflict=labels, add=["value"])

@@ -23,7 +23,7 @@ from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from monitors.conf import setting
-from monitors.db import close_quietly, is_transient, one_transaction, private_connection
+from monitors.db import close_quietly, is_transient, one_transaction, private_connection, upsert
 
 logger = logging.getLogger("monitors.recorder")
 
@@ -220,18 +220,8 @@ class EventWriter:
             "last_error": counters.last_error,
             "last_flush_at": timezone.now(),
         }
-        meta = RecorderProcess._meta
-        quote = connection.ops.quote_name
-        columns = list(values)
-        params = [meta.get_field(name).get_db_prep_save(value, connection) for name, value in values.items()]
-        updates = ", ".join(f"{quote(name)} = excluded.{quote(name)}" for name in columns[4:])
-        sql = (
-            f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(name) for name in columns)}) "
-            f"VALUES ({', '.join(['%s'] * len(columns))}) "
-            f"ON CONFLICT (hostname, pid, process_started_at) DO UPDATE SET {updates}"
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+        identity = ["hostname", "pid", "process_started_at"]
+        upsert(connection, RecorderProcess, [values], conflict=identity, replace=[name for name in values if name not in identity])
 
     def _failed(self, error):
         self.counters.write_errors += 1
