@@ -176,7 +176,11 @@ def replay_jobs(user, selection, *, force=False, dry_run=False, request_key=None
     request_key = request_key or uuid.uuid4().hex
     parameters = {"selection": selection.describe(), "force": force, "request_key": request_key}
     with audited(user, "replay_jobs", describe_target(selection), parameters, surface, dry_run) as log:
-        count = selection.queryset().count()
+        # The jobs that match now, and no others: a replay's own jobs match a filter too (same
+        # task, same queue), and must not be replayed by the run that sends them.
+        last_id = selection.queryset().order_by("-id").values_list("id", flat=True).first() or 0
+        log.parameters = {**parameters, "up_to_id": last_id}
+        count = selection.queryset().filter(id__lte=last_id).count()
         log.matched = count
         if dry_run:
             sample = judge(selection.queryset().order_by("-id")[:20], force)
@@ -185,11 +189,11 @@ def replay_jobs(user, selection, *, force=False, dry_run=False, request_key=None
         if not run_here and not runs_inline(count):
             hand_off(log)
             return ActionResult(log, count, background=True)
-        run_replay(log, selection, force, request_key, app)
+        run_replay(log, selection, force, request_key, app, up_to_id=last_id)
         return ActionResult(log, count)
 
 
-def run_replay(log, selection, force, request_key, app=None):
+def run_replay(log, selection, force, request_key, app=None, up_to_id=None):
     from celery import current_app
 
     from monitors.replay import judge, send_batch
@@ -197,6 +201,8 @@ def run_replay(log, selection, force, request_key, app=None):
     app = app or current_app
     refusals, already, last_id = [], 0, 0
     jobs = selection.queryset().order_by("id")
+    if up_to_id is not None:
+        jobs = jobs.filter(id__lte=up_to_id)
     while True:
         batch = list(jobs.filter(id__gt=last_id)[: setting("ACTION_BATCH_SIZE")])
         if not batch:
@@ -348,7 +354,8 @@ def resume(action_id):
         if log.action == "replay_jobs":
             log.succeeded = log.failed = 0
             selection = JobSelection.from_description(parameters["selection"])
-            run_replay(log, selection, parameters.get("force", False), parameters["request_key"])
+            run_replay(log, selection, parameters.get("force", False), parameters["request_key"],
+                       up_to_id=parameters.get("up_to_id"))
         elif log.action == "purge_messages":
             selection = MessageSelection.from_description(parameters["messages"])
             run_purge(log, parameters["queue"], selection, limit=parameters.get("limit"))
