@@ -584,3 +584,27 @@ class TaskCounter(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["metric", "name", "hostname", "queue_name", "exception", "le"], name="jobwatch_one_counter"),
         ]
+
+
+class JobTally(models.Model):
+    """Jobs counted per minute, per task, queue and exception, kept by the recorder's writer from
+    the same counts as TaskCounter. The dashboard's charts (throughput, failure rate, failures
+    over time) read these: a day is at most 1,440 rows per task, whatever the size of the
+    execution table."""
+
+    minute = models.DateTimeField(help_text="start of the minute the recorder wrote the counts in")
+    metric = models.CharField(max_length=40, help_text="sent, started, succeeded, failed, retried, revoked, rejected")
+    task_name = models.CharField(max_length=255)
+    queue = models.CharField(max_length=255, blank=True)
+    exception = models.CharField(max_length=255, blank=True)
+    count = models.BigIntegerField(default=0)
+    runtime_sum = models.FloatField(default=0, help_text="seconds, over the counted jobs that reported one")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["minute", "metric", "task_name", "queue", "exception"], name="jobwatch_one_tally"),
+        ]
+        indexes = [models.Index(fields=["metric", "minute"], name="jobwatch_tally_metric")]
+
+    def __str__(self):
+        return f"{self.minute:%H:%M} {self.metric} {self.task_name}: {self.count}"

@@ -261,3 +261,35 @@ def write_task_counters(increments, connection):
     # row locks taken in different orders could deadlock two writers.
     rows = [{**dict(zip(labels, key, strict=True)), "value": value} for key, value in sorted(increments.items())]
     upsert(connection, TaskCounter, rows, conflict=labels, add=["value"])
+
+
+def tally_increments(events, minute):
+    """{(minute, metric, task, queue, exception): [count, runtime_sum]} of a batch's counts, for
+    JobTally; `minute` is when the batch is written (within a flush interval of the events)."""
+    totals = {}
+    for event in events:
+        for metric, name, _hostname, queue, exception, runtime in event.get(COUNTS_KEY) or ():
+            key = (minute, metric, name[:255], queue[:255], exception[:255])
+            total = totals.setdefault(key, [0, 0.0])
+            total[0] += 1
+            total[1] += runtime or 0.0
+    return totals
+
+
+def add_tallies(totals, more):
+    merged = {key: list(value) for key, value in totals.items()}
+    for key, (count, runtime_sum) in more.items():
+        total = merged.setdefault(key, [0, 0.0])
+        total[0] += count
+        total[1] += runtime_sum
+    return merged
+
+
+def write_tallies(tallies, connection):
+    """Add tally_increments() to JobTally, in one statement (sorted, as for the counters)."""
+    from monitors.models import JobTally
+
+    labels = ["minute", "metric", "task_name", "queue", "exception"]
+    rows = [{**dict(zip(labels, key, strict=True)), "count": count, "runtime_sum": runtime_sum}
+            for key, (count, runtime_sum) in sorted(tallies.items())]
+    upsert(connection, JobTally, rows, conflict=labels, add=["count", "runtime_sum"])
