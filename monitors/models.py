@@ -142,6 +142,16 @@ class JobExecution(models.Model):
             ),
             # A job's replays: replay_of = X (the chain on the job page, and idempotent replays).
             models.Index(fields=["replay_of"], name="jobwatch_replay_of", condition=~models.Q(replay_of="")),
+            # A job's children (the chain on the job page): parent_id = X.
+            models.Index(fields=["parent_id"], name="jobwatch_parent", condition=~models.Q(parent_id="")),
+            # The failures page and the jobs list filtered to a task's failures, newest first:
+            # partial, so it holds only failed jobs.
+            models.Index(fields=["task_name", "id"], name="jobwatch_failed", condition=models.Q(state="failed")),
+            # The jobs one save enqueued (a job's origin, the fan-out page's offending saves).
+            models.Index(fields=["origin_save"], name="jobwatch_origin_save", condition=~models.Q(origin_save="")),
+            # What each worker runs now (Workers page): partial, only jobs running or reserved.
+            models.Index(fields=["worker", "started_at"], name="jobwatch_running",
+                         condition=models.Q(state__in=["received", "started"])),
         ]
         permissions = [
             ("replay_jobs", "Can replay jobs (re-enqueue them under a new id)"),
@@ -170,6 +180,9 @@ class RecorderProcess(models.Model):
     capture_errors = models.BigIntegerField(default=0, help_text="events that could not be built from a signal")
     last_error = models.TextField(blank=True)
     last_flush_at = models.DateTimeField(null=True, blank=True)
+    node = models.CharField(max_length=255, blank=True, help_text="the Celery worker's node name (celery@host); empty outside workers")
+    queues = models.JSONField(null=True, blank=True, help_text="queues the worker consumes")
+    stopped_at = models.DateTimeField(null=True, blank=True, help_text="when the worker shut down cleanly")
 
     class Meta:
         constraints = [

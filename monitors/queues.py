@@ -46,11 +46,28 @@ class QueueRow:
     def trend(self):
         return trend(self.depth, self.arrivals_per_minute, self.drains_per_minute)
 
+    @property
+    def troubles(self):
+        """What an operator should look at, in words (empty: nothing)."""
+        found = []
+        if self.error:
+            found.append("broker unavailable")
+        if self.depth and self.consumers == 0:
+            found.append("no consumer")
+        if self.depth and self.trend in ("growing", "stalled"):
+            found.append(self.trend)
+        return found
+
+    @property
+    def trouble(self):
+        return bool(self.troubles)
+
     def as_dict(self):
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
         data["sampled_at"] = self.sampled_at.isoformat() if self.sampled_at else None
         data["time_to_drain"] = self.time_to_drain
         data["trend"] = self.trend
+        data["troubles"] = self.troubles
         return data
 
 

@@ -28,6 +28,7 @@ FILTER_KEYS = {
     "origin": "origin kind: " + ", ".join(OriginKind.values),
     "receiver": "the receiver or function that enqueued it",
     "worker": "worker hostname",
+    "save": "the save that enqueued it (the origin's save id)",
     "text": "text in the arguments or the error message",
 }
 AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
@@ -128,6 +129,8 @@ def apply_filter(jobs, key, value):
         return jobs.filter(origin_receiver=value)
     if key == "worker":
         return jobs.filter(worker=value)
+    if key == "save":
+        return jobs.filter(origin_save=value)
     if key == "text":
         return jobs.filter(exception_message__icontains=value) | jobs.filter(args__icontains=value)
     raise BadSelection(f"unknown filter {key!r}")

@@ -1,22 +1,46 @@
 from django.urls import path
 
-from monitors.web import actions, alerts, health, jobs, queues
+from monitors.web import (actions, alerts, circuits, failures, fanout, findings, health, jobs, orphans, overview, queues,
+                          workers)
+from monitors.web.respond import api_view
 
 app_name = "monitors"
+
+# Every page, also served as JSON under api/ (same path, same login and staff check).
+PAGES = [
+    ("", overview.overview, "overview"),
+    ("queues/", queues.queue_list, "queues"),
+    ("queues/<str:name>/", queues.queue_detail, "queue"),
+    ("jobs/", jobs.job_list, "jobs"),
+    ("jobs/<str:task_id>/", jobs.job_detail, "job"),
+    ("failures/", failures.failure_list, "failures"),
+    ("fanout/", fanout.fanout, "fanout"),
+    ("orphans/", orphans.orphan_list, "orphans"),
+    ("circuits/", circuits.circuit_list, "circuits"),
+    ("workers/", workers.worker_list, "workers"),
+    ("findings/", findings.finding_list, "findings"),
+    ("findings/<int:pk>/", findings.finding_detail, "finding"),
+    ("alerts/", alerts.alert_list, "alerts"),
+    ("archive/", actions.archive, "archive"),
+    ("actions/", actions.action_list, "actions"),
+    ("actions/<int:pk>/", actions.action_detail, "action"),
+]
+
+# Changes: POST only, two steps (preview, then confirmed), permission-checked and audited.
+CHANGES = [
+    ("jobs/replay/", actions.replay, "replay"),
+    ("jobs/discard/", actions.discard, "discard"),
+    ("queues/<str:name>/purge/", actions.purge, "purge"),
+    ("archive/restore/", actions.restore, "restore"),
+    ("circuits/<str:name>/force/", actions.circuit_force, "circuit_force"),
+    ("alerts/<int:pk>/acknowledge/", alerts.acknowledge, "acknowledge"),
+]
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("metrics", health.metrics, name="metrics"),
-    path("jobs/", jobs.job_list, name="jobs"),
-    path("jobs/replay/", actions.replay, name="replay"),
-    path("jobs/<str:task_id>/", jobs.job_detail, name="job"),
-    path("queues/", queues.queue_list, name="queues"),
-    path("queues/<str:name>/", queues.queue_detail, name="queue"),
-    path("queues/<str:name>/purge/", actions.purge, name="purge"),
-    path("archive/", actions.archive, name="archive"),
-    path("archive/restore/", actions.restore, name="restore"),
-    path("alerts/", alerts.alert_list, name="alerts"),
-    path("alerts/<int:pk>/acknowledge/", alerts.acknowledge, name="acknowledge"),
-    path("actions/", actions.action_list, name="actions"),
-    path("actions/<int:pk>/", actions.action_detail, name="action"),
+    # Changes first: "jobs/replay/" must not be read as the job whose id is "replay".
+    *[path(route, view, name=name) for route, view, name in CHANGES],
+    *[path(route, view, name=name) for route, view, name in PAGES],
+    *[path(f"api/{route}", api_view(view), name=f"api_{name}") for route, view, name in PAGES],
 ]

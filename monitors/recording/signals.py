@@ -252,6 +252,22 @@ def _header_attempt(headers):
     return events.attempt_of(headers.get("retries"), headers.get(events.WAITS_HEADER))
 
 
+@guarded
+def worker_after_setup(sender=None, instance=None, **extra):
+    """Name the worker in this process's recorder row: its node name and the queues it consumes
+    (set before the pool forks, so pool processes carry them too)."""
+    from monitors.recording.writer import WORKER
+
+    WORKER["node"] = str(sender or "")[:255]
+    consumed = getattr(getattr(instance.app.amqp, "queues", None), "consume_from", None) or {}
+    WORKER["queues"] = sorted(consumed)
+
+
+@guarded
+def worker_ready(sender=None, **extra):
+    get_writer().start_heartbeat()
+
+
 def flush_at_shutdown(**extra):
     if _writer is not None:
         _writer.shutdown()
@@ -268,6 +284,8 @@ CELERY_HANDLERS = {
     celery_signals.task_revoked: task_revoked,
     celery_signals.task_rejected: task_rejected,
     celery_signals.task_unknown: task_unknown,
+    celery_signals.celeryd_after_setup: worker_after_setup,
+    celery_signals.worker_ready: worker_ready,
     celery_signals.worker_process_shutdown: flush_at_shutdown,
     celery_signals.worker_shutdown: flush_at_shutdown,
 }

@@ -29,6 +29,13 @@ logger = logging.getLogger("monitors.recorder")
 
 
 MAX_BACKOFF = 10.0
+# A worker's main process writes its RecorderProcess row at least this often, busy or idle: the
+# dashboard's Workers page calls a worker alive while its row is fresh.
+HEARTBEAT_SECONDS = 15.0
+
+# The Celery worker this process belongs to (set in the worker's main process before its pool
+# forks, so pool processes inherit it); empty in web servers and scripts.
+WORKER = {"node": "", "queues": [], "main_pid": None}
 
 
 class Counters:
@@ -71,6 +78,8 @@ class EventWriter:
         self._wake = threading.Event()
         self._thread = None
         self._counters_dirty = False
+        self._last_heartbeat = 0.0
+        self.stopped = False
         self._tracebacks_logged = set()
         self._db = None
 
@@ -123,7 +132,7 @@ class EventWriter:
         with self._flush_lock:
             with self._lock:
                 batch, self._events = self._events, []
-            if not batch and not self._counters_dirty:
+            if not batch and not self._counters_dirty and not self._heartbeat_due():
                 return True
             try:
                 self._write(batch)
@@ -196,6 +205,18 @@ class EventWriter:
                 continue
             setattr(self, pending, type(data)())
 
+    def _heartbeat_due(self):
+        return WORKER["main_pid"] == self.pid and time.monotonic() - self._last_heartbeat >= HEARTBEAT_SECONDS
+
+    def start_heartbeat(self):
+        """Called in a worker's main process once it consumes: its row is written now and then
+        every HEARTBEAT_SECONDS, even when no job arrives."""
+        WORKER["main_pid"] = self.pid
+        self.flush_interval = min(self.flush_interval, HEARTBEAT_SECONDS)
+        self._counters_dirty = True
+        self._start_thread()
+        self._wake.set()
+
     def _connection(self):
         """The writer's own database connection (see monitors/db.py), opened on first use and
         closed when the writer is idle."""
@@ -224,9 +245,13 @@ class EventWriter:
             "capture_errors": counters.capture_errors,
             "last_error": counters.last_error,
             "last_flush_at": timezone.now(),
+            "node": WORKER["node"],
+            "queues": WORKER["queues"] or None,
+            "stopped_at": timezone.now() if self.stopped else None,
         }
         identity = ["hostname", "pid", "process_started_at"]
         upsert(connection, RecorderProcess, [values], conflict=identity, replace=[name for name in values if name not in identity])
+        self._last_heartbeat = time.monotonic()
 
     def _failed(self, error):
         self.counters.write_errors += 1
@@ -249,6 +274,9 @@ class EventWriter:
         """Write what is left; give up (and count it) if the database stays away past `timeout`."""
         if self.pid != os.getpid():
             return
+        if WORKER["main_pid"] == self.pid:
+            self.stopped = True  # the last row says the worker stopped, rather than vanished
+            self._counters_dirty = True
         deadline = time.monotonic() + timeout
         while not self.flush() and self._events and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -2,6 +2,66 @@ from django import template
 
 register = template.Library()
 
+# The pages in the header, in the order an operator paged at night looks at them.
+NAV_PAGES = [
+    ("monitors:overview", "Overview"), ("monitors:queues", "Queues"), ("monitors:jobs", "Jobs"),
+    ("monitors:failures", "Failures"), ("monitors:fanout", "Fan-out"), ("monitors:orphans", "Orphans"),
+    ("monitors:circuits", "Circuits"), ("monitors:workers", "Workers"), ("monitors:findings", "Findings"),
+    ("monitors:alerts", "Alerts"), ("monitors:archive", "Archive"), ("monitors:actions", "Audit log"),
+]
+
+
+@register.simple_tag(takes_context=True)
+def nav(context):
+    return NAV_PAGES
+
+
+@register.inclusion_tag("jobwatch/monitor_banner.html")
+def monitor_banner():
+    """A stale monitor is a banner on every page, not silence (samples and findings stop)."""
+    from monitors.alerts.heartbeats import stale_tasks
+
+    try:
+        return {"stale": stale_tasks()}
+    except Exception:  # the banner must never take a page down with it
+        return {"stale": []}
+
+
+@register.filter
+def sparkline(values, size="120x24"):
+    """An inline SVG line of numbers (None = gap), drawn on the server: no script, any page."""
+    from django.utils.html import format_html
+
+    width, height = (int(part) for part in size.split("x"))
+    points = [value for value in values if value is not None]
+    if len(points) < 2:
+        return ""
+    top = max(points) or 1
+    step = width / (len(values) - 1)
+    path = " ".join(f"{index * step:.1f},{height - 1 - (value / top) * (height - 2):.1f}"
+                    for index, value in enumerate(values) if value is not None)
+    return format_html('<svg class="spark" width="{}" height="{}" viewBox="0 0 {} {}" role="img" aria-label="trend, peak {}">'
+                       '<polyline fill="none" stroke="#3b6fd8" stroke-width="1.5" points="{}"/></svg>',
+                       width, height, width, height, top, path)
+
+
+@register.filter
+def get(mapping, key):
+    return (mapping or {}).get(key)
+
+
+@register.simple_tag(takes_context=True)
+def query(context, **changes):
+    """The current query string with some parameters changed (None or "" removes one)."""
+    params = context["request"].GET.copy()
+    for key, value in changes.items():
+        if value in (None, ""):
+            params.pop(key, None)
+        else:
+            params[key] = value
+    encoded = params.urlencode()
+    return f"?{encoded}" if encoded else "?"
+
 
 @register.filter
 def duration(seconds):
@@ -22,3 +82,8 @@ def message_key(raw):
     from monitors.purge import message_key as key
 
     return key(raw) if raw is not None else ""
+
+
+@register.filter
+def split(text):
+    return text.split()

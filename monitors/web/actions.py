@@ -13,16 +13,18 @@ from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from monitors.actions import TooLarge, purge_messages, replay_jobs, restore_messages
+from monitors.actions import TooLarge, discard_jobs, force_circuit, purge_messages, replay_jobs, restore_messages
 from monitors.brokers import BrokerUnavailable, PeekUnavailable
 from monitors.models import ActionLog, ArchivedMessage
 from monitors.purge import MessageSelection
 from monitors.selection import FILTER_KEYS, BadSelection, JobSelection
 from monitors.web.access import staff_only
+from monitors.web.respond import respond
 
 ARCHIVE_PAGE = 100
 # The POST fields that carry the selection through the confirmation page unchanged.
-CARRIED = ("id", "finding", "force", "pick", "task", "everything", "archived", *FILTER_KEYS)
+CARRIED = ("id", "finding", "force", "pick", "task", "everything", "archived", "undo", "change", "reason", *FILTER_KEYS)
+AUDIT_PAGE = 100
 
 
 def carried_fields(post):
@@ -63,6 +65,49 @@ def replay(request):
         preview = replay_jobs(request.user, selection, force=force, dry_run=True, surface="dashboard")
         return confirmation(request, "replay", f"Replay {preview.matched} jobs?", preview, {"too_large": True}, str(error))
     return redirect("monitors:action", result.log.pk)
+
+
+@staff_only
+@require_POST
+def discard(request):
+    """Hide failed jobs from the history (the failures page's "discard this group"); undo=1 brings
+    them back."""
+    try:
+        selection = job_selection(request.POST)
+    except BadSelection as error:
+        return HttpResponseBadRequest(f"Cannot discard: {error}", content_type="text/plain")
+    undo = request.POST.get("undo") == "1"
+    verb = "Bring back" if undo else "Discard"
+    try:
+        if request.POST.get("confirmed") != "yes":
+            preview = discard_jobs(request.user, selection, undo=undo, dry_run=True, surface="dashboard")
+            return confirmation(request, "discard", f"{verb} {preview.matched} failed jobs?", preview, {"undo": undo})
+        result = discard_jobs(request.user, selection, undo=undo, surface="dashboard",
+                              allow_large=request.POST.get("allow_large") == "1")
+    except TooLarge as error:
+        preview = discard_jobs(request.user, selection, undo=undo, dry_run=True, surface="dashboard")
+        return confirmation(request, "discard", f"{verb} {preview.matched} failed jobs?", preview,
+                            {"too_large": True, "undo": undo}, str(error))
+    return redirect("monitors:action", result.log.pk)
+
+
+@staff_only
+@require_POST
+def circuit_force(request, name):
+    """Force a circuit open or closed, or reset it: confirmed first, like every change."""
+    change = request.POST.get("change", "")
+    reason = request.POST.get("reason", "").strip()[:300]
+    try:
+        if request.POST.get("confirmed") != "yes":
+            state = force_circuit(request.user, name, change, reason=reason, surface="dashboard", dry_run=True)
+            titles = {"open": f"Force {name} open? Jobs that call it will wait instead",
+                      "close": f"Force {name} closed? Every call goes through, failing or not",
+                      "reset": f"Reset {name}? Counters cleared; the breaker decides again"}
+            return confirmation(request, "force", titles[change], {"matched": 1, "state": state}, {"circuit": name})
+        force_circuit(request.user, name, change, reason=reason, surface="dashboard")
+    except (ValueError, LookupError) as error:
+        return HttpResponseBadRequest(f"Cannot change circuit {name}: {error}", content_type="text/plain")
+    return redirect("monitors:circuits")
 
 
 def message_selection(post):
@@ -122,21 +167,33 @@ def archive(request):
         rows = rows.filter(pk__lt=int(before))  # keyset: a big purge's archive pages as fast as a small one
     page = list(rows[: ARCHIVE_PAGE + 1])
     older = page[ARCHIVE_PAGE - 1].pk if len(page) > ARCHIVE_PAGE else None
-    return render(request, "jobwatch/archive.html", {"rows": page[:ARCHIVE_PAGE], "older": older, "queue": queue})
+    return respond(request, "jobwatch/archive.html", {"rows": page[:ARCHIVE_PAGE], "older": older, "queue": queue},
+                   fragments=["archive-rows"], api=["rows", "older", "queue"])
 
 
 @staff_only
 def action_list(request):
-    entries = ActionLog.objects.order_by("-at", "-pk")
+    entries = ActionLog.objects.order_by("-pk")
     kind = request.GET.get("action", "").strip()
     if kind:
         entries = entries.filter(action=kind)
-    return render(request, "jobwatch/actions.html", {"entries": entries[:200], "kind": kind})
+    user = request.GET.get("user", "").strip()
+    if user:
+        entries = entries.filter(username=user)
+    before = request.GET.get("before", "")
+    if before.isdigit():
+        entries = entries.filter(pk__lt=int(before))
+    page = list(entries[: AUDIT_PAGE + 1])
+    older = page[AUDIT_PAGE - 1].pk if len(page) > AUDIT_PAGE else None
+    return respond(request, "jobwatch/actions.html", {"entries": page[:AUDIT_PAGE], "kind": kind, "user_filter": user,
+                                                      "older": older}, fragments=["audit-rows"],
+                   api=["entries", "older"])
 
 
 @staff_only
 def action_detail(request, pk):
     entry = get_object_or_404(ActionLog, pk=pk)
     archived = entry.archived_messages.order_by("pk")[:100] if entry.action == "purge_messages" else []
-    return render(request, "jobwatch/action.html", {"entry": entry, "archived": archived,
-                                                    "running": entry.outcome == ActionLog.Outcome.RUNNING})
+    return respond(request, "jobwatch/action.html", {"entry": entry, "archived": archived,
+                                                     "running": entry.outcome == ActionLog.Outcome.RUNNING},
+                   fragments=["action-progress"], api=["entry", "archived", "running"])

@@ -1,43 +1,111 @@
-"""The jobs list and a job's page: what ran, what it was called with, and what enqueued it."""
+"""The jobs list and a job's page: what ran, what it was called with, and what enqueued it.
 
-from django.shortcuts import get_object_or_404, render
+The list filters with the same words as replay (monitors/selection.py), pages by keyset (the
+cost of page 10,000 is the cost of page 1), and counts only as far as it can afford
+(monitors/web/counting.py), in a fragment of its own so the list never waits for the count."""
+
+from django.db import DatabaseError
+from django.db.models import Max
+from django.shortcuts import get_object_or_404
 
 from monitors.models import JobExecution, JobState, OriginKind
+from monitors.selection import FILTER_KEYS, BadSelection, apply_filter
 from monitors.web.access import staff_only
+from monitors.web.counting import bounded_count, with_timeout
+from monitors.web.respond import is_api, respond
 
 PAGE_SIZE = 50
-FILTERS = {"task": "task_name", "queue": "queue", "state": "state", "origin": "origin_kind", "receiver": "origin_receiver"}
+# Text in arguments or errors has no index: without a time range, search the newest jobs only.
+TEXT_SEARCH_ROWS = 100_000
+LIST_TIMEOUT_MS = 3000
+LIST_COLUMNS = ["id", "task_id", "task_name", "state", "queue", "enqueued_at", "started_at", "finished_at", "runtime",
+                "retries", "circuit", "worker", "exception_type", "origin_kind", "origin_model", "origin_pk",
+                "origin_update_fields", "origin_receiver", "origin_in_atomic", "origin_deferred", "replay_of"]
+
+
+def filtered_jobs(params):
+    """(queryset, applied filters, notes, error) for the query string's filters."""
+    jobs = JobExecution.objects.filter(discarded_at__isnull=True)
+    applied, notes = {}, []
+    for key in FILTER_KEYS:
+        value = params.get(key, "").strip()
+        if not value:
+            continue
+        try:
+            jobs = apply_filter(jobs, key, value)
+        except BadSelection as error:
+            return JobExecution.objects.none(), applied, notes, str(error)
+        applied[key] = value
+    if "text" in applied and "since" not in applied:
+        newest = JobExecution.objects.aggregate(newest=Max("id"))["newest"] or 0
+        jobs = jobs.filter(id__gt=newest - TEXT_SEARCH_ROWS)
+        notes.append(f"Text is searched in the newest {TEXT_SEARCH_ROWS:,} jobs; add a time range (since) to search further back.")
+    return jobs, applied, notes, ""
 
 
 @staff_only
 def job_list(request):
-    jobs = JobExecution.objects.filter(discarded_at__isnull=True).order_by("-id")
-    applied = {}
-    for param, field in FILTERS.items():
-        value = request.GET.get(param, "").strip()
-        if value:
-            jobs = jobs.filter(**{field: value})
-            applied[param] = value
+    jobs, applied, notes, error = filtered_jobs(request.GET)
     before = request.GET.get("before", "")
+    page_jobs = jobs.order_by("-id")
     if before.isdigit():
-        # Keyset pagination: "rows older than the last one shown" costs the same on page 1 and
-        # page 10,000, where OFFSET would scan everything it skips.
-        jobs = jobs.filter(id__lt=int(before))
-    page = list(jobs[: PAGE_SIZE + 1])
-    next_before = page[PAGE_SIZE - 1].id if len(page) > PAGE_SIZE else None
+        page_jobs = page_jobs.filter(id__lt=int(before))
+    page, next_before = [], None
+    if not error:
+        try:
+            page = with_timeout(page_jobs.only(*LIST_COLUMNS)[: PAGE_SIZE + 1], LIST_TIMEOUT_MS)
+        except DatabaseError:
+            error = ("This filter found too few jobs among the newest ones to fill a page in time. "
+                     "Add a time range (since / until) or a task or queue to narrow it.")
+    if len(page) > PAGE_SIZE:
+        page = page[:PAGE_SIZE]
+        next_before = page[-1].id
     context = {
-        "jobs": page[:PAGE_SIZE],
-        "applied": applied,
-        "next_before": next_before,
-        "states": JobState.choices,
-        "origin_kinds": OriginKind.choices,
+        "jobs": page, "applied": applied, "notes": notes, "error": error, "next_before": next_before,
+        "before": before if before.isdigit() else "", "filter_help": FILTER_KEYS,
+        "states": JobState.choices, "origin_kinds": OriginKind.choices,
     }
-    return render(request, "jobwatch/jobs.html", context)
+    if (request.htmx and request.htmx.target == "job-count") or is_api(request) or request.GET.get("count"):
+        context["count"] = None if error else bounded_count(jobs, filtered=bool(applied))
+    return respond(request, "jobwatch/jobs.html", context, fragments=["job-rows", "job-count"],
+                   api=["jobs", "count", "applied", "notes", "error", "next_before"])
 
 
 @staff_only
 def job_detail(request, task_id):
     job = get_object_or_404(JobExecution, task_id=task_id)
-    children = JobExecution.objects.filter(parent_id=task_id).order_by("id")[:100]
-    replays = JobExecution.objects.filter(replay_of=task_id).order_by("id")[:100]
-    return render(request, "jobwatch/job.html", {"job": job, "children": children, "replays": replays})
+    context = {
+        "job": job,
+        "timeline": timeline(job),
+        "parent": JobExecution.objects.filter(task_id=job.parent_id).first() if job.parent_id else None,
+        "children": list(JobExecution.objects.filter(parent_id=task_id).order_by("id")[:100]),
+        "replays": list(JobExecution.objects.filter(replay_of=task_id).order_by("id")[:100]),
+        "replay_of": JobExecution.objects.filter(task_id=job.replay_of).first() if job.replay_of else None,
+        "same_save": (JobExecution.objects.filter(origin_save=job.origin_save).exclude(task_id=task_id)
+                      .only(*LIST_COLUMNS).order_by("id")[:50]) if job.origin_save else [],
+    }
+    context["same_save"] = list(context["same_save"])
+    return respond(request, "jobwatch/job.html", context, fragments=["job-state"],
+                   api=["job", "timeline", "parent", "children", "replays", "replay_of", "same_save"])
+
+
+def timeline(job):
+    """[(when, what, bad)] of the moments the execution table holds for a job, in order."""
+    moments = [
+        (job.enqueued_at, "enqueued" + (f" on {job.queue}" if job.queue else ""), False),
+        (job.origin_committed_at, "its transaction committed", False),
+        (job.eta, "due (eta)", False),
+        (job.received_at, f"received by {job.worker}" if job.worker else "received", False),
+        (job.started_at, "started" + (f" (attempt {job.retries + 1})" if job.retries else ""), False),
+    ]
+    if job.finished_at:
+        bad = job.state in (JobState.FAILED, JobState.REVOKED, JobState.REJECTED)
+        runtime = f" after {job.runtime:.3f} s" if job.runtime is not None else ""
+        moments.append((job.finished_at, f"{job.get_state_display()}{runtime}", bad))
+    events = [{"at": at, "what": what, "bad": bad} for at, what, bad in moments if at]
+    events.sort(key=lambda event: event["at"])
+    if job.retries:
+        events.append({"at": None, "what": f"retried {job.retries} time{'s' if job.retries != 1 else ''}", "bad": True})
+    if job.circuit_waits:
+        events.append({"at": None, "what": f"waited {job.circuit_waits} time{'s' if job.circuit_waits != 1 else ''} for the {job.circuit} circuit", "bad": False})
+    return events

@@ -1,17 +1,17 @@
 """The queue table and a queue's page: depth, age and rates from samples; its messages, peeked
 live from the broker, without disturbing them."""
 
-from datetime import timedelta
-
 from django.http import Http404
-from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 from monitors.brokers import BrokerUnavailable, PeekUnavailable, open_broker
 from monitors.queues import snapshot
 from monitors.sampling import latest_queue_rows, queue_history
+from monitors.web import charts
 from monitors.web.access import staff_only
+from monitors.web.respond import is_api, respond
+from monitors.web.windows import WINDOWS, queue_series, window_from
 
 PAGE_SIZE = 50
 SEARCH_LIMIT = 50
@@ -24,24 +24,35 @@ def queue_list(request):
     live = not rows
     if live:  # no sampler has run yet (beat not started): read the broker once, say so
         rows = snapshot(ask_workers=False)
-    return render(request, "jobwatch/queues.html", {"rows": rows, "live": live})
+    trend = queue_series(WINDOWS["1h"], "depth", [row.name for row in rows])
+    for row in rows:
+        row.depth_trend = trend.get(row.name, ([], []))[1][-120:]
+    rows.sort(key=lambda row: (not row.trouble, row.name))
+    return respond(request, "jobwatch/queues.html", {"rows": rows, "live": live}, fragments=["queue-table"])
 
 
 @staff_only
 @require_http_methods(["GET", "POST"])
 def queue_detail(request, name):
-    history = queue_history(name, timezone.now() - timedelta(hours=1))
+    window = window_from(request)
+    history = queue_history(name, window.since)
     latest = history[-1] if history else None
+    if request.htmx or is_api(request):
+        # The live parts (facts and charts) come from samples alone: no broker call per poll.
+        if latest is None:
+            raise Http404("No such queue")
+        return respond(request, "jobwatch/queue.html", queue_summary(name, window, history, latest),
+                       fragments=["queue-facts", "queue-charts"], api=["name", "latest", "window", "history"])
     offset_text = request.GET.get("offset", "")
     offset = int(offset_text) if offset_text.isdigit() else 0
     search = request.GET.get("q", "").strip()
-    context = {"name": name, "latest": latest, "history": history[-60:], "offset": offset, "search": search,
+    context = {**queue_summary(name, window, history, latest), "offset": offset, "search": search,
                "messages": [], "error": "", "warning": "", "needs_confirmation": False, "now": timezone.now()}
     try:
         broker = open_broker()
     except BrokerUnavailable as error:
         context["error"] = str(error)
-        return render(request, "jobwatch/queue.html", context)
+        return respond(request, "jobwatch/queue.html", context)
     try:
         context["warning"] = broker.peek_warning
         # A peek that changes something (RabbitMQ) is a POST the operator confirmed, never a GET.
@@ -59,7 +70,23 @@ def queue_detail(request, name):
     unknown = latest is None and not context["messages"] and not search
     if unknown and not context["error"] and not context["needs_confirmation"]:
         raise Http404("No such queue")
-    return render(request, "jobwatch/queue.html", context)
+    return respond(request, "jobwatch/queue.html", context)
+
+
+def queue_summary(name, window, history, latest):
+    times = [sample.sampled_at for sample in history]
+
+    def line(field):
+        return [getattr(sample, field) for sample in history]
+
+    return {
+        "name": name, "latest": latest, "window": window, "windows": WINDOWS, "history": history,
+        "depth_chart": charts.line_chart([("waiting", times, line("depth")), ("in flight", times, line("in_flight"))],
+                                         title="Messages waiting and in flight"),
+        "age_chart": charts.line_chart([("oldest waiting (s)", times, line("oldest_age"))], title="Age of the oldest waiting message (s)"),
+        "rate_chart": charts.line_chart([("in / min", times, line("arrivals_per_minute")), ("out / min", times, line("drains_per_minute"))],
+                                        title="Arrivals and drains per minute"),
+    }
 
 
 def search_queue(broker, queue, text):

@@ -1,0 +1,74 @@
+"""Counts a page can afford: exact up to a cap, then "10,000+"; on PostgreSQL an exact count that
+would take too long gives way to the planner's estimate, and a table's total is always the
+estimate. Each count says which it is, so a page never shows a guess as a fact."""
+
+from dataclasses import dataclass
+
+from django.db import DatabaseError, connections, transaction
+
+CAP = 10_000
+TIMEOUT_MS = 60
+
+
+@dataclass
+class Count:
+    value: int
+    kind: str  # "exact", "at least" (capped) or "estimated"
+
+    @property
+    def label(self):
+        if self.kind == "at least":
+            return f"{self.value:,}+"
+        if self.kind == "estimated":
+            return f"≈ {self.value:,}"
+        return f"{self.value:,}"
+
+    def as_dict(self):
+        return {"value": self.value, "kind": self.kind, "label": self.label}
+
+
+def bounded_count(queryset, filtered=True, cap=CAP, timeout_ms=TIMEOUT_MS):
+    connection = connections[queryset.db]
+    if connection.vendor != "postgresql":
+        counted = queryset[: cap + 1].count()
+        return Count(min(counted, cap), "at least" if counted > cap else "exact")
+    if not filtered:
+        return Count(table_estimate(queryset.model, connection), "estimated")
+    try:
+        with transaction.atomic(using=queryset.db):
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+            counted = queryset[: cap + 1].count()
+    except DatabaseError:  # cancelled at the timeout: the planner's figure instead
+        return Count(plan_estimate(queryset, connection), "estimated")
+    return Count(min(counted, cap), "at least" if counted > cap else "exact")
+
+
+def table_estimate(model, connection):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = %s::regclass", [model._meta.db_table])
+        row = cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+def plan_estimate(queryset, connection):
+    sql, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        plan = cursor.fetchone()[0]
+    if isinstance(plan, str):
+        import json
+
+        plan = json.loads(plan)
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def with_timeout(queryset, timeout_ms):
+    """Evaluate a queryset under a statement timeout (PostgreSQL); raises DatabaseError when cut."""
+    connection = connections[queryset.db]
+    if connection.vendor != "postgresql":
+        return list(queryset)
+    with transaction.atomic(using=queryset.db):
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+        return list(queryset)

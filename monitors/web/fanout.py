@@ -1,0 +1,60 @@
+"""Fan-out: which saves set off the most jobs. Top origins (model and receiver) by enqueues and
+enqueues per save over a window, their timeline, the saves that enqueued the most and the
+fields those saves touched, beside the fan-out detectors' open findings.
+
+Windowed through the enqueued_at index: the cost follows the jobs in the window shown."""
+
+from django.db.models import Count
+from django.db.models.functions import TruncMinute
+
+from monitors.models import Finding, JobExecution
+from monitors.web import charts
+from monitors.web.access import staff_only
+from monitors.web.respond import respond
+from monitors.web.windows import WINDOWS, bucket_times, floor_to, window_from
+
+TOP = 20
+TIMELINE_ORIGINS = 6
+FANOUT_KINDS = ("fanout_storm", "trivial_save_enqueues", "duplicate_enqueues", "bulk_loop")
+
+
+@staff_only
+def fanout(request):
+    window = window_from(request)
+    recent = JobExecution.objects.filter(enqueued_at__gte=window.since).exclude(origin_receiver="")
+    origins = list(recent.filter(origin_kind__in=("save", "delete", "signal"))
+                   .values("origin_model", "origin_receiver")
+                   .annotate(jobs=Count("id"), saves=Count("origin_save", distinct=True), tasks=Count("task_name", distinct=True))
+                   .order_by("-jobs")[:TOP])
+    for origin in origins:
+        origin["per_save"] = round(origin["jobs"] / origin["saves"], 1) if origin["saves"] else None
+        origin["per_minute"] = round(origin["jobs"] * 60 / window.span.total_seconds(), 1)
+    saves = list(recent.exclude(origin_save="")
+                 .values("origin_save", "origin_model", "origin_pk", "origin_created", "origin_update_fields")
+                 .annotate(jobs=Count("id"), receivers=Count("origin_receiver", distinct=True))
+                 .filter(jobs__gt=1).order_by("-jobs")[:TOP])
+    context = {
+        "window": window, "windows": WINDOWS, "origins": origins, "saves": saves,
+        "findings": list(Finding.objects.filter(status=Finding.Status.OPEN, kind__in=FANOUT_KINDS).order_by("-last_seen")[:20]),
+        "chart": timeline(recent, window, origins[:TIMELINE_ORIGINS]),
+    }
+    return respond(request, "jobwatch/fanout.html", context, fragments=["fanout-tables"],
+                   api=["window", "origins", "saves", "findings"])
+
+
+def timeline(recent, window, origins):
+    times = bucket_times(window)
+    index = {moment: position for position, moment in enumerate(times)}
+    wanted = {(origin["origin_model"], origin["origin_receiver"]) for origin in origins}
+    series = {key: [0] * len(times) for key in wanted}
+    rows = (recent.filter(origin_receiver__in={receiver for _, receiver in wanted})
+            .annotate(minute=TruncMinute("enqueued_at"))
+            .values("origin_model", "origin_receiver", "minute").annotate(jobs=Count("id")).order_by())
+    for row in rows:
+        key = (row["origin_model"], row["origin_receiver"])
+        position = index.get(floor_to(row["minute"], window.bucket))
+        if key in series and position is not None:
+            series[key][position] += row["jobs"]
+    lines = [(f"{model or '?'} → {receiver.rsplit('.', 1)[-1]}", times, counts)
+             for (model, receiver), counts in sorted(series.items(), key=lambda item: -sum(item[1]))]
+    return charts.line_chart(lines, title=f"Jobs enqueued per {window.bucket // 60} min, by origin")

@@ -1,0 +1,68 @@
+"""One page, three shapes: the whole page for a browser, one fragment for an htmx request (the
+part that polls or was swapped), and JSON under /api/ for scripts. Each view builds its data
+once and says which fragments its template defines; this module picks the shape."""
+
+import dataclasses
+import datetime
+import decimal
+import uuid
+
+from django.db import models
+from django.http import JsonResponse
+from django.shortcuts import render
+
+
+def respond(request, template, context, fragments=(), api=None):
+    """`fragments`: the template's partial names, each also the id of the element it renders
+    (htmx sends that id as HX-Target). `api`: the context keys the JSON carries (all by default)."""
+    if is_api(request):
+        keys = api if api is not None else [key for key in context if not key.startswith("_")]
+        return JsonResponse({key: jsonable(context.get(key)) for key in keys}, json_dumps_params={"ensure_ascii": False})
+    htmx = getattr(request, "htmx", None)
+    if htmx and fragments:
+        target = htmx.target if htmx.target in fragments else fragments[0]
+        return render(request, f"{template}#{target}", context)
+    return render(request, template, context)
+
+
+def is_api(request):
+    return getattr(request, "jobwatch_api", False)
+
+
+def api_view(view):
+    """The same view, answering in JSON (mounted under /api/)."""
+
+    def as_json(request, *args, **kwargs):
+        request.jobwatch_api = True
+        return view(request, *args, **kwargs)
+
+    as_json.__name__ = f"{view.__name__}_api"
+    return as_json
+
+
+def jsonable(value):
+    """Plain JSON types from what views hand to templates: model instances (their fields),
+    dataclasses, dicts, lists, times, decimals. Text stays text: JSON escapes it for scripts."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, (decimal.Decimal, uuid.UUID)):
+        return str(value)
+    if hasattr(value, "as_dict"):
+        return jsonable(value.as_dict())
+    if isinstance(value, models.Model):
+        return {field.attname: jsonable(getattr(value, field.attname)) for field in value._meta.concrete_fields}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: jsonable(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset, models.QuerySet)) or hasattr(value, "__iter__"):
+        return [jsonable(item) for item in value]
+    if hasattr(value, "__dict__"):
+        return {key: jsonable(item) for key, item in vars(value).items() if not key.startswith("_")}
+    return str(value)
