@@ -60,6 +60,9 @@ DEFAULTS = {
     # Rows per upsert statement, and the longest an event waits before it is written.
     "RECORDER_BATCH_SIZE": 500,
     "RECORDER_FLUSH_INTERVAL": 1.0,
+    # A worker's main process writes its recorder row at least this often, busy or idle; the
+    # Workers page calls a worker alive for 3 of these.
+    "WORKER_HEARTBEAT_SECONDS": 15.0,
     # The database alias the recorder writes to.
     "RECORDER_DATABASE": "default",
     # Argument keys whose values are replaced by "[redacted]" (matched without case, "_" or "-",

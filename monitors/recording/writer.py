@@ -29,10 +29,6 @@ logger = logging.getLogger("monitors.recorder")
 
 
 MAX_BACKOFF = 10.0
-# A worker's main process writes its RecorderProcess row at least this often, busy or idle: the
-# dashboard's Workers page calls a worker alive while its row is fresh.
-HEARTBEAT_SECONDS = 15.0
-
 # The Celery worker this process belongs to (set in the worker's main process before its pool
 # forks, so pool processes inherit it); empty in web servers and scripts.
 WORKER = {"node": "", "queues": [], "main_pid": None}
@@ -79,6 +75,7 @@ class EventWriter:
         self._thread = None
         self._counters_dirty = False
         self._last_heartbeat = 0.0
+        self.heartbeat_seconds = 15.0
         self.stopped = False
         self._tracebacks_logged = set()
         self._db = None
@@ -206,13 +203,14 @@ class EventWriter:
             setattr(self, pending, type(data)())
 
     def _heartbeat_due(self):
-        return WORKER["main_pid"] == self.pid and time.monotonic() - self._last_heartbeat >= HEARTBEAT_SECONDS
+        return WORKER["main_pid"] == self.pid and time.monotonic() - self._last_heartbeat >= self.heartbeat_seconds
 
     def start_heartbeat(self):
         """Called in a worker's main process once it consumes: its row is written now and then
-        every HEARTBEAT_SECONDS, even when no job arrives."""
+        every WORKER_HEARTBEAT_SECONDS, even when no job arrives (the Workers page's "alive")."""
         WORKER["main_pid"] = self.pid
-        self.flush_interval = min(self.flush_interval, HEARTBEAT_SECONDS)
+        self.heartbeat_seconds = float(setting("WORKER_HEARTBEAT_SECONDS"))
+        self.flush_interval = min(self.flush_interval, self.heartbeat_seconds)
         self._counters_dirty = True
         self._start_thread()
         self._wake.set()

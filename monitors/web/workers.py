@@ -8,12 +8,12 @@ from datetime import timedelta
 
 from django.utils import timezone
 
+from monitors.conf import setting
 from monitors.models import JobExecution, RecorderProcess
-from monitors.recording.writer import HEARTBEAT_SECONDS
 from monitors.web.access import staff_only
 from monitors.web.respond import respond
 
-ALIVE_WITHIN = timedelta(seconds=3 * HEARTBEAT_SECONDS)
+HEARTBEATS_MISSED = 3  # a worker is alive while its last heartbeat is younger than 3 intervals
 SEEN_WITHIN = timedelta(hours=24)
 RUNNING_SHOWN = 20
 
@@ -21,6 +21,7 @@ RUNNING_SHOWN = 20
 @staff_only
 def worker_list(request):
     now = timezone.now()
+    alive_within = timedelta(seconds=HEARTBEATS_MISSED * float(setting("WORKER_HEARTBEAT_SECONDS")))
     workers = {}
     for process in RecorderProcess.objects.filter(last_flush_at__gte=now - SEEN_WITHIN).exclude(node="").order_by("last_flush_at"):
         worker = workers.setdefault(process.node, new_worker(process.node))
@@ -49,9 +50,9 @@ def worker_list(request):
     for node, worker in workers.items():
         worker["running"] = running.get(node, [])
         worker["running_count"] = counts.get(node, 0)
-        worker["status"] = status_of(worker, now)
+        worker["status"] = status_of(worker, now, alive_within)
     ordered = sorted(workers.values(), key=lambda worker: (STATUS_ORDER[worker["status"]], worker["node"]))
-    context = {"workers": ordered, "alive_within": ALIVE_WITHIN.total_seconds(),
+    context = {"workers": ordered, "alive_within": alive_within.total_seconds(),
                "alive": sum(1 for worker in ordered if worker["status"] == "alive")}
     return respond(request, "jobwatch/workers.html", context, fragments=["worker-table"], api=["workers", "alive"])
 
@@ -64,11 +65,11 @@ def new_worker(node):
             "queues": [], "started_at": None, "stopped_at": None}
 
 
-def status_of(worker, now):
+def status_of(worker, now, alive_within):
     beat = worker["last_heartbeat"]
     if beat is None:
         return "no heartbeat"  # seen only in jobs: a worker without Jobwatch's recorder, or older rows
-    if now - beat <= ALIVE_WITHIN:
+    if now - beat <= alive_within:
         return "alive"
     if worker["stopped_at"] and not worker["running_count"]:
         return "stopped"

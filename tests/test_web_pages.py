@@ -1,0 +1,276 @@
+"""Every dashboard page on real PostgreSQL: who may see it, the whole page, the fragment an htmx
+poll asks for, the same data as JSON under /api/, and what each page computes (filters, keyset
+pages, counts that say what they are, failure groups, fan-out, orphans, circuits, workers)."""
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django.utils import timezone
+
+from monitors.models import (Circuit, CircuitEvent, Finding, JobExecution, JobTally, MonitorHeartbeat, QueueSample,
+                             RecorderProcess)
+
+pytestmark = [pytest.mark.django_db]
+
+PAGES = ["/jobwatch/", "/jobwatch/queues/", "/jobwatch/queues/mail/", "/jobwatch/jobs/", "/jobwatch/jobs/job-1/",
+         "/jobwatch/failures/", "/jobwatch/fanout/", "/jobwatch/orphans/", "/jobwatch/circuits/", "/jobwatch/workers/",
+         "/jobwatch/findings/", "/jobwatch/alerts/", "/jobwatch/archive/", "/jobwatch/actions/"]
+# The fragment each page's htmx poll swaps (the element's id, sent as HX-Target).
+FRAGMENTS = {"/jobwatch/": "overview-health", "/jobwatch/queues/": "queue-table", "/jobwatch/queues/mail/": "queue-facts",
+             "/jobwatch/jobs/": "job-rows", "/jobwatch/jobs/job-1/": "job-state", "/jobwatch/failures/": "failure-groups",
+             "/jobwatch/fanout/": "fanout-tables", "/jobwatch/orphans/": "orphan-list", "/jobwatch/circuits/": "circuit-tiles",
+             "/jobwatch/workers/": "worker-table", "/jobwatch/findings/": "finding-rows", "/jobwatch/alerts/": "alert-list",
+             "/jobwatch/archive/": "archive-rows", "/jobwatch/actions/": "audit-rows"}
+
+
+def now():
+    return timezone.now()
+
+
+def job(task_id, **fields):
+    moment = fields.pop("at", None) or now()
+    values = {"task_name": "shop.send_receipt", "state": "succeeded", "queue": "mail", "enqueued_at": moment,
+              "updated_at": moment, "args": [1], "kwargs": {}}
+    values.update(fields)
+    return JobExecution.objects.create(task_id=task_id, **values)
+
+
+@pytest.fixture
+def staff():
+    client = Client()
+    client.force_login(User.objects.create_user("oncall", is_staff=True))
+    return client
+
+
+@pytest.fixture
+def shop():
+    """A little of everything each page shows."""
+    job("job-1", state="failed", exception_type="ConnectionError", exception_message="gateway down <b>bold</b>",
+        origin_kind="save", origin_model="shop.Order", origin_pk="7", origin_receiver="shop.receivers.order_saved",
+        origin_save="save-1", origin_update_fields=["last_seen_at"])
+    for n in range(2, 5):
+        job(f"job-{n}", origin_kind="save", origin_model="shop.Order", origin_pk="7",
+            origin_receiver="shop.receivers.order_saved", origin_save="save-1", origin_update_fields=["last_seen_at"])
+    job("child-1", parent_id="job-1", task_name="shop.notify")
+    job("replay-1", replay_of="job-1", state="enqueued")
+    moment = now()
+    QueueSample.objects.create(queue="mail", sampled_at=moment - timedelta(seconds=15), depth=3, in_flight=1, consumers=1,
+                               oldest_age=4.0, arrivals_per_minute=10, drains_per_minute=12)
+    QueueSample.objects.create(queue="mail", sampled_at=moment, depth=5, in_flight=2, consumers=0, oldest_age=9.0,
+                               arrivals_per_minute=20, drains_per_minute=0)
+    minute = moment.replace(second=0, microsecond=0)
+    JobTally.objects.create(minute=minute, metric="failed", task_name="shop.send_receipt", exception="ConnectionError", count=4)
+    JobTally.objects.create(minute=minute, metric="succeeded", task_name="shop.send_receipt", queue="mail", count=12, runtime_sum=3)
+    JobTally.objects.create(minute=minute - timedelta(minutes=3), metric="failed", task_name="shop.charge",
+                            exception="CardDeclined", count=1)
+    finding = Finding.objects.create(fingerprint="orphans:shop.send_receipt:rolled_back", detector="orphans",
+                                     kind="orphaned_jobs", subject="shop.send_receipt:rolled_back", severity="critical",
+                                     title="2 orphaned shop.send_receipt jobs: rolled back", explanation="rolled back",
+                                     evidence={"cause": "rolled_back", "jobs": 2, "where": {"queued": 1, "failed": 1},
+                                               "missing_records": {"shop.Order": [7]}, "enqueued_by": {"shop.receivers.order_saved": 2},
+                                               "job_ids": ["job-1", "replay-1"]},
+                                     count=2, first_seen=moment, last_seen=moment)
+    Circuit.objects.create(name="payment-gateway", state="open", changed_at=moment - timedelta(seconds=10),
+                           opened_at=moment - timedelta(seconds=10), consecutive_failures=5, open_count=1,
+                           last_error_type="GatewayError", last_error="503 <i>from</i> gateway",
+                           window=[[moment.timestamp() - 5, 10, 6]], policy={"reset_timeout": 30, "window": 60})
+    CircuitEvent.objects.create(circuit="payment-gateway", at=moment - timedelta(seconds=10), from_state="closed",
+                                to_state="open", cause="5 consecutive failures")
+    job("waiting-1", task_name="shop.charge", state="waiting", circuit="payment-gateway", queue="payments")
+    return finding
+
+
+@pytest.mark.parametrize("url", PAGES)
+def test_anonymous_visitors_are_sent_to_log_in_and_the_api_answers_401(client, shop, url):
+    response = client.get(url)
+    assert response.status_code == 302 and "/login/" in response["Location"]
+    api = client.get(url.replace("/jobwatch/", "/jobwatch/api/", 1))
+    assert api.status_code == 401 and "log in" in api.json()["error"]
+
+
+@pytest.mark.parametrize("url", PAGES)
+def test_non_staff_users_are_refused(shop, url):
+    outsider = Client()
+    outsider.force_login(User.objects.create_user("customer"))
+    assert outsider.get(url).status_code == 403
+    assert outsider.get(url.replace("/jobwatch/", "/jobwatch/api/", 1)).status_code == 403
+
+
+@pytest.mark.parametrize("url", PAGES)
+def test_each_page_whole_as_a_fragment_and_as_json(staff, shop, url):
+    page = staff.get(url)
+    assert page.status_code == 200, page.content[:500]
+    html = page.content.decode()
+    assert html.startswith("<!doctype html>") and 'id="page"' in html
+    assert "Content-Security-Policy" in page.headers and "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert "<script>" not in html  # no inline script: the policy forbids it, and it would be a hole
+    fragment = staff.get(url, HTTP_HX_REQUEST="true", HTTP_HX_TARGET=FRAGMENTS[url])
+    assert fragment.status_code == 200
+    part = fragment.content.decode()
+    assert "<html" not in part and "<header>" not in part
+    assert f'id="{FRAGMENTS[url]}"' in part
+    api = staff.get(url.replace("/jobwatch/", "/jobwatch/api/", 1))
+    assert api.status_code == 200 and api["Content-Type"] == "application/json"
+    assert isinstance(api.json(), dict) and api.json()
+
+
+def test_text_from_jobs_is_escaped_on_every_page(staff, shop):
+    for url in ("/jobwatch/jobs/job-1/", "/jobwatch/failures/", "/jobwatch/circuits/", "/jobwatch/jobs/?state=failed"):
+        html = staff.get(url).content.decode()
+        assert "<b>bold</b>" not in html and "<i>from</i>" not in html
+    assert "&lt;b&gt;bold&lt;/b&gt;" in staff.get("/jobwatch/jobs/job-1/").content.decode()
+
+
+def test_jobs_filters_keyset_pages_and_counts(staff):
+    base = now() - timedelta(hours=1)
+    for n in range(120):
+        job(f"bulk-{n:03}", task_name="shop.sync" if n % 2 else "shop.other", state="failed" if n % 3 == 0 else "succeeded",
+            at=base + timedelta(seconds=n), args=[f"customer-{n}"], worker="celery@a" if n < 60 else "celery@b")
+    first = staff.get("/jobwatch/api/jobs/?task=shop.sync").json()
+    ids = [row["task_id"] for row in first["jobs"]]
+    assert len(ids) == 50 and all(row["task_name"] == "shop.sync" for row in first["jobs"])
+    assert ids == sorted(ids, reverse=True)  # newest first
+    assert first["count"] == {"value": 60, "kind": "exact", "label": "60"}
+    second = staff.get(f"/jobwatch/api/jobs/?task=shop.sync&before={first['next_before']}").json()
+    third = staff.get(f"/jobwatch/api/jobs/?task=shop.sync&before={second['next_before']}").json() if second["next_before"] else None
+    assert third is None
+    seen = ids + [row["task_id"] for row in second["jobs"]]
+    assert len(seen) == len(set(seen)) == 60
+    failed_sync = staff.get("/jobwatch/api/jobs/?task=shop.sync&state=failed").json()
+    assert {row["task_id"] for row in failed_sync["jobs"]} == {f"bulk-{n:03}" for n in range(120) if n % 2 and n % 3 == 0}
+    worker_b = staff.get("/jobwatch/api/jobs/?worker=celery@b&text=customer-11").json()
+    assert [row["task_id"] for row in worker_b["jobs"]] == ["bulk-119", "bulk-118", "bulk-117", "bulk-116", "bulk-115",
+                                                           "bulk-114", "bulk-113", "bulk-112", "bulk-111", "bulk-110"]
+    window = staff.get("/jobwatch/api/jobs/", {"since": (base + timedelta(seconds=100)).isoformat()}).json()
+    assert len(window["jobs"]) == 20
+    bad = staff.get("/jobwatch/api/jobs/?state=exploded").json()
+    assert bad["jobs"] == [] and "exploded" in bad["error"]
+    html = staff.get("/jobwatch/jobs/?since=yesterday-ish").content.decode()
+    assert "neither an ISO time" in html  # a bad filter is an error that says why, not an empty page
+    # The page itself shows the count in its own fragment (the list never waits for it).
+    count = staff.get("/jobwatch/jobs/?task=shop.sync", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="job-count").content.decode()
+    assert 'id="job-count"' in count and "60 matches" in count
+
+
+def test_counts_beyond_the_cap_and_the_unfiltered_total_say_so(staff, monkeypatch):
+    from django.db import connection
+
+    from monitors.web import counting
+
+    base = now()
+    JobExecution.objects.bulk_create([JobExecution(task_id=f"many-{n}", task_name="shop.sync", state="succeeded",
+                                                   enqueued_at=base, updated_at=base) for n in range(30)])
+    monkeypatch.setattr(counting, "CAP", 25)
+    capped = counting.bounded_count(JobExecution.objects.filter(task_name="shop.sync"), cap=25)
+    assert (capped.value, capped.kind, capped.label) == (25, "at least", "25+")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE monitors_jobexecution")
+    total = counting.bounded_count(JobExecution.objects.all(), filtered=False)
+    assert total.kind == "estimated" and total.label.startswith("≈")
+    # An exact count that would take too long gives way to the planner's estimate.
+    slow = counting.bounded_count(JobExecution.objects.extra(where=["pg_sleep(0.01) IS NOT NULL"]), timeout_ms=20)
+    assert slow.kind == "estimated"
+
+
+def test_failures_are_grouped_by_task_and_exception_with_replay_and_discard(staff, shop):
+    data = staff.get("/jobwatch/api/failures/").json()
+    groups = {(group["task_name"], group["exception"]): group for group in data["groups"]}
+    assert groups[("shop.send_receipt", "ConnectionError")]["failures"] == 4
+    assert groups[("shop.send_receipt", "ConnectionError")]["example"]["task_id"] == "job-1"
+    assert groups[("shop.charge", "CardDeclined")]["failures"] == 1
+    assert data["total"] == 5
+    html = staff.get("/jobwatch/failures/").content.decode()
+    assert 'action="/jobwatch/jobs/replay/"' in html and 'action="/jobwatch/jobs/discard/"' in html
+    only = staff.get("/jobwatch/api/failures/?task=shop.charge").json()
+    assert [group["task_name"] for group in only["groups"]] == ["shop.charge"]
+
+
+def test_fanout_ranks_origins_and_saves_with_the_fields_they_touched(staff, shop):
+    data = staff.get("/jobwatch/api/fanout/").json()
+    origin = data["origins"][0]
+    assert (origin["origin_model"], origin["origin_receiver"], origin["jobs"], origin["saves"], origin["per_save"]) == (
+        "shop.Order", "shop.receivers.order_saved", 4, 1, 4.0)
+    save = data["saves"][0]
+    assert save["origin_save"] == "save-1" and save["jobs"] == 4 and save["origin_update_fields"] == ["last_seen_at"]
+    assert "last_seen_at" in staff.get("/jobwatch/fanout/").content.decode()
+
+
+def test_orphans_offer_forced_replay_and_purge_of_the_queued_ones(staff, shop):
+    data = staff.get("/jobwatch/api/orphans/").json()
+    assert [finding["subject"] for finding in data["orphans"]] == ["shop.send_receipt:rolled_back"]
+    html = staff.get("/jobwatch/orphans/").content.decode()
+    assert f'name="finding" value="{shop.pk}"' in html and 'name="force" value="1"' in html
+    assert 'action="/jobwatch/queues/mail/purge/"' in html and 'value="id:replay-1"' in html  # the queued one only
+    assert 'value="id:job-1"' not in html
+
+
+def test_circuit_tiles_show_state_error_rate_cool_down_and_waiting_jobs(staff, shop):
+    tile = staff.get("/jobwatch/api/circuits/").json()["tiles"][0]
+    assert tile["name"] == "payment-gateway" and tile["state"] == "open"
+    assert (tile["calls"], tile["failures"], tile["error_rate"]) == (10, 6, 60.0)
+    assert 15 < tile["cool_down_left"] <= 20
+    assert tile["waiting"]["count"] == 1 and tile["waiting"]["queues"] == {"payments": 1}
+    html = staff.get("/jobwatch/circuits/").content.decode()
+    assert 'action="/jobwatch/circuits/payment-gateway/force/"' in html and "Force closed" in html
+
+
+def test_workers_alive_stopped_and_vanished_with_jobs_in_flight(staff):
+    moment = now()
+
+    def process(node, pid, last, stopped=None):
+        RecorderProcess.objects.create(hostname="host", pid=pid, process_started_at=moment - timedelta(hours=1), node=node,
+                                       queues=["celery", "mail"], last_flush_at=last, stopped_at=stopped)
+
+    process("celery@alive", 1, moment)
+    process("celery@gone", 2, moment - timedelta(minutes=10))
+    process("celery@done", 3, moment - timedelta(minutes=10), stopped=moment - timedelta(minutes=10))
+    job("stuck-1", state="started", worker="celery@gone", started_at=moment - timedelta(minutes=12))
+    job("busy-1", state="started", worker="celery@alive", started_at=moment)
+    workers = {worker["node"]: worker for worker in staff.get("/jobwatch/api/workers/").json()["workers"]}
+    assert workers["celery@alive"]["status"] == "alive" and workers["celery@alive"]["queues"] == ["celery", "mail"]
+    assert [job["task_id"] for job in workers["celery@alive"]["running"]] == ["busy-1"]
+    assert workers["celery@gone"]["status"] == "vanished" and workers["celery@gone"]["running_count"] == 1
+    assert workers["celery@done"]["status"] == "stopped"
+    assert "vanished with 1 job in flight" in staff.get("/jobwatch/workers/").content.decode()
+
+
+def test_overview_shows_trouble_and_a_stale_monitor_is_a_banner_on_every_page(staff, shop):
+    data = staff.get("/jobwatch/api/").json()
+    assert dict(data["findings_by_severity"])["critical"] == 1
+    assert [row["name"] for row in data["queues_in_trouble"]] == ["mail"]  # 5 waiting, no consumer
+    assert data["open_circuits"][0]["name"] == "payment-gateway"
+    assert sum(data["series"]["failed"]) == 5 and sum(data["series"]["succeeded"]) == 12
+    assert data["failure_rate_now"] == round(100 * 5 / 17, 1)
+    # Nothing ever ran: the banner says beat is not running, on any page.
+    assert "The periodic monitor is not running" in staff.get("/jobwatch/jobs/").content.decode()
+    for task in ("jobwatch.sample_queues", "jobwatch.run_detectors", "jobwatch.send_alerts"):
+        MonitorHeartbeat.objects.create(task=task, last_run_at=now(), first_run_at=now())
+    assert "The periodic monitor is not running" not in staff.get("/jobwatch/jobs/").content.decode()
+
+
+def test_charts_are_embedded_as_data_not_script(staff, shop):
+    html = staff.get("/jobwatch/").content.decode()
+    start = html.index('<script id="throughput-chart" type="application/json">') + len('<script id="throughput-chart" type="application/json">')
+    figure = json.loads(html[start: html.index("</script>", start)])
+    names = [trace["name"] for trace in figure["data"]]
+    assert names == ["succeeded", "failed"] and max(figure["data"][0]["y"]) == 12.0
+    assert 'src="/static/jobwatch/vendor/htmx-2.0.11.min.js"' in html and "plotly-basic-3.7.0.min.js" in html
+
+
+def test_job_page_shows_the_chain_and_the_same_save(staff, shop):
+    data = staff.get("/jobwatch/api/jobs/job-1/").json()
+    assert [child["task_id"] for child in data["children"]] == ["child-1"]
+    assert [replay["task_id"] for replay in data["replays"]] == ["replay-1"]
+    assert sorted(other["task_id"] for other in data["same_save"]) == ["job-2", "job-3", "job-4"]
+    assert [event["what"] for event in data["timeline"]][0].startswith("enqueued")
+    assert staff.get("/jobwatch/jobs/no-such-job/").status_code == 404
+
+
+def test_findings_list_filters_and_detail(staff, shop):
+    assert [f["pk"] if "pk" in f else f["id"] for f in staff.get("/jobwatch/api/findings/").json()["findings"]] == [shop.pk]
+    assert staff.get("/jobwatch/api/findings/?status=resolved").json()["findings"] == []
+    detail = staff.get(f"/jobwatch/api/findings/{shop.pk}/").json()
+    assert detail["job_ids_total"] == 2 and {job["task_id"] for job in detail["jobs"]} == {"job-1", "replay-1"}
