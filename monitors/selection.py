@@ -29,6 +29,7 @@ FILTER_KEYS = {
     "receiver": "the receiver or function that enqueued it",
     "worker": "worker hostname",
     "save": "the save that enqueued it (the origin's save id)",
+    "circuit": "the service circuit it calls through or waits on",
     "text": "text in the arguments or the error message",
 }
 AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
@@ -131,6 +132,8 @@ def apply_filter(jobs, key, value):
         return jobs.filter(worker=value)
     if key == "save":
         return jobs.filter(origin_save=value)
+    if key == "circuit":
+        return jobs.filter(circuit=value)
     if key == "text":
         return jobs.filter(exception_message__icontains=value) | jobs.filter(args__icontains=value)
     raise BadSelection(f"unknown filter {key!r}")

@@ -1,8 +1,11 @@
 """Failures grouped by task and exception over a window, with how they went over time, the
 latest example of each, and replay or discard of a whole group (both previewed first).
 
-Counts come from the per-minute tallies (JobTally), so a day of failures costs the same to show
-at any history size; the example of each group is found through the failed-jobs index."""
+Counts come from the per-minute tallies (JobTally) in one grouped query, so a day of failures
+costs the same to show at any history size; each group's example is found through the
+failed-jobs index."""
+
+from collections import defaultdict
 
 from django.db.models import Sum
 
@@ -10,7 +13,7 @@ from monitors.models import JobExecution, JobTally
 from monitors.web import charts
 from monitors.web.access import staff_only
 from monitors.web.respond import respond
-from monitors.web.windows import WINDOWS, tally_series, window_from
+from monitors.web.windows import WINDOWS, bucket_times, floor_to, window_from
 
 GROUPS_SHOWN = 50
 CHART_TASKS = 6
@@ -21,23 +24,23 @@ EXAMPLE_COLUMNS = ["task_id", "task_name", "exception_type", "exception_message"
 def failure_list(request):
     window = window_from(request, default="24h")
     task = request.GET.get("task", "").strip()
-    tallies = JobTally.objects.filter(metric="failed", minute__gte=window.since)
-    if task:
-        tallies = tallies.filter(task_name=task)
-    groups = list(tallies.values("task_name", "exception").annotate(failures=Sum("count")).order_by("-failures")[:GROUPS_SHOWN])
-    filters = {"task_name": task} if task else {}
-    times, by_group = tally_series(window, ["failed"], by="task_name", **filters)
-    _, by_exception = failures_by_group(window, filters)
-    for group in groups:
-        group["trend"] = by_exception.get((group["task_name"], group["exception"]), [])
-        group["example"] = latest_failure(group["task_name"], group["exception"])
-        group["filter"] = {"task": group["task_name"], "state": "failed", "since": window.key,
-                           **({"exception": group["exception"]} if group["exception"] else {})}
-    top_tasks = sorted(by_group.items(), key=lambda item: -sum(item[1]))[:CHART_TASKS]
+    times, by_group = failures_by_group(window, {"task_name": task} if task else {})
+    ranked = sorted(by_group.items(), key=lambda item: -sum(item[1]))
+    groups = []
+    for (task_name, exception), trend in ranked[:GROUPS_SHOWN]:
+        groups.append({
+            "task_name": task_name, "exception": exception, "failures": sum(trend), "trend": trend,
+            "example": latest_failure(task_name, exception),
+            "filter": {"task": task_name, "state": "failed", "since": window.key, **({"exception": exception} if exception else {})},
+        })
+    by_task = defaultdict(lambda: [0] * len(times))
+    for (task_name, _), trend in by_group.items():
+        by_task[task_name] = [a + b for a, b in zip(by_task[task_name], trend, strict=True)]
+    top_tasks = sorted(by_task.items(), key=lambda item: -sum(item[1]))[:CHART_TASKS]
     context = {
         "window": window, "windows": WINDOWS, "task": task, "groups": groups,
-        "total": sum(group["failures"] for group in groups),
-        "chart": charts.line_chart([(key[1], times, counts) for key, counts in top_tasks],
+        "total": sum(sum(trend) for trend in by_group.values()),
+        "chart": charts.line_chart([(name, times, counts) for name, counts in top_tasks],
                                    title=f"Failures per {window.bucket // 60} min, by task", stacked=True),
     }
     return respond(request, "jobwatch/failures.html", context, fragments=["failure-groups"],
@@ -45,9 +48,7 @@ def failure_list(request):
 
 
 def failures_by_group(window, filters):
-    """{(task, exception): [failures per bucket]} for the groups' sparklines."""
-    from monitors.web.windows import bucket_times, floor_to
-
+    """The bucket times, and {(task, exception): [failures per bucket]}."""
     times = bucket_times(window)
     index = {moment: position for position, moment in enumerate(times)}
     series = {}
