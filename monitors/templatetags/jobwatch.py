@@ -77,6 +77,16 @@ def duration(seconds):
 
 
 @register.filter
+def ago(moment):
+    """How long ago, to the second when it matters ("4s ago", "3m ago", "2.5h ago")."""
+    from django.utils import timezone
+
+    if not moment:
+        return "–"
+    return f"{duration(max((timezone.now() - moment).total_seconds(), 0))} ago"
+
+
+@register.filter
 def message_key(raw):
     """The key the purge form picks an undecodable message by (monitors.purge.message_key)."""
     from monitors.purge import message_key as key

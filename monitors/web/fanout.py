@@ -26,6 +26,12 @@ def fanout(request):
                    .values("origin_model", "origin_receiver")
                    .annotate(jobs=Count("id"), saves=Count("origin_save", distinct=True), tasks=Count("task_name", distinct=True))
                    .order_by("-jobs")[:TOP])
+    models = list(recent.filter(origin_kind__in=("save", "delete")).exclude(origin_save="")
+                  .values("origin_model")
+                  .annotate(jobs=Count("id"), saves=Count("origin_save", distinct=True), receivers=Count("origin_receiver", distinct=True))
+                  .order_by("-jobs")[:TOP])
+    for model in models:
+        model["per_save"] = round(model["jobs"] / model["saves"], 1) if model["saves"] else None
     for origin in origins:
         origin["per_save"] = round(origin["jobs"] / origin["saves"], 1) if origin["saves"] else None
         origin["per_minute"] = round(origin["jobs"] * 60 / window.span.total_seconds(), 1)
@@ -34,12 +40,12 @@ def fanout(request):
                  .annotate(jobs=Count("id"), receivers=Count("origin_receiver", distinct=True))
                  .filter(jobs__gt=1).order_by("-jobs")[:TOP])
     context = {
-        "window": window, "windows": WINDOWS, "origins": origins, "saves": saves,
+        "window": window, "windows": WINDOWS, "models": models, "origins": origins, "saves": saves,
         "findings": list(Finding.objects.filter(status=Finding.Status.OPEN, kind__in=FANOUT_KINDS).order_by("-last_seen")[:20]),
         "chart": timeline(recent, window, origins[:TIMELINE_ORIGINS]),
     }
     return respond(request, "jobwatch/fanout.html", context, fragments=["fanout-tables"],
-                   api=["window", "origins", "saves", "findings"])
+                   api=["window", "models", "origins", "saves", "findings"])
 
 
 def timeline(recent, window, origins):

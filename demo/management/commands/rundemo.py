@@ -47,6 +47,8 @@ class Command(BaseCommand):
         if rate <= 0:
             raise CommandError("--rate must be above 0.")
         gateway_port = configured_port()
+        if port == gateway_port:
+            raise CommandError(f"Port {port} is the demo gateway's (DEMO_GATEWAY_URL): choose another --port.")
         refuse_busy_port(port, "the web server", "--port")
         refuse_busy_port(gateway_port, "the demo gateway", "DEMO_GATEWAY_URL")
         url = f"http://127.0.0.1:{port}/"
