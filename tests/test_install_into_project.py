@@ -108,4 +108,23 @@ def test_the_readme_lines_record_jobs_in_another_project(tmp_path):
         assert wait_for(lambda: "('42', 'other', [42])" in manage("shell", "-c", check), timeout=60, what="the job recorded")
     finally:
         worker.stop()
+    # The dashboard in that project: whole pages, an htmx poll's fragment (without django-htmx's
+    # middleware, which the three lines do not add), and htmx / plotly.js among its static files.
+    pages = manage("shell", "-v", "0", "-c", PAGES_CHECK.format(task_id=task_id))
+    assert pages.split() == ["200", "200", "200", "fragment", "found", "found"], pages
+
+
+PAGES_CHECK = """
+from django.contrib.auth.models import User
+from django.contrib.staticfiles import finders
+from django.test import Client
+client = Client()
+client.force_login(User.objects.create_user("oncall", is_staff=True))
+for url in ("/jobwatch/", "/jobwatch/jobs/", "/jobwatch/jobs/{task_id}/"):
+    print(client.get(url, HTTP_HOST="localhost").status_code)
+part = client.get("/jobwatch/queues/", HTTP_HOST="localhost", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="queue-table").content.decode()
+print("fragment" if part.lstrip().startswith('<div id="queue-table"') else part[:300])
+for name in ("jobwatch/vendor/htmx-2.0.11.min.js", "jobwatch/vendor/plotly-basic-3.7.0.min.js"):
+    print("found" if finders.find(name) else "missing " + name)
+"""
 

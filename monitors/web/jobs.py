@@ -12,7 +12,7 @@ from monitors.models import JobExecution, JobState, OriginKind
 from monitors.selection import FILTER_KEYS, BadSelection, apply_filter
 from monitors.web.access import staff_only
 from monitors.web.counting import bounded_count, with_timeout
-from monitors.web.respond import is_api, respond
+from monitors.web.respond import htmx_target, is_api, respond
 
 PAGE_SIZE = 50
 # Text in arguments or errors has no index: without a time range, search the newest jobs only.
@@ -65,7 +65,7 @@ def job_list(request):
         "before": before if before.isdigit() else "", "filter_help": FILTER_KEYS,
         "states": JobState.choices, "origin_kinds": OriginKind.choices,
     }
-    if (request.htmx and request.htmx.target == "job-count") or is_api(request) or request.GET.get("count"):
+    if htmx_target(request) == "job-count" or is_api(request) or request.GET.get("count"):
         context["count"] = None if error else bounded_count(jobs, filtered=bool(applied))
     return respond(request, "jobwatch/jobs.html", context, fragments=["job-rows", "job-count"],
                    api=["jobs", "count", "applied", "notes", "error", "next_before"])

@@ -12,7 +12,7 @@ from monitors.models import Circuit, CircuitState, Finding, MonitorHeartbeat, Re
 from monitors.sampling import latest_queue_rows
 from monitors.web import charts
 from monitors.web.access import staff_only
-from monitors.web.respond import respond
+from monitors.web.respond import htmx_target, respond
 from monitors.web.windows import WINDOWS, failure_rates, per_minute, queue_series, tally_series, window_from
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
@@ -22,7 +22,7 @@ RECORDER_WINDOW = timedelta(hours=24)
 @staff_only
 def overview(request):
     window = window_from(request)
-    target = request.htmx.target if request.htmx else None
+    target = htmx_target(request)
     # A poll of one fragment computes that fragment only.
     context = {"window": window, "windows": WINDOWS,
                **(health() if target != "overview-charts" else {}),

@@ -10,7 +10,7 @@ from monitors.queues import snapshot
 from monitors.sampling import latest_queue_rows, queue_history
 from monitors.web import charts
 from monitors.web.access import staff_only
-from monitors.web.respond import is_api, respond
+from monitors.web.respond import is_api, is_htmx, respond
 from monitors.web.windows import WINDOWS, queue_series, window_from
 
 PAGE_SIZE = 50
@@ -37,7 +37,7 @@ def queue_detail(request, name):
     window = window_from(request)
     history = queue_history(name, window.since)
     latest = history[-1] if history else None
-    if request.htmx or is_api(request):
+    if is_htmx(request) or is_api(request):
         # The live parts (facts and charts) come from samples alone: no broker call per poll.
         if latest is None:
             raise Http404("No such queue")

@@ -10,6 +10,7 @@ import uuid
 from django.db import models
 from django.http import JsonResponse
 from django.shortcuts import render
+from django_htmx.middleware import HtmxDetails
 
 
 def respond(request, template, context, fragments=(), api=None):
@@ -18,11 +19,26 @@ def respond(request, template, context, fragments=(), api=None):
     if is_api(request):
         keys = api if api is not None else [key for key in context if not key.startswith("_")]
         return JsonResponse({key: jsonable(context.get(key)) for key in keys}, json_dumps_params={"ensure_ascii": False})
-    htmx = getattr(request, "htmx", None)
-    if htmx and fragments:
-        target = htmx.target if htmx.target in fragments else fragments[0]
+    if is_htmx(request) and fragments:
+        target = htmx_target(request) if htmx_target(request) in fragments else fragments[0]
         return render(request, f"{template}#{target}", context)
     return render(request, template, context)
+
+
+def is_htmx(request):
+    """An htmx request (django-htmx's reading of the HX-* headers; without its middleware too, as
+    in a project that only added the app)."""
+    return bool(details(request))
+
+
+def htmx_target(request):
+    """The id of the element an htmx request will swap (None for a plain request)."""
+    return details(request).target if is_htmx(request) else None
+
+
+def details(request):
+    found = getattr(request, "htmx", None)
+    return found if found is not None else HtmxDetails(request)
 
 
 def is_api(request):
