@@ -87,7 +87,7 @@ def test_staff_without_the_permission_and_the_read_only_role_are_refused_and_aud
 def test_replay_from_the_dashboard_previews_then_sends_once(failed_job, broker):
     operator = logged_in(user("oncall", "replay_jobs"))
     page = operator.post("/jobwatch/jobs/replay/", {"id": "orig-1"})
-    assert page.status_code == 200 and b"Replay 1 jobs?" in page.content and b"will be replayed" in page.content
+    assert page.status_code == 200 and b"Replay 1 job?" in page.content and b"will be replayed" in page.content
     assert broker.llen(QUEUE) == 0  # the preview sent nothing
     key = page.context["request_key"]
 

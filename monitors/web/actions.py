@@ -9,6 +9,8 @@ a refusal with 403 and writes it to the audit log. GET never changes anything.
 
 import uuid
 
+from django.utils.translation import ngettext
+
 from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -39,6 +41,10 @@ def confirmation(request, action, title, preview, extra=None, error=""):
     return render(request, "jobwatch/confirm.html", context, status=400 if error else 200)
 
 
+def replay_title(count):
+    return f"Replay {count} {ngettext('job', 'jobs', count)}?"
+
+
 def job_selection(post):
     if post.getlist("id"):
         return JobSelection.from_ids(post.getlist("id"))
@@ -57,13 +63,13 @@ def replay(request):
     force = request.POST.get("force") == "1"
     if request.POST.get("confirmed") != "yes":
         preview = replay_jobs(request.user, selection, force=force, dry_run=True, surface="dashboard")
-        return confirmation(request, "replay", f"Replay {preview.matched} jobs?", preview)
+        return confirmation(request, "replay", replay_title(preview.matched), preview)
     try:
         result = replay_jobs(request.user, selection, force=force, surface="dashboard", request_key=request.POST.get("request_key"),
                              allow_large=request.POST.get("allow_large") == "1")
     except TooLarge as error:
         preview = replay_jobs(request.user, selection, force=force, dry_run=True, surface="dashboard")
-        return confirmation(request, "replay", f"Replay {preview.matched} jobs?", preview, {"too_large": True}, str(error))
+        return confirmation(request, "replay", replay_title(preview.matched), preview, {"too_large": True}, str(error))
     return redirect("monitors:action", result.log.pk)
 
 
@@ -81,12 +87,12 @@ def discard(request):
     try:
         if request.POST.get("confirmed") != "yes":
             preview = discard_jobs(request.user, selection, undo=undo, dry_run=True, surface="dashboard")
-            return confirmation(request, "discard", f"{verb} {preview.matched} failed jobs?", preview, {"undo": undo})
+            return confirmation(request, "discard", f"{verb} {preview.matched} failed {ngettext('job', 'jobs', preview.matched)}?", preview, {"undo": undo})
         result = discard_jobs(request.user, selection, undo=undo, surface="dashboard",
                               allow_large=request.POST.get("allow_large") == "1")
     except TooLarge as error:
         preview = discard_jobs(request.user, selection, undo=undo, dry_run=True, surface="dashboard")
-        return confirmation(request, "discard", f"{verb} {preview.matched} failed jobs?", preview,
+        return confirmation(request, "discard", f"{verb} {preview.matched} failed {ngettext('job', 'jobs', preview.matched)}?", preview,
                             {"too_large": True, "undo": undo}, str(error))
     return redirect("monitors:action", result.log.pk)
 
@@ -129,7 +135,7 @@ def purge(request, name):
     try:
         if request.POST.get("confirmed") != "yes":
             preview = purge_messages(request.user, name, selection, dry_run=True, surface="dashboard")
-            return confirmation(request, "purge", f"Archive and remove {preview.matched} messages from {name}?", preview,
+            return confirmation(request, "purge", f"Archive and remove {preview.matched} {ngettext('message', 'messages', preview.matched)} from {name}?", preview,
                                 {"queue": name})
         result = purge_messages(request.user, name, selection, surface="dashboard",
                                 allow_large=request.POST.get("allow_large") == "1")
@@ -148,7 +154,7 @@ def restore(request):
     try:
         if request.POST.get("confirmed") != "yes":
             preview = restore_messages(request.user, ids, dry_run=True, surface="dashboard")
-            return confirmation(request, "restore", f"Restore {preview.matched} messages to their queues?", preview)
+            return confirmation(request, "restore", f"Restore {preview.matched} {ngettext('message', 'messages', preview.matched)} to their queues?", preview)
         result = restore_messages(request.user, ids, surface="dashboard")
     except BrokerUnavailable as error:
         return render(request, "jobwatch/confirm.html", {"action": "restore", "title": "Cannot restore", "error": str(error)},

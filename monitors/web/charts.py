@@ -16,7 +16,9 @@ def line_chart(series, title="", y_title="", stacked=False, height=HEIGHT):
     figure = go.Figure()
     for index, (name, xs, ys) in enumerate(series):
         figure.add_trace(go.Scatter(
-            x=[wall_time(x) for x in xs], y=list(ys), name=name, mode="lines",
+            x=[wall_time(x) for x in xs], y=list(ys), name=name,
+            # A line needs two points: a series that has one so far shows it as a dot.
+            mode="lines" if sum(y is not None for y in ys) > 2 else "lines+markers",
             line={"width": 1.6, "color": COLOURS[index % len(COLOURS)]},
             stackgroup="one" if stacked else None,
         ))

@@ -33,7 +33,10 @@ def bounded_count(queryset, filtered=True, cap=CAP, timeout_ms=TIMEOUT_MS):
         counted = queryset[: cap + 1].count()
         return Count(min(counted, cap), "at least" if counted > cap else "exact")
     if not filtered:
-        return Count(table_estimate(queryset.model, connection), "estimated")
+        estimate = table_estimate(queryset.model, connection)
+        # A small (or never analysed) table counts exactly, and cheaply.
+        if estimate >= cap:
+            return Count(estimate, "estimated")
     try:
         with transaction.atomic(using=queryset.db):
             with connection.cursor() as cursor:
