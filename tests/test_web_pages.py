@@ -118,6 +118,10 @@ def test_each_page_whole_as_a_fragment_and_as_json(staff, shop, url):
 
 
 def test_text_from_jobs_is_escaped_on_every_page(staff, shop):
+    job("odd-1", task_name="<i>evil</i>.task_name", exception_type="x.<u>Error</u>", origin_receiver="<s>r</s>")
+    listed = staff.get("/jobwatch/jobs/").content.decode()
+    assert "<i>evil</i>" not in listed and "<u>" not in listed and "<s>r</s>" not in listed
+    assert "&lt;i&gt;evil&lt;/i&gt;.<wbr>task_<wbr>name" in listed  # breakable at its dots, still escaped
     for url in ("/jobwatch/jobs/job-1/", "/jobwatch/failures/", "/jobwatch/circuits/", "/jobwatch/jobs/?state=failed"):
         html = staff.get(url).content.decode()
         assert "<b>bold</b>" not in html and "<i>from</i>" not in html

@@ -46,6 +46,17 @@ def sparkline(values, size="120x24"):
 
 
 @register.filter
+def wbr(text):
+    """Escaped text that may break after a dot or an underscore (dotted task and receiver names
+    wrap at their parts, not mid-word, and not at all where there is room)."""
+    from django.utils.html import conditional_escape
+    from django.utils.safestring import mark_safe
+
+    escaped = str(conditional_escape(text if text is not None else ""))
+    return mark_safe(escaped.replace(".", ".<wbr>").replace("_", "_<wbr>").replace("@", "@<wbr>"))
+
+
+@register.filter
 def get(mapping, key):
     return (mapping or {}).get(key)
 
