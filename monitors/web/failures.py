@@ -17,6 +17,7 @@ from monitors.web.windows import WINDOWS, bucket_times, floor_to, window_from
 
 GROUPS_SHOWN = 50
 CHART_TASKS = 6
+EXAMPLES_READ = 100  # newest failures read per task to find each group's latest example
 EXAMPLE_COLUMNS = ["task_id", "task_name", "exception_type", "exception_message", "finished_at", "queue", "args"]
 
 
@@ -26,11 +27,13 @@ def failure_list(request):
     task = request.GET.get("task", "").strip()
     times, by_group = failures_by_group(window, {"task_name": task} if task else {})
     ranked = sorted(by_group.items(), key=lambda item: -sum(item[1]))
+    shown = ranked[:GROUPS_SHOWN]
+    examples = latest_failures([key for key, _ in shown])
     groups = []
-    for (task_name, exception), trend in ranked[:GROUPS_SHOWN]:
+    for (task_name, exception), trend in shown:
         groups.append({
             "task_name": task_name, "exception": exception, "failures": sum(trend), "trend": trend,
-            "example": latest_failure(task_name, exception),
+            "example": examples.get((task_name, exception)),
             "filter": {"task": task_name, "state": "failed", "since": window.key, **({"exception": exception} if exception else {})},
         })
     by_task = defaultdict(lambda: [0] * len(times))
@@ -61,9 +64,27 @@ def failures_by_group(window, filters):
     return times, series
 
 
+def latest_failures(groups, per_task=EXAMPLES_READ):
+    """{(task, exception): the newest failed job of that group}. One short read of each task's
+    newest failures through the failed-jobs index, matched to the groups here (the tallies name
+    an exception by its class, the execution table may hold the dotted path); a group none of them
+    belongs to gets one query of its own."""
+    found = {}
+    for task in dict.fromkeys(task for task, _ in groups):
+        wanted = {exception for name, exception in groups if name == task}
+        recent = JobExecution.objects.filter(state="failed", task_name=task, discarded_at__isnull=True)
+        for job in recent.only(*EXAMPLE_COLUMNS).order_by("-id")[:per_task]:
+            short = job.exception_type.rsplit(".", 1)[-1]
+            for exception in (job.exception_type, short):
+                if exception in wanted and (task, exception) not in found:
+                    found[(task, exception)] = job
+        for exception in wanted:
+            if (task, exception) not in found:
+                found[(task, exception)] = latest_failure(task, exception)
+    return found
+
+
 def latest_failure(task, exception):
-    """The newest failed job of a group (the tallies name exceptions by class name; the execution
-    table may hold the dotted path)."""
     failed = JobExecution.objects.filter(state="failed", task_name=task, discarded_at__isnull=True)
     if exception:
         failed = failed.filter(exception_type__in=[exception]) | failed.filter(exception_type__endswith=f".{exception}")

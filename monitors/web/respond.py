@@ -72,7 +72,10 @@ def jsonable(value):
     if hasattr(value, "as_dict"):
         return jsonable(value.as_dict())
     if isinstance(value, models.Model):
-        return {field.attname: jsonable(getattr(value, field.attname)) for field in value._meta.concrete_fields}
+        # The fields the view loaded: a deferred one would cost a query per row and field.
+        deferred = value.get_deferred_fields()
+        return {field.attname: jsonable(getattr(value, field.attname))
+                for field in value._meta.concrete_fields if field.attname not in deferred}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {field.name: jsonable(getattr(value, field.name)) for field in dataclasses.fields(value)}
     if isinstance(value, dict):
