@@ -280,3 +280,25 @@ def test_findings_list_filters_and_detail(staff, shop):
     assert staff.get("/jobwatch/api/findings/?status=resolved").json()["findings"] == []
     detail = staff.get(f"/jobwatch/api/findings/{shop.pk}/").json()
     assert detail["job_ids_total"] == 2 and {job["task_id"] for job in detail["jobs"]} == {"job-1", "replay-1"}
+
+
+@pytest.mark.django_db(databases=["default", "embedded"])
+@pytest.mark.parametrize("key", ["15m", "1h", "6h", "24h", "7d"])
+def test_chart_buckets_add_up_to_the_tallies_on_postgresql_and_sqlite(key):
+    """The database puts each minute in its bucket (windows.Bucket, SQL per vendor): every
+    minute's count lands in exactly one point, on both databases the dashboard runs on."""
+    from django.db.models import Sum
+
+    from monitors.web.windows import WINDOWS, bucket_times, tally_series
+
+    window = WINDOWS[key]
+    start = bucket_times(window)[0]
+    moments = [start + timedelta(minutes=n) for n in range(0, int(window.span.total_seconds() // 60), 7)]
+    for database in ("default", "embedded"):
+        JobTally.objects.using(database).bulk_create(
+            [JobTally(minute=moment, metric="failed", task_name="t", count=n + 1) for n, moment in enumerate(moments)])
+        times, series = tally_series(window, ["failed"], using=database)
+        expected = JobTally.objects.using(database).filter(minute__gte=times[0]).aggregate(n=Sum("count"))["n"]
+        assert sum(series[("failed", "")]) == expected == sum(range(1, len(moments) + 1)), database
+        first = sum(n + 1 for n, moment in enumerate(moments) if moment < start + timedelta(seconds=window.bucket))
+        assert series[("failed", "")][0] == first  # the window's first minutes, in the first point

@@ -13,9 +13,9 @@ from monitors.models import JobExecution, JobTally
 from monitors.web import charts
 from monitors.web.access import staff_only
 from monitors.web.respond import respond
-from monitors.web.windows import WINDOWS, bucket_times, floor_to, window_from
+from monitors.web.windows import WINDOWS, Bucket, bucket_of, bucket_times, window_from
 
-GROUPS_SHOWN = 50
+GROUPS_SHOWN = 30
 CHART_TASKS = 6
 EXAMPLES_READ = 100  # newest failures read per task to find each group's latest example
 EXAMPLE_COLUMNS = ["task_id", "task_name", "exception_type", "exception_message", "finished_at", "queue", "args"]
@@ -53,14 +53,15 @@ def failure_list(request):
 def failures_by_group(window, filters):
     """The bucket times, and {(task, exception): [failures per bucket]}."""
     times = bucket_times(window)
-    index = {moment: position for position, moment in enumerate(times)}
+    position_of = bucket_of(times, window)
     series = {}
-    rows = (JobTally.objects.filter(metric="failed", minute__gte=window.since, **filters)
-            .values("minute", "task_name", "exception").annotate(total=Sum("count")).order_by())
-    for row in rows:
-        position = index.get(floor_to(row["minute"], window.bucket))
+    rows = (JobTally.objects.filter(metric="failed", minute__gte=times[0], **filters)
+            .annotate(bucket=Bucket("minute", window.bucket))
+            .values_list("bucket", "task_name", "exception").annotate(total=Sum("count")).order_by())
+    for bucket, task_name, exception, total in rows:
+        position = position_of(bucket)
         if position is not None:
-            series.setdefault((row["task_name"], row["exception"]), [0] * len(times))[position] += row["total"]
+            series.setdefault((task_name, exception), [0] * len(times))[position] += total
     return times, series
 
 
@@ -69,19 +70,20 @@ def latest_failures(groups, per_task=EXAMPLES_READ):
     newest failures through the failed-jobs index, matched to the groups here (the tallies name
     an exception by its class, the execution table may hold the dotted path); a group none of them
     belongs to gets one query of its own."""
-    found = {}
+    picked = {}
     for task in dict.fromkeys(task for task, _ in groups):
         wanted = {exception for name, exception in groups if name == task}
         recent = JobExecution.objects.filter(state="failed", task_name=task, discarded_at__isnull=True)
-        for job in recent.only(*EXAMPLE_COLUMNS).order_by("-id")[:per_task]:
-            short = job.exception_type.rsplit(".", 1)[-1]
-            for exception in (job.exception_type, short):
-                if exception in wanted and (task, exception) not in found:
-                    found[(task, exception)] = job
-        for exception in wanted:
-            if (task, exception) not in found:
-                found[(task, exception)] = latest_failure(task, exception)
-    return found
+        for pk, exception_type in recent.order_by("-id").values_list("id", "exception_type")[:per_task]:
+            for exception in (exception_type, exception_type.rsplit(".", 1)[-1]):
+                if exception in wanted and (task, exception) not in picked:
+                    picked[(task, exception)] = pk
+        for exception in wanted - {exception for name, exception in picked if name == task}:
+            example = latest_failure(task, exception)
+            if example is not None:
+                picked[(task, exception)] = example.pk
+    jobs = JobExecution.objects.only(*EXAMPLE_COLUMNS).in_bulk(list(picked.values()))
+    return {group: jobs.get(pk) for group, pk in picked.items()}
 
 
 def latest_failure(task, exception):

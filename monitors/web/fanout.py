@@ -5,13 +5,12 @@ fields those saves touched, beside the fan-out detectors' open findings.
 Windowed through the enqueued_at index: the cost follows the jobs in the window shown."""
 
 from django.db.models import Count
-from django.db.models.functions import TruncMinute
 
 from monitors.models import Finding, JobExecution
 from monitors.web import charts
 from monitors.web.access import staff_only
 from monitors.web.respond import respond
-from monitors.web.windows import WINDOWS, bucket_times, floor_to, window_from
+from monitors.web.windows import WINDOWS, Bucket, bucket_of, bucket_times, window_from
 
 TOP = 20
 TIMELINE_ORIGINS = 6
@@ -20,7 +19,9 @@ FANOUT_KINDS = ("fanout_storm", "trivial_save_enqueues", "duplicate_enqueues", "
 
 @staff_only
 def fanout(request):
-    window = window_from(request)
+    # Storms are minutes long (the detector looks at 5): the page opens on the last 15 minutes,
+    # and a longer window costs in proportion to the jobs it holds.
+    window = window_from(request, default="15m")
     recent = JobExecution.objects.filter(enqueued_at__gte=window.since).exclude(origin_receiver="")
     origins = list(recent.filter(origin_kind__in=("save", "delete", "signal"))
                    .values("origin_model", "origin_receiver")
@@ -50,15 +51,15 @@ def fanout(request):
 
 def timeline(recent, window, origins):
     times = bucket_times(window)
-    index = {moment: position for position, moment in enumerate(times)}
+    position_of = bucket_of(times, window)
     wanted = {(origin["origin_model"], origin["origin_receiver"]) for origin in origins}
     series = {key: [0] * len(times) for key in wanted}
     rows = (recent.filter(origin_receiver__in={receiver for _, receiver in wanted})
-            .annotate(minute=TruncMinute("enqueued_at"))
-            .values("origin_model", "origin_receiver", "minute").annotate(jobs=Count("id")).order_by())
+            .annotate(bucket=Bucket("enqueued_at", window.bucket))
+            .values("origin_model", "origin_receiver", "bucket").annotate(jobs=Count("id")).order_by())
     for row in rows:
         key = (row["origin_model"], row["origin_receiver"])
-        position = index.get(floor_to(row["minute"], window.bucket))
+        position = position_of(row["bucket"])
         if key in series and position is not None:
             series[key][position] += row["jobs"]
     lines = [(f"{model or '?'} → {receiver.rsplit('.', 1)[-1]}", times, counts)

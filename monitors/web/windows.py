@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import Sum
+from django.db.models import BigIntegerField, Func, Sum
 from django.utils import timezone
 
 from monitors.models import JobTally, QueueSample
@@ -51,22 +51,54 @@ def bucket_times(window, now=None):
     return [datetime.fromtimestamp(start + index * step, tz=UTC) for index in range(count)]
 
 
-def floor_to(moment, seconds):
-    return datetime.fromtimestamp(moment.timestamp() // seconds * seconds, tz=UTC)
+class Bucket(Func):
+    """The start, in epoch seconds, of the `seconds`-wide bucket a time falls in — computed by the
+    database, so a day of per-minute tallies comes back as 96 rows per series, not 1,440."""
+
+    output_field = BigIntegerField()
+
+    def __init__(self, expression, seconds):
+        self.seconds = int(seconds)
+        super().__init__(expression)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        template = f"(FLOOR(EXTRACT(EPOCH FROM %(expressions)s) / {self.seconds}) * {self.seconds})::bigint"
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+    def as_sqlite(self, compiler, connection, **extra):
+        # Epoch seconds from the Julian day, rounded (no strftime('%s'): a literal % breaks the
+        # SQL Django logs with DEBUG on).
+        epoch = "CAST(ROUND((julianday(%(expressions)s) - 2440587.5) * 86400) AS INTEGER)"
+        template = f"({epoch} / {self.seconds} * {self.seconds})"
+        return self.as_sql(compiler, connection, template=template, **extra)
 
 
-def tally_series(window, metrics, by=None, **filters):
+def bucket_of(times, window):
+    """A function from a bucket's start (epoch seconds, as Bucket gives it) to its position in
+    `times` (None outside the window)."""
+    start, step, count = int(times[0].timestamp()), window.bucket, len(times)
+
+    def position(epoch):
+        index = (int(epoch) - start) // step
+        return index if 0 <= index < count else None
+
+    return position
+
+
+def tally_series(window, metrics, by=None, using="default", **filters):
     """{(metric, by-value): [count per bucket]} and the bucket times, from JobTally."""
     times = bucket_times(window)
-    index = {moment: position for position, moment in enumerate(times)}
-    fields = ["minute", "metric"] + ([by] if by else [])
-    rows = (JobTally.objects.filter(minute__gte=window.since, metric__in=metrics, **filters)
-            .values(*fields).annotate(total=Sum("count")).order_by())
+    position_of = bucket_of(times, window)
+    fields = ["bucket", "metric"] + ([by] if by else [])
+    # From the first bucket's start, so that the first point counts a whole bucket like the others.
+    rows = (JobTally.objects.using(using).filter(minute__gte=times[0], metric__in=metrics, **filters)
+            .annotate(bucket=Bucket("minute", window.bucket))
+            .values_list(*fields).annotate(total=Sum("count")).order_by())
     series = defaultdict(lambda: [0] * len(times))
-    for row in rows:
-        position = index.get(floor_to(row["minute"], window.bucket))
+    for bucket, metric, *rest in rows:
+        position = position_of(bucket)
         if position is not None:
-            series[(row["metric"], row[by] if by else "")][position] += row["total"]
+            series[(metric, rest[0] if by else "")][position] += rest[-1]
     return times, series
 
 
