@@ -144,9 +144,9 @@ class JobExecution(models.Model):
             models.Index(fields=["replay_of"], name="jobwatch_replay_of", condition=~models.Q(replay_of="")),
             # A job's children (the chain on the job page): parent_id = X.
             models.Index(fields=["parent_id"], name="jobwatch_parent", condition=~models.Q(parent_id="")),
-            # The failures page and the jobs list filtered to a task's failures, newest first:
-            # partial, so it holds only failed jobs.
-            models.Index(fields=["task_name", "id"], name="jobwatch_failed", condition=models.Q(state="failed")),
+            # The newest failures (the failures page's examples, the jobs list filtered to failed
+            # jobs, of any task or one): partial, so it holds only failed jobs.
+            models.Index(fields=["id"], name="jobwatch_failed", condition=models.Q(state="failed")),
             # The jobs one save enqueued (a job's origin, the fan-out page's offending saves).
             models.Index(fields=["origin_save"], name="jobwatch_origin_save", condition=~models.Q(origin_save="")),
             # What each worker runs now (Workers page): partial, only jobs running or reserved.

@@ -43,4 +43,5 @@ urlpatterns = [
     *[path(route, view, name=name) for route, view, name in CHANGES],
     *[path(route, view, name=name) for route, view, name in PAGES],
     *[path(f"api/{route}", api_view(view), name=f"api_{name}") for route, view, name in PAGES],
+    path("api/overview/", api_view(overview.overview)),  # the overview by name, beside /api/ itself
 ]

@@ -31,7 +31,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='jobexecution',
-            index=models.Index(condition=models.Q(('state', 'failed')), fields=['task_name', 'id'], name='jobwatch_failed'),
+            index=models.Index(condition=models.Q(('state', 'failed')), fields=['id'], name='jobwatch_failed'),
         ),
         migrations.AddIndex(
             model_name='jobexecution',

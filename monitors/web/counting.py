@@ -27,11 +27,14 @@ class Count:
         return {"value": self.value, "kind": self.kind, "label": self.label}
 
 
-def bounded_count(queryset, filtered=True, cap=CAP, timeout_ms=TIMEOUT_MS):
+def bounded_count(queryset, filtered=True, cap=CAP, timeout_ms=TIMEOUT_MS, estimate_only=False):
+    """`estimate_only`: a filter no index serves (text search) goes straight to the estimate."""
     connection = connections[queryset.db]
     if connection.vendor != "postgresql":
         counted = queryset[: cap + 1].count()
         return Count(min(counted, cap), "at least" if counted > cap else "exact")
+    if estimate_only:
+        return Count(plan_estimate(queryset, connection), "estimated")
     if not filtered:
         estimate = table_estimate(queryset.model, connection)
         # A small (or never analysed) table counts exactly, and cheaply.

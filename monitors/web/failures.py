@@ -17,7 +17,7 @@ from monitors.web.windows import WINDOWS, Bucket, bucket_of, bucket_times, windo
 
 GROUPS_SHOWN = 30
 CHART_TASKS = 6
-EXAMPLES_READ = 100  # newest failures read per task to find each group's latest example
+EXAMPLES_READ = 1000  # newest failures read to find each group's latest example
 EXAMPLE_COLUMNS = ["task_id", "task_name", "exception_type", "exception_message", "finished_at", "queue", "args"]
 
 
@@ -65,23 +65,22 @@ def failures_by_group(window, filters):
     return times, series
 
 
-def latest_failures(groups, per_task=EXAMPLES_READ):
-    """{(task, exception): the newest failed job of that group}. One short read of each task's
-    newest failures through the failed-jobs index, matched to the groups here (the tallies name
-    an exception by its class, the execution table may hold the dotted path); a group none of them
-    belongs to gets one query of its own."""
+def latest_failures(groups, read=EXAMPLES_READ):
+    """{(task, exception): the newest failed job of that group}. One read of the newest failures
+    through the failed-jobs index, matched to the groups here (the tallies name an exception by
+    its class, the execution table may hold the dotted path); a group none of them belongs to gets
+    one query of its own."""
+    wanted = set(groups)
     picked = {}
-    for task in dict.fromkeys(task for task, _ in groups):
-        wanted = {exception for name, exception in groups if name == task}
-        recent = JobExecution.objects.filter(state="failed", task_name=task, discarded_at__isnull=True)
-        for pk, exception_type in recent.order_by("-id").values_list("id", "exception_type")[:per_task]:
-            for exception in (exception_type, exception_type.rsplit(".", 1)[-1]):
-                if exception in wanted and (task, exception) not in picked:
-                    picked[(task, exception)] = pk
-        for exception in wanted - {exception for name, exception in picked if name == task}:
-            example = latest_failure(task, exception)
-            if example is not None:
-                picked[(task, exception)] = example.pk
+    newest = JobExecution.objects.filter(state="failed", discarded_at__isnull=True).order_by("-id")
+    for pk, task, exception_type in newest.values_list("id", "task_name", "exception_type")[:read]:
+        for exception in (exception_type, exception_type.rsplit(".", 1)[-1]):
+            if (task, exception) in wanted and (task, exception) not in picked:
+                picked[(task, exception)] = pk
+    for task, exception in wanted - set(picked):
+        example = latest_failure(task, exception)
+        if example is not None:
+            picked[(task, exception)] = example.pk
     jobs = JobExecution.objects.only(*EXAMPLE_COLUMNS).in_bulk(list(picked.values()))
     return {group: jobs.get(pk) for group, pk in picked.items()}
 

@@ -66,7 +66,9 @@ def job_list(request):
         "states": JobState.choices, "origin_kinds": OriginKind.choices,
     }
     if htmx_target(request) == "job-count" or is_api(request) or request.GET.get("count"):
-        context["count"] = None if error else bounded_count(jobs, filtered=bool(applied))
+        # Text in arguments and errors has no index: counting it exactly would read every job in
+        # the searched range again, so its count is the planner's estimate, and says so.
+        context["count"] = None if error else bounded_count(jobs, filtered=bool(applied), estimate_only="text" in applied)
     return respond(request, "jobwatch/jobs.html", context, fragments=["job-rows", "job-count"],
                    api=["jobs", "count", "applied", "notes", "error", "next_before"])
 
