@@ -573,7 +573,7 @@ def secondary_indexes(connection, table):
         FROM pg_index i LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
         WHERE i.indrelid = %s::regclass AND NOT i.indisprimary ORDER BY 1""", [table]).fetchall()
     statements = []
-    for index, definition, constraint, constraint_definition in rows:
+    for index, definition, constraint, _constraint_definition in rows:
         if constraint:
             # Built as a plain unique index (a SHARE lock, so the other indexes build alongside),
             # then attached to its constraint.
@@ -1424,7 +1424,7 @@ def compare_with_flower(options):
     log(f"\n{'comparison':<12} {'Flower datatable query':<42} {'Flower p50':>10} {'p95':>7} {'rows/matched':>13}"
         f"  {'Jobwatch path':<44} {'p50':>7} {'p95':>7} {'api p95':>8}  Flower/Jobwatch p95")
     comparisons = {}
-    for label, path_template, _ in COMPARISONS:
+    for label, _path_template, _ in COMPARISONS:
         flower, mine = theirs["results"].get(label, {}), ours["pages"][label]
         search, start, length = queries[label]
         query = f"search={search!r} start={start} length={length}"
