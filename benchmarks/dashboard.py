@@ -870,7 +870,7 @@ def fill_small_tables(now_epoch, t0, rate_rows, max_id):
     # Findings: ~300 resolved over the month, and what is wrong now.
     findings = []
     kinds = finding_kinds()
-    for n in range(300):
+    for _ in range(300):
         kind = rng.choice(kinds)
         ago = rng.uniform(3 * 3600, SPAN - 3600)
         lasted = rng.uniform(60, 5400)
@@ -930,7 +930,7 @@ def fill_small_tables(now_epoch, t0, rate_rows, max_id):
     # forced circuits and acknowledgements by a few operators over the month.
     actions, messages = [], []
     users = ["alice", "bob", "carol", "dmitri", "ops-bot"]
-    for n in range(3000):
+    for _ in range(3000):
         at = moment(rng.uniform(60, SPAN))
         action = rng.choices(["replay_jobs", "acknowledge_incident", "discard_jobs", "purge_messages", "restore_messages",
                               "force_circuit"], [40, 20, 12, 10, 5, 5])[0]
