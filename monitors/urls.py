@@ -10,7 +10,8 @@ app_name = "monitors"
 PAGES = [
     ("", overview.overview, "overview"),
     ("queues/", queues.queue_list, "queues"),
-    ("queues/<str:name>/", queues.queue_detail, "queue"),
+    # <path:…>: queue and circuit names may hold a "/" (they are the operator's, not ours).
+    ("queues/<path:name>/", queues.queue_detail, "queue"),
     ("jobs/", jobs.job_list, "jobs"),
     ("jobs/<str:task_id>/", jobs.job_detail, "job"),
     ("failures/", failures.failure_list, "failures"),
@@ -30,9 +31,9 @@ PAGES = [
 CHANGES = [
     ("jobs/replay/", actions.replay, "replay"),
     ("jobs/discard/", actions.discard, "discard"),
-    ("queues/<str:name>/purge/", actions.purge, "purge"),
+    ("queues/<path:name>/purge/", actions.purge, "purge"),
     ("archive/restore/", actions.restore, "restore"),
-    ("circuits/<str:name>/force/", actions.circuit_force, "circuit_force"),
+    ("circuits/<path:name>/force/", actions.circuit_force, "circuit_force"),
     ("alerts/<int:pk>/acknowledge/", alerts.acknowledge, "acknowledge"),
 ]
 

@@ -302,3 +302,44 @@ def test_chart_buckets_add_up_to_the_tallies_on_postgresql_and_sqlite(key):
         assert sum(series[("failed", "")]) == expected == sum(range(1, len(moments) + 1)), database
         first = sum(n + 1 for n, moment in enumerate(moments) if moment < start + timedelta(seconds=window.bucket))
         assert series[("failed", "")][0] == first  # the window's first minutes, in the first point
+
+
+def test_a_poll_after_the_session_expired_sends_the_whole_page_to_log_in(client, shop):
+    response = client.get("/jobwatch/queues/", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="queue-table",
+                          HTTP_HX_CURRENT_URL="http://testserver/jobwatch/queues/")
+    assert response.status_code == 200 and "/login/" in response["HX-Redirect"]
+    assert response.content == b""  # nothing for htmx to swap into the fragment
+
+
+def test_message_bodies_stay_out_of_the_archive_json(staff):
+    from monitors.models import ArchivedMessage
+
+    ArchivedMessage.objects.create(archived_at=now(), broker="redis", queue="mail", task_id="t-1", task_name="shop.mail",
+                                   raw='{"password": "hunter2"}', size=23)
+    rows = staff.get("/jobwatch/api/archive/").json()["rows"]
+    assert rows[0]["task_id"] == "t-1" and "raw" not in rows[0]
+    assert "hunter2" not in staff.get("/jobwatch/archive/").content.decode()
+
+
+def test_a_failure_group_without_an_exception_offers_no_bulk_action(staff):
+    JobTally.objects.create(minute=now().replace(second=0, microsecond=0), metric="failed", task_name="shop.quiet", count=3)
+    group = staff.get("/jobwatch/api/failures/").json()["groups"][0]
+    assert group["task_name"] == "shop.quiet" and group["filter"] is None  # "every failure of the task" is not this group
+    assert "act on the jobs one by one" in staff.get("/jobwatch/failures/").content.decode()
+
+
+def test_a_queue_without_samples_in_the_window_polls_quietly(staff, shop):
+    QueueSample.objects.filter(queue="mail").delete()
+    QueueSample.objects.create(queue="mail", sampled_at=now() - timedelta(days=3), depth=1)
+    part = staff.get("/jobwatch/queues/mail/", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="queue-facts")
+    assert part.status_code == 200 and "No samples of this queue" in part.content.decode()
+
+
+def test_names_are_text_in_charts_and_links_take_any_queue_name(staff):
+    from monitors.web.charts import line_chart
+
+    figure = line_chart([('<a href="https://evil.example">x</a>', [now()], [1])])
+    assert figure["data"][0]["name"] == '&lt;a href="https://evil.example"&gt;x&lt;/a&gt;'
+    QueueSample.objects.create(queue="tenant/a", sampled_at=now(), depth=1, consumers=0)
+    assert 'href="/jobwatch/queues/tenant/a/"' in staff.get("/jobwatch/queues/").content.decode()
+    assert staff.get("/jobwatch/queues/tenant/a/", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="queue-facts").status_code == 200

@@ -244,7 +244,9 @@ class EventWriter:
             "last_error": counters.last_error,
             "last_flush_at": timezone.now(),
             "node": WORKER["node"],
-            "queues": WORKER["queues"] or None,
+            # Only the worker's main process names its queues: the Workers page takes "up since",
+            # the host and a clean stop from the row that has them.
+            "queues": (WORKER["queues"] or None) if WORKER["main_pid"] == self.pid else None,
             "stopped_at": timezone.now() if self.stopped else None,
         }
         identity = ["hostname", "pid", "process_started_at"]

@@ -7,6 +7,7 @@ from functools import wraps
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import JsonResponse
+from django_htmx.http import HttpResponseClientRedirect
 
 
 def staff_only(view):
@@ -16,7 +17,12 @@ def staff_only(view):
         if not request.user.is_authenticated:
             if api:
                 return JsonResponse({"error": "log in first (a staff user's session)"}, status=401)
-            return redirect_to_login(request.get_full_path())
+            login = redirect_to_login(request.headers.get("HX-Current-URL") or request.get_full_path())
+            if request.headers.get("HX-Request") == "true":
+                # A poll after the session expired: the whole page goes to the login form, rather
+                # than the login form into one fragment of the page.
+                return HttpResponseClientRedirect(login["Location"])
+            return login
         if not (request.user.is_active and request.user.is_staff):
             if api:
                 return JsonResponse({"error": "Jobwatch is for staff users."}, status=403)

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST
 
 from monitors.actions import TooLarge, discard_jobs, force_circuit, purge_messages, replay_jobs, restore_messages
 from monitors.brokers import BrokerUnavailable, PeekUnavailable
+from monitors.circuits.stores import StoreUnavailable
 from monitors.models import ActionLog, ArchivedMessage
 from monitors.purge import MessageSelection
 from monitors.selection import FILTER_KEYS, BadSelection, JobSelection
@@ -109,10 +110,14 @@ def circuit_force(request, name):
             titles = {"open": f"Force {name} open? Jobs that call it will wait instead",
                       "close": f"Force {name} closed? Every call goes through, failing or not",
                       "reset": f"Reset {name}? Counters cleared; the breaker decides again"}
-            return confirmation(request, "force", titles[change], {"matched": 1, "state": state}, {"circuit": name})
+            return confirmation(request, "force", titles[change], {"matched": 1, "state": state, "complete_count": True},
+                                {"circuit": name})
         force_circuit(request.user, name, change, reason=reason, surface="dashboard")
     except (ValueError, LookupError) as error:
         return HttpResponseBadRequest(f"Cannot change circuit {name}: {error}", content_type="text/plain")
+    except StoreUnavailable as error:
+        return render(request, "jobwatch/confirm.html", {"action": "force", "title": f"Cannot change circuit {name}",
+                                                         "error": f"the circuit store is unreachable: {error}"}, status=503)
     return redirect("monitors:circuits")
 
 
@@ -164,7 +169,8 @@ def restore(request):
 
 @staff_only
 def archive(request):
-    rows = ArchivedMessage.objects.select_related("action").order_by("-pk")
+    # The message bodies stay in the database: they hold arguments unredacted, and no page shows them.
+    rows = ArchivedMessage.objects.select_related("action").defer("raw").order_by("-pk")
     queue = request.GET.get("queue", "").strip()
     if queue:
         rows = rows.filter(queue=queue)
@@ -199,7 +205,7 @@ def action_list(request):
 @staff_only
 def action_detail(request, pk):
     entry = get_object_or_404(ActionLog, pk=pk)
-    archived = entry.archived_messages.order_by("pk")[:100] if entry.action == "purge_messages" else []
+    archived = list(entry.archived_messages.defer("raw").order_by("pk")[:100]) if entry.action == "purge_messages" else []
     return respond(request, "jobwatch/action.html", {"entry": entry, "archived": archived,
                                                      "running": entry.outcome == ActionLog.Outcome.RUNNING},
                    fragments=["action-progress"], api=["entry", "archived", "running"])

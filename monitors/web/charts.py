@@ -23,7 +23,7 @@ def line_chart(series, title="", y_title="", stacked=False, height=HEIGHT):
     for index, (name, xs, ys) in enumerate(series):
         ys = list(ys)
         trace = {
-            "type": "scatter", "name": name, "x": [wall_time(x) for x in xs], "y": ys,
+            "type": "scatter", "name": as_text(name), "x": [wall_time(x) for x in xs], "y": ys,
             # A line needs two points: a series that has one so far shows it as a dot.
             "mode": "lines" if sum(y is not None for y in ys) > 2 else "lines+markers",
             "line": {"width": 1.6, "color": COLOURS[index % len(COLOURS)]},
@@ -60,6 +60,11 @@ def plain(layout):
     layout = layout.to_plotly_json()
     layout.pop("template", None)
     return layout
+
+
+def as_text(name):
+    """plotly.js reads a trace name as a little HTML (links, bold): a queue or task name is text."""
+    return str(name).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def wall_time(moment):

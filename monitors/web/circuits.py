@@ -4,6 +4,7 @@ waiting behind it — with force open / force closed / reset (previewed, permiss
 audited by monitors/actions.py)."""
 
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from monitors.circuits.machine import OPEN
 from monitors.detectors.circuits import OPEN_STATES, jobs_waiting, open_since, policy_of, state_of
@@ -31,6 +32,12 @@ def circuit_list(request):
     return respond(request, "jobwatch/circuits.html", {"tiles": tiles, "circuit_changes": CHANGES}, fragments=["circuit-tiles"], api=["tiles"])
 
 
+def waiting_of(name):
+    waiting = jobs_waiting(name)
+    waiting["oldest"] = parse_datetime(waiting["oldest"]) if waiting["oldest"] else None
+    return waiting
+
+
 def tile(row, state, policy, now, source):
     calls, failures = state.window_counts(policy, now)
     is_open = state.state in OPEN_STATES
@@ -54,6 +61,6 @@ def tile(row, state, policy, now, source):
         "last_failure_at": state.last_failure_at,
         "last_success_at": state.last_success_at,
         "forced_by": state.forced_by,
-        "waiting": jobs_waiting(row.name),
+        "waiting": waiting_of(row.name),
         "events": list(CircuitEvent.objects.filter(circuit=row.name).order_by("-at")[:EVENTS_SHOWN]),
     }

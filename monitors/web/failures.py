@@ -34,7 +34,10 @@ def failure_list(request):
         groups.append({
             "task_name": task_name, "exception": exception, "failures": sum(trend), "trend": trend,
             "example": examples.get((task_name, exception)),
-            "filter": {"task": task_name, "state": "failed", "since": window.key, **({"exception": exception} if exception else {})},
+            # Replay and discard by this filter; a blank part would be dropped and widen the group to
+            # every failure of the task, so a group without an exception or task has no bulk action.
+            "filter": {"task": task_name, "state": "failed", "since": window.key, "exception": exception}
+                      if task_name and exception else None,
         })
     by_task = defaultdict(lambda: [0] * len(times))
     for (task_name, _), trend in by_group.items():

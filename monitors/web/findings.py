@@ -18,7 +18,7 @@ JOBS_SHOWN = 50
 @staff_only
 def finding_list(request):
     status = request.GET.get("status", "open")
-    findings = Finding.objects.order_by("-last_seen", "-pk")
+    findings = Finding.objects.order_by("-pk")  # newest first; the keyset pager pages by pk
     if status in Finding.Status.values:
         findings = findings.filter(status=status)
     for key in ("kind", "severity", "detector"):

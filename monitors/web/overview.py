@@ -61,11 +61,13 @@ def activity(window):
     times, series = tally_series(window, ["succeeded", "failed"])
     succeeded, failed = series[("succeeded", "")], series[("failed", "")]
     recent = WINDOWS["15m"]
-    _, now_series = tally_series(recent, ["succeeded", "failed"])
+    recent_times, now_series = tally_series(recent, ["succeeded", "failed"])
     good, bad = sum(now_series[("succeeded", "")]), sum(now_series[("failed", "")])
+    # The buckets start at a whole minute: the span they cover is a little over 15 minutes.
+    minutes = max((timezone.now() - recent_times[0]).total_seconds() / 60, 1)
     ages = queue_series(window, "oldest_age")
     return {
-        "throughput_now": round((good + bad) / 15, 1),
+        "throughput_now": round((good + bad) / minutes, 1),
         "failure_rate_now": round(100 * bad / (good + bad), 1) if good + bad else None,
         "series": {"times": times, "succeeded": succeeded, "failed": failed},
         "throughput_chart": charts.line_chart(

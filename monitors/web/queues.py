@@ -39,8 +39,8 @@ def queue_detail(request, name):
     latest = history[-1] if history else None
     if is_htmx(request) or is_api(request):
         # The live parts (facts and charts) come from samples alone: no broker call per poll.
-        if latest is None:
-            raise Http404("No such queue")
+        if latest is None and is_api(request):
+            raise Http404("No samples of this queue in the window")
         return respond(request, "jobwatch/queue.html", queue_summary(name, window, history, latest),
                        fragments=["queue-facts", "queue-charts"], api=["name", "latest", "window", "history"])
     offset_text = request.GET.get("offset", "")

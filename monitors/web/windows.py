@@ -66,9 +66,10 @@ class Bucket(Func):
         return self.as_sql(compiler, connection, template=template, **extra)
 
     def as_sqlite(self, compiler, connection, **extra):
-        # Epoch seconds from the Julian day, rounded (no strftime('%s'): a literal % breaks the
-        # SQL Django logs with DEBUG on).
-        epoch = "CAST(ROUND((julianday(%(expressions)s) - 2440587.5) * 86400) AS INTEGER)"
+        # Epoch seconds from the Julian day, floored (CAST truncates), plus a millisecond for the
+        # float's error on whole seconds (no strftime('%s'): a literal % breaks the SQL Django
+        # logs with DEBUG on).
+        epoch = "CAST((julianday(%(expressions)s) - 2440587.5) * 86400 + 0.001 AS INTEGER)"
         template = f"({epoch} / {self.seconds} * {self.seconds})"
         return self.as_sql(compiler, connection, template=template, **extra)
 

@@ -6,6 +6,7 @@ with acks_late, redelivered)."""
 from collections import defaultdict
 from datetime import timedelta
 
+from django.db.models import Count
 from django.utils import timezone
 
 from monitors.conf import setting
@@ -36,15 +37,13 @@ def worker_list(request):
             worker["started_at"] = process.process_started_at
             worker["stopped_at"] = process.stopped_at
             worker["host"] = process.hostname
+    in_flight = JobExecution.objects.filter(state__in=["received", "started"]).exclude(worker="")
+    counts = dict(in_flight.values_list("worker").annotate(jobs=Count("id")).order_by())
     running = defaultdict(list)
-    counts = defaultdict(int)
-    rows = (JobExecution.objects.filter(state__in=["received", "started"]).exclude(worker="")
-            .only("task_id", "task_name", "state", "queue", "worker", "worker_pid", "started_at", "received_at")
-            .order_by("worker", "started_at"))
-    for job in rows[:5000]:
-        counts[job.worker] += 1
-        if len(running[job.worker]) < RUNNING_SHOWN:
-            running[job.worker].append(job)
+    for node in counts:
+        running[node] = list(in_flight.filter(worker=node)
+                             .only("task_id", "task_name", "state", "queue", "worker", "worker_pid", "started_at", "received_at")
+                             .order_by("started_at")[:RUNNING_SHOWN])
     for node in counts:
         workers.setdefault(node, new_worker(node))
     for node, worker in workers.items():
