@@ -24,15 +24,19 @@ def test_a_worker_reports_itself_while_idle_counts_its_jobs_and_says_when_it_sto
         # No job at all, and still the row is refreshed: an idle worker is alive, not vanished.
         wait_for(lambda: RecorderProcess.objects.get(pk=main.pk).last_flush_at > first_beat, timeout=10,
                  what="an idle heartbeat")
+
+        def tallied(metric):
+            rows = JobTally.objects.filter(metric=metric, task_name="demo.tasks.noop", queue="mail")
+            return rows.aggregate(n=Sum("count"))["n"] or 0
+
+        # This process's recorder may still hold counts of an earlier test's jobs: count from here.
+        flush_recorder()
+        before = {metric: tallied(metric) for metric in ("sent", "started", "succeeded")}
         for _ in range(3):
             app.send_task("demo.tasks.noop", queue="mail")
         flush_recorder()
-
-        def tallied(metric):
-            return JobTally.objects.filter(metric=metric, task_name="demo.tasks.noop").aggregate(n=Sum("count"))["n"] or 0
-
-        wait_for(lambda: tallied("succeeded") == 3, timeout=20, what="3 successes tallied")
-        assert tallied("sent") == 3 and tallied("started") == 3
+        wait_for(lambda: tallied("succeeded") - before["succeeded"] == 3, timeout=20, what="3 successes tallied")
+        assert tallied("sent") - before["sent"] == 3 and tallied("started") - before["started"] == 3
         assert JobTally.objects.filter(metric="sent", task_name="demo.tasks.noop").values_list("queue", flat=True).first() == "mail"
     finally:
         worker.stop()
