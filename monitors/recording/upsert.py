@@ -246,9 +246,16 @@ def counter_increments(events):
 
 
 def add_increments(totals, more):
+    """Sum two {key: increment} maps; an increment is a number or a tuple of numbers (summed
+    element by element)."""
     merged = dict(totals)
     for key, value in more.items():
-        merged[key] = merged.get(key, 0) + value
+        if key not in merged:
+            merged[key] = value
+        elif isinstance(value, tuple):
+            merged[key] = tuple(a + b for a, b in zip(merged[key], value, strict=True))
+        else:
+            merged[key] = merged[key] + value
     return merged
 
 
@@ -264,25 +271,15 @@ def write_task_counters(increments, connection):
 
 
 def tally_increments(events, minute):
-    """{(minute, metric, task, queue, exception): [count, runtime_sum]} of a batch's counts, for
+    """{(minute, metric, task, queue, exception): (count, runtime_sum)} of a batch's counts, for
     JobTally; `minute` is when the batch is written (within a flush interval of the events)."""
     totals = {}
     for event in events:
         for metric, name, _hostname, queue, exception, runtime in event.get(COUNTS_KEY) or ():
             key = (minute, metric, name[:255], queue[:255], exception[:255])
-            total = totals.setdefault(key, [0, 0.0])
-            total[0] += 1
-            total[1] += runtime or 0.0
+            count, runtime_sum = totals.get(key, (0, 0.0))
+            totals[key] = (count + 1, runtime_sum + (runtime or 0.0))
     return totals
-
-
-def add_tallies(totals, more):
-    merged = {key: list(value) for key, value in totals.items()}
-    for key, (count, runtime_sum) in more.items():
-        total = merged.setdefault(key, [0, 0.0])
-        total[0] += count
-        total[1] += runtime_sum
-    return merged
 
 
 def write_tallies(tallies, connection):

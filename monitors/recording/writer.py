@@ -181,13 +181,13 @@ class EventWriter:
         transaction, for the reason above. What cannot be written now waits for the next flush
         (counts summed, so nothing is counted twice; payloads up to the buffer's size)."""
         from monitors.recording.events import PAYLOAD_KEY
-        from monitors.recording.upsert import (add_increments, add_tallies, counter_increments, tally_increments,
-                                               write_payloads, write_tallies, write_task_counters)
+        from monitors.recording.upsert import (add_increments, counter_increments, tally_increments, write_payloads,
+                                               write_tallies, write_task_counters)
 
         self._pending_payloads = (self._pending_payloads + [event for event in batch if event.get(PAYLOAD_KEY)])[-self.buffer_size :]
         self._pending_counts = add_increments(self._pending_counts, counter_increments(batch))
         minute = timezone.now().replace(second=0, microsecond=0)
-        self._pending_tallies = add_tallies(self._pending_tallies, tally_increments(batch, minute))
+        self._pending_tallies = add_increments(self._pending_tallies, tally_increments(batch, minute))
         for what, write, pending in (("payloads", write_payloads, "_pending_payloads"),
                                      ("counts", write_task_counters, "_pending_counts"),
                                      ("tallies", write_tallies, "_pending_tallies")):

@@ -45,6 +45,15 @@ def sparkline(values, size="120x24"):
                        width, height, width, height, top, path)
 
 
+@register.simple_tag
+def chart(figure, name):
+    """A plotly chart: an empty box that jobwatch.js draws into, and the figure beside it as JSON
+    data (json_script: never executable, whatever a job named its task or queue)."""
+    from django.utils.html import format_html, json_script
+
+    return format_html('<div class="chart" data-chart="{}"></div>{}', name, json_script(figure, name))
+
+
 @register.filter
 def wbr(text):
     """Escaped text that may break after a dot or an underscore (dotted task and receiver names

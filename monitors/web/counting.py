@@ -2,6 +2,7 @@
 would take too long gives way to the planner's estimate, and a table's total is always the
 estimate. Each count says which it is, so a page never shows a guess as a fact."""
 
+import contextlib
 from dataclasses import dataclass
 
 from django.db import DatabaseError, connections, transaction
@@ -31,8 +32,7 @@ def bounded_count(queryset, filtered=True, cap=CAP, timeout_ms=TIMEOUT_MS, estim
     """`estimate_only`: a filter no index serves (text search) goes straight to the estimate."""
     connection = connections[queryset.db]
     if connection.vendor != "postgresql":
-        counted = queryset[: cap + 1].count()
-        return Count(min(counted, cap), "at least" if counted > cap else "exact")
+        return capped(queryset[: cap + 1].count(), cap)
     if estimate_only:
         return Count(plan_estimate(queryset, connection), "estimated")
     if not filtered:
@@ -41,12 +41,15 @@ def bounded_count(queryset, filtered=True, cap=CAP, timeout_ms=TIMEOUT_MS, estim
         if estimate >= cap:
             return Count(estimate, "estimated")
     try:
-        with transaction.atomic(using=queryset.db):
-            with connection.cursor() as cursor:
-                cursor.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+        with statement_timeout(queryset.db, timeout_ms):
             counted = queryset[: cap + 1].count()
     except DatabaseError:  # cancelled at the timeout: the planner's figure instead
         return Count(plan_estimate(queryset, connection), "estimated")
+    return capped(counted, cap)
+
+
+def capped(counted, cap):
+    """What a count of up to cap + 1 rows says: exact, or "at least cap"."""
     return Count(min(counted, cap), "at least" if counted > cap else "exact")
 
 
@@ -71,10 +74,17 @@ def plan_estimate(queryset, connection):
 
 def with_timeout(queryset, timeout_ms):
     """Evaluate a queryset under a statement timeout (PostgreSQL); raises DatabaseError when cut."""
-    connection = connections[queryset.db]
-    if connection.vendor != "postgresql":
+    with statement_timeout(queryset.db, timeout_ms):
         return list(queryset)
-    with transaction.atomic(using=queryset.db):
-        with connection.cursor() as cursor:
-            cursor.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
-        return list(queryset)
+
+
+@contextlib.contextmanager
+def statement_timeout(alias, timeout_ms):
+    """A transaction whose statements PostgreSQL cancels after `timeout_ms` (other databases: no
+    limit). SET LOCAL ends with the transaction, so the connection goes back unchanged."""
+    connection = connections[alias]
+    with transaction.atomic(using=alias):
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+        yield

@@ -83,10 +83,9 @@ def job_detail(request, task_id):
         "children": list(JobExecution.objects.filter(parent_id=task_id).order_by("id")[:100]),
         "replays": list(JobExecution.objects.filter(replay_of=task_id).order_by("id")[:100]),
         "replay_of": JobExecution.objects.filter(task_id=job.replay_of).first() if job.replay_of else None,
-        "same_save": (JobExecution.objects.filter(origin_save=job.origin_save).exclude(task_id=task_id)
-                      .only(*LIST_COLUMNS).order_by("id")[:50]) if job.origin_save else [],
+        "same_save": list(JobExecution.objects.filter(origin_save=job.origin_save).exclude(task_id=task_id)
+                          .only(*LIST_COLUMNS).order_by("id")[:50]) if job.origin_save else [],
     }
-    context["same_save"] = list(context["same_save"])
     return respond(request, "jobwatch/job.html", context, fragments=["job-state"],
                    api=["job", "timeline", "parent", "children", "replays", "replay_of", "same_save"])
 

@@ -19,8 +19,9 @@ def respond(request, template, context, fragments=(), api=None):
     if is_api(request):
         keys = api if api is not None else [key for key in context if not key.startswith("_")]
         return JsonResponse({key: jsonable(context.get(key)) for key in keys}, json_dumps_params={"ensure_ascii": False})
-    if is_htmx(request) and fragments:
-        target = htmx_target(request) if htmx_target(request) in fragments else fragments[0]
+    htmx = details(request)
+    if htmx and fragments:
+        target = htmx.target if htmx.target in fragments else fragments[0]
         return render(request, f"{template}#{target}", context)
     return render(request, template, context)
 
@@ -33,7 +34,8 @@ def is_htmx(request):
 
 def htmx_target(request):
     """The id of the element an htmx request will swap (None for a plain request)."""
-    return details(request).target if is_htmx(request) else None
+    htmx = details(request)
+    return htmx.target if htmx else None
 
 
 def details(request):
