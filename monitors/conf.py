@@ -16,6 +16,10 @@ DEFAULT_THRESHOLDS = {
     "FANOUT_STORM_FACTOR": 5.0,  # this many times its baseline rate…
     "FANOUT_STORM_MIN_PER_MINUTE": 60.0,  # …and at least this many enqueues a minute
     "FANOUT_CEILING_PER_MINUTE": 1000.0,  # a storm whatever the baseline
+    # A burst: this many enqueues a second from one model's saves, held over BURST_SECONDS (and
+    # FANOUT_STORM_FACTOR times the model's own rate before), however quiet the rest of the window.
+    "FANOUT_BURST_PER_SECOND": 50.0,
+    "FANOUT_BURST_SECONDS": 10,
     # Saves whose update_fields touch only these fields should not need a job.
     "TRIVIAL_FIELDS": ["last_seen_at", "last_seen", "updated_at", "modified", "modified_at", "last_login",
                        "last_activity", "last_active_at", "last_accessed_at"],
@@ -39,6 +43,7 @@ DEFAULT_THRESHOLDS = {
     "GROWTH_SECONDS": 600,
     "STUCK_AFTER_SECONDS": 1800,
     "FAILURE_RATE": 0.05,
+    "FAILURE_RATE_CRITICAL": 0.5,  # work is not getting done: critical
     "FAILURE_RATE_SECONDS": 600,
     "FAILURE_RATE_MIN_JOBS": 20,
     # Circuits: open this long is critical; opening this many times in the span is flapping.
@@ -49,6 +54,9 @@ DEFAULT_THRESHOLDS = {
     # the span.
     "SERVICE_FAILURE_SECONDS": 600,
     "SERVICE_FAILURE_MIN_JOBS": 10,
+    # Where no address can be read from the errors: one task's failures of one exception type and
+    # status, this share of its finished jobs, are a failing dependency of that task.
+    "SERVICE_FAILURE_SHARE": 0.8,
 }
 
 DEFAULTS = {

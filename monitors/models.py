@@ -84,6 +84,11 @@ class JobExecution(models.Model):
     worker_pid = models.IntegerField(null=True, blank=True)
 
     exception_type = models.CharField(max_length=255, blank=True)
+    # The other side of a failure, read from the exception object, its __cause__/__context__ chain
+    # and the frames it was raised through (monitors/recording/targets.py), never from its wording.
+    error_target = models.CharField(max_length=255, blank=True, help_text="host:port of the service the failure came from")
+    error_status = models.IntegerField(null=True, blank=True, help_text="the service's status code (HTTP, SMTP…)")
+    error_kind = models.CharField(max_length=16, blank=True, help_text="http, connection, timeout, dns, tls, network")
     error_progress = models.PositiveIntegerField(null=True, blank=True, help_text="progress of the event that set the error")
     exception_message = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
@@ -268,6 +273,14 @@ class Finding(models.Model):
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
     resolved_at = models.DateTimeField(null=True, blank=True)
+    fix = models.CharField(max_length=300, blank=True, help_text="the usual fix, in one line")
+    # What the finding is about, and what its evidence names: typed names such as "task:app.send",
+    # "queue:emails", "service:api.example.com:443", "receiver:app.receivers.x", "saves:app.Order".
+    # Findings that share one are evidence of the same problem (monitors/alerts/correlation.py).
+    keys = models.JSONField(default=list, blank=True, help_text="what it is about")
+    links = models.JSONField(default=list, blank=True, help_text="what its evidence names")
+    incident = models.ForeignKey("Incident", null=True, blank=True, on_delete=models.SET_NULL, related_name="findings",
+                                 help_text="the problem this finding is evidence of")
 
     class Meta:
         constraints = [
@@ -499,10 +512,12 @@ class NotificationChannel(models.Model):
 
 
 class Incident(models.Model):
-    """A finding as people hear of it: notified once when it has held for a moment, again after
-    the repeat interval while open (unless acknowledged or snoozed), and once when it is over (and
-    has stayed over for a moment). A finding that comes back while its incident is still settling
-    continues that incident rather than opening a new one: flapping is damped."""
+    """One problem as people hear of it, with its findings as evidence: findings that share a
+    cause (a task, a service, a queue, a receiver or a model's saves) are one incident
+    (monitors/alerts/correlation.py). Notified once when it has held for a moment, again when it
+    grows more severe, after the repeat interval while open (unless acknowledged or snoozed), and
+    once when all its evidence is over (and has stayed over for a moment). A finding that comes
+    back while its incident is still settling continues that incident: flapping is damped."""
 
     class State(models.TextChoices):
         PENDING = "pending", "holding before notifying"
@@ -510,15 +525,22 @@ class Incident(models.Model):
         RESOLVING = "resolving", "holding before notifying the resolve"
         RESOLVED = "resolved"
         DISMISSED = "dismissed", "over before anyone was notified"
+        MERGED = "merged", "found to be part of another incident"
 
     ACTIVE = (State.PENDING, State.OPEN, State.RESOLVING)
 
     fingerprint = models.CharField(max_length=400)
-    finding = models.ForeignKey(Finding, on_delete=models.CASCADE, related_name="incidents")
+    finding = models.ForeignKey(Finding, on_delete=models.CASCADE, related_name="incidents",
+                                help_text="the lead finding: the likeliest cause, whose title and fix the incident shows")
     kind = models.CharField(max_length=40)
     subject = models.CharField(max_length=350)
     severity = models.CharField(max_length=10, choices=Severity.choices)
     title = models.CharField(max_length=300)
+    fix = models.CharField(max_length=300, blank=True)
+    impact = models.BigIntegerField(default=0, help_text="jobs waiting, failed or orphaned: the largest its evidence counts")
+    keys = models.JSONField(default=list, blank=True, help_text="the keys and links of its findings")
+    last_seen = models.DateTimeField(null=True, blank=True)
+    merged_into = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     opened_at = models.DateTimeField()
     notified_at = models.DateTimeField(null=True, blank=True, help_text="when the first notification went out")

@@ -12,6 +12,16 @@ from monitors.conf import DEFAULT_THRESHOLDS, setting
 
 @dataclass
 class Problem:
+    """One problem as a detector sees it.
+
+    `severity` follows one scale for every detector (the README's table): critical = work is not
+    getting done now; warning = it will be soon, or is partly; info = a code smell, shown but not
+    paged by default. `keys` name what the problem is about and `links` what its evidence names,
+    as typed names ("task:…", "queue:…", "service:…", "receiver:…", "saves:app.Model"): problems
+    that share one are evidence of one incident (monitors/alerts/correlation.py). `count` is its
+    impact in jobs (waiting, failed, orphaned, enqueued needlessly), used to rank incidents.
+    """
+
     kind: str
     subject: str
     severity: str
@@ -19,6 +29,9 @@ class Problem:
     explanation: str
     evidence: dict = field(default_factory=dict)
     count: int = 0
+    fix: str = ""
+    keys: list = field(default_factory=list)
+    links: list = field(default_factory=list)
 
     @property
     def fingerprint(self):

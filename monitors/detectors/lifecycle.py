@@ -7,7 +7,7 @@ from django.db import IntegrityError, transaction
 
 from monitors.models import Finding
 
-UPDATED_FIELDS = ("severity", "title", "explanation", "evidence", "count", "last_seen")
+UPDATED_FIELDS = ("severity", "title", "explanation", "evidence", "count", "fix", "keys", "links", "last_seen")
 
 
 @dataclass
@@ -60,6 +60,9 @@ def open_finding(detector, problem, now):
         explanation=problem.explanation,
         evidence=problem.evidence,
         count=problem.count,
+        fix=problem.fix[:300],
+        keys=sorted(set(problem.keys)),
+        links=sorted(set(problem.links)),
         first_seen=now,
         last_seen=now,
     )
@@ -72,6 +75,9 @@ def update_finding(finding, problem, now):
         "explanation": problem.explanation,
         "evidence": problem.evidence,
         "count": problem.count,
+        "fix": problem.fix[:300],
+        "keys": sorted(set(problem.keys)),
+        "links": sorted(set(problem.links)),
         "last_seen": max(finding.last_seen, now),
     }
     changed = [name for name in UPDATED_FIELDS if getattr(finding, name) != values[name]]
