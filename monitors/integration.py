@@ -8,11 +8,22 @@ would load Django's settings from inside their own import).
 
 
 def watch_celery_app(app):
+    from celery.signals import beat_init
+
     from monitors.recording import signals
 
     signals.connect()
     app.on_after_configure.connect(add_periodic_tasks, sender=app, weak=False)
+    # The monitor-stale rule counts from beat's start, so that a fresh start is not an outage.
+    beat_init.connect(note_beat_start, weak=False, dispatch_uid="jobwatch.beat_started")
     return app
+
+
+def note_beat_start(sender=None, **kwargs):
+    # Imported here: this module is imported with the Celery app, before Django's apps are ready.
+    from monitors.alerts.heartbeats import beat_started
+
+    beat_started()
 
 
 def add_periodic_tasks(sender, **kwargs):

@@ -2,6 +2,7 @@
 raises a "monitor stale" finding for it, and /healthz fails."""
 
 import contextlib
+import logging
 import time
 from datetime import timedelta
 
@@ -11,6 +12,10 @@ from django.utils import timezone
 from monitors.conf import setting
 from monitors.models import MonitorHeartbeat
 
+logger = logging.getLogger("monitors.alerts")
+
+# The row celery beat writes when it starts (not a task: when the schedule began).
+BEAT = "celery beat"
 # The periodic tasks watched, and the setting that says how often each should run.
 WATCHED = {
     "jobwatch.sample_queues": "SAMPLE_INTERVAL",
@@ -40,22 +45,39 @@ def interval_of(task):
     return float(setting(WATCHED[task]))
 
 
-def stale_tasks(now=None):
+def stale_tasks(now=None, running=None):
     """[(task, last run or None, interval)] of watched tasks that have not run for
-    STALE_AFTER_INTERVALS of their interval, or never ran."""
+    STALE_AFTER_INTERVALS of their interval.
+
+    Counted from the later of a task's last run and beat's last start: beat starts its entries
+    one interval after it starts, and a restarted beat needs as long again, so a fresh start or a
+    deploy is not an outage. `running` names the watched task calling this: the monitor is up at
+    least since now, even if nothing has reported yet."""
     now = now or timezone.now()
-    beats = {beat.task: beat for beat in MonitorHeartbeat.objects.filter(task__in=list(WATCHED))}
-    # A task that never ran is stale once the monitor has been up long enough for it to have run
-    # (beat starts its entries in any order), or when nothing ever ran at all.
-    monitor_up_since = min((beat.first_run_at or beat.last_run_at for beat in beats.values()), default=None)
+    beats = {beat.task: beat for beat in MonitorHeartbeat.objects.filter(task__in=[*WATCHED, BEAT])}
+    beat = beats.pop(BEAT, None)
+    beat_started = beat.last_run_at if beat else None
+    first_runs = [row.first_run_at or row.last_run_at for row in beats.values()]
+    up_since = beat_started or min(first_runs, default=now if running else None)
     stale = []
     for task in WATCHED:
         interval = interval_of(task)
         allowed = timedelta(seconds=interval * setting("STALE_AFTER_INTERVALS"))
-        beat = beats.get(task)
-        if beat is None:
-            if monitor_up_since is None or now - monitor_up_since > allowed:
-                stale.append((task, None, interval))
-        elif now - beat.last_run_at > allowed:
-            stale.append((task, beat.last_run_at, interval))
+        row = beats.get(task)
+        last_run = row.last_run_at if row else None
+        counted_from = max((moment for moment in (last_run, beat_started) if moment), default=up_since)
+        if counted_from is None or now - counted_from > allowed:
+            stale.append((task, last_run, interval))
     return stale
+
+
+def beat_started(sender=None, **kwargs):
+    """celery beat (or a worker with -B) is starting: Jobwatch's periodic tasks are due from now
+    on, one interval later. Connected to Celery's beat_init by watch_celery_app(). Beat must start
+    even when the database does not answer."""
+    moment = timezone.now()
+    try:
+        if not MonitorHeartbeat.objects.filter(task=BEAT).update(last_run_at=moment, runs=F("runs") + 1, last_error=""):
+            MonitorHeartbeat.objects.get_or_create(task=BEAT, defaults={"last_run_at": moment, "first_run_at": moment, "runs": 1})
+    except Exception:
+        logger.warning("Jobwatch could not note that celery beat started", exc_info=True)

@@ -10,12 +10,13 @@ NAME = "monitor"
 
 def monitor_problems(now):
     problems = []
-    for task, last_run, interval in stale_tasks(now):
+    for task, last_run, interval in stale_tasks(now, running="jobwatch.send_alerts"):
         if task == "jobwatch.send_alerts":
             continue  # this very task is running now; /healthz watches it
         since = f"since {last_run:%Y-%m-%d %H:%M:%S} UTC" if last_run else "ever"
         problems.append(Problem(
-            kind="monitor_stale", subject=task, severity="critical",
+            kind="monitor_stale", subject=task, severity="critical", keys=["monitor:jobwatch"],
+            fix="Start celery beat (or a worker with -B) and a worker for the queue Jobwatch's tasks go to.",
             title=f"Jobwatch's {task} has not run {since}",
             explanation=(
                 f"{task} should run every {interval:g} s. Without it Jobwatch's pages, findings and alerts are "

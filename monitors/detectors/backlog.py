@@ -74,6 +74,8 @@ def too_long(queue, samples, now):
         ),
         evidence=queue_evidence(latest) | {"smallest_depth_in_period": min(s.depth for s in recent)},
         count=latest.depth,
+        fix=f"Add workers for {queue}, or find what floods it.",
+        keys=[f"queue:{queue}"],
     )
 
 
@@ -96,6 +98,8 @@ def too_old(queue, latest):
         ),
         evidence=queue_evidence(latest),
         count=latest.depth or 0,
+        fix=f"Check that workers consume {queue} and keep up with it.",
+        keys=[f"queue:{queue}"],
     )
 
 
@@ -121,6 +125,8 @@ def growing(queue, samples, now):
         ),
         evidence=queue_evidence(latest) | {"depth_at_start": first.depth},
         count=latest.depth or 0,
+        fix=f"Add workers for {queue}, or find the source of the extra jobs.",
+        keys=[f"queue:{queue}"],
     )
 
 
@@ -138,6 +144,8 @@ def no_consumer(queue, latest):
         ),
         evidence=queue_evidence(latest),
         count=latest.depth,
+        fix=f"Start a worker with -Q {queue}, or route its tasks to a queue that is consumed.",
+        keys=[f"queue:{queue}"],
     )
 
 
@@ -195,6 +203,9 @@ def stuck_jobs(now):
                 "job_ids": [job["task_id"] for job in jobs],
             },
             count=row["jobs"],
+            fix="Replay them if they should run again; give the task a time limit if it hangs.",
+            keys=[f"task:{task}"],
+            links=[f"worker:{worker}" for worker in gone],
         ))
     return problems
 
@@ -214,21 +225,26 @@ def failure_rates(now):
         rate = row["failed"] / row["total"]
         if rate <= threshold("FAILURE_RATE", task=task):
             continue
-        errors = list(
-            JobExecution.objects.filter(finished_at__gt=now - window, finished_at__lte=now, state="failed", task_name=task)
-            .values("exception_type").annotate(jobs=Count("id")).order_by("-jobs")[:5]
-        )
+        failed = JobExecution.objects.filter(finished_at__gt=now - window, finished_at__lte=now, state="failed", task_name=task)
+        errors = list(failed.values("exception_type").annotate(jobs=Count("id")).order_by("-jobs")[:5])
+        # The services the failures came from (read from the exceptions by the recorder): a task
+        # failing because a service is down is evidence of that outage.
+        targets = list(failed.exclude(error_target="").values_list("error_target").annotate(jobs=Count("id")).order_by("-jobs")[:5])
         problems.append(Problem(
             kind="failure_rate",
             subject=task,
-            severity="critical" if rate >= 0.5 else "warning",
+            severity="critical" if rate >= threshold("FAILURE_RATE_CRITICAL", task=task) else "warning",
             title=f"{task} fails {rate:.0%} of the time ({row['failed']} of {row['total']} in {window.total_seconds() / 60:.0f} min)",
             explanation=(
                 "This task fails more than usual. The commonest errors are listed; see the failures page for "
                 "tracebacks, and the circuit and orphan findings for an external service down or missing records."
             ),
             evidence={"failed": row["failed"], "finished": row["total"], "rate": round(rate, 4),
-                      "errors": {error["exception_type"] or "?": error["jobs"] for error in errors}},
+                      "errors": {error["exception_type"] or "?": error["jobs"] for error in errors},
+                      "services": dict(targets)},
             count=row["failed"],
+            fix=f"Read the commonest error's traceback on the failures page; replay {task}'s failures once it is fixed.",
+            keys=[f"task:{task}"],
+            links=[f"service:{target}" for target, _ in targets],
         ))
     return problems

@@ -7,6 +7,7 @@ the enqueued_at index, so its cost follows the window, not the history.
 from datetime import timedelta
 
 from django.db.models import Count, Max, Min, Q
+from django.db.models.functions import TruncSecond
 
 from monitors.detectors.base import Problem, threshold
 from monitors.models import JobExecution
@@ -30,65 +31,105 @@ def per_minute(count, span):
 
 
 def storms(recent, now, window):
-    """Origins enqueuing far above their own baseline, or above an absolute ceiling."""
+    """Models whose saves enqueue far above their own baseline, above an absolute ceiling, or in
+    a burst: one save sets off every receiver, so a storm is one model's saves, whatever number of
+    receivers carry it."""
     baseline_span = timedelta(seconds=threshold("FANOUT_BASELINE_SECONDS"))
-    by_origin = (
-        recent.exclude(origin_receiver="")
-        .filter(origin_kind__in=("save", "delete", "signal"))
-        .values("origin_model", "origin_receiver")
-        .annotate(jobs=Count("id"), saves=Count("origin_save", distinct=True), tasks=Count("task_name", distinct=True))
-    )
+    from_saves = recent.exclude(origin_receiver="").filter(origin_kind__in=("save", "delete", "signal"))
+    by_model = from_saves.values("origin_model").annotate(jobs=Count("id"), saves=Count("origin_save", distinct=True))
     problems = []
-    for origin in by_origin:
+    for origin in by_model:
+        model = origin["origin_model"]
         rate = per_minute(origin["jobs"], window)
-        if rate < threshold("FANOUT_STORM_MIN_PER_MINUTE"):
-            continue
-        baseline, before = baseline_rate(origin, now, window, baseline_span)
+        baseline, before = baseline_rate(model, now, window, baseline_span)
         factor = threshold("FANOUT_STORM_FACTOR")
         over_ceiling = rate >= threshold("FANOUT_CEILING_PER_MINUTE")
-        # An origin with no history yet has no baseline to jump from: only the ceiling applies.
-        jumped = before > 0 and rate >= factor * max(baseline, 1.0)
-        if not (over_ceiling or jumped):
+        # An origin with no history yet has no baseline to jump from: only the ceiling and the
+        # burst rule apply.
+        jumped = before > 0 and rate >= threshold("FANOUT_STORM_MIN_PER_MINUTE") and rate >= factor * max(baseline, 1.0)
+        burst = peak_burst(from_saves.filter(origin_model=model), baseline / 60, factor)
+        if not (over_ceiling or jumped or burst):
             continue
-        model, receiver = origin["origin_model"] or "(no model)", origin["origin_receiver"]
-        saves = origin["saves"] or 0
-        problems.append(Problem(
-            kind="fanout_storm",
-            subject=f"{model}:{receiver}",
-            severity="critical" if over_ceiling else "warning",
-            title=f"Enqueue storm from {receiver} on {model} saves: {rate:.0f}/min (baseline {baseline:.0f}/min)",
-            explanation=(
-                f"The receiver {receiver} enqueues a job on every {model} save, and saves are coming "
-                f"{'faster than the ceiling' if over_ceiling else f'{rate / max(baseline, 1.0):.0f}x faster than usual'}. "
-                "Usual fixes: enqueue only when a field the job needs changed (check update_fields or "
-                "compare old and new values), debounce or coalesce the job (one per record per minute), "
-                "or move the work out of the save path."
-            ),
-            evidence={
-                "enqueues_per_minute": round(rate, 1),
-                "baseline_per_minute": round(baseline, 1),
-                "enqueues": origin["jobs"],
-                "saves": saves,
-                "enqueues_per_save": round(origin["jobs"] / saves, 2) if saves else None,
-                "receiver": receiver,
-                "model": model,
-                "window_seconds": int(window.total_seconds()),
-                "sample_job_ids": sample_ids(recent.filter(origin_model=origin["origin_model"], origin_receiver=receiver)),
-            },
-            count=origin["jobs"],
-        ))
+        problems.append(storm_problem(from_saves.filter(origin_model=model), origin, rate, baseline, burst, window,
+                                      "faster than the ceiling" if over_ceiling else
+                                      f"{rate / max(baseline, 1.0):.0f}x faster than usual" if jumped else
+                                      f"in a burst of {burst['per_second']:.0f} a second"))
     return problems
 
 
-def baseline_rate(origin, now, window, baseline_span):
-    """(enqueues per minute, enqueues) of the origin before the window. The rate is over the time
-    the origin has been active within the baseline span (at least one window), so a workload that
-    started a minute ago is compared with its own first minute, not with nine empty ones."""
+def storm_problem(jobs, origin, rate, baseline, burst, window, how):
+    model = origin["origin_model"] or "(no model)"
+    saves = origin["saves"] or 0
+    receivers = dict(jobs.values_list("origin_receiver").annotate(n=Count("id")).order_by("-n")[:20])
+    tasks = dict(jobs.values_list("task_name").annotate(n=Count("id")).order_by("-n")[:20])
+    queues = dict(jobs.values_list("queue").annotate(n=Count("id")).order_by("-n")[:20])
+    headline = f"{burst['per_second']:.0f}/s for {burst['seconds']} s" if burst else f"{rate:.0f}/min (baseline {baseline:.0f}/min)"
+    names = ", ".join(receivers)
+    return Problem(
+        kind="fanout_storm",
+        subject=model,
+        severity="warning",
+        title=f"Enqueue storm from {model} saves: {headline}, {len(receivers)} receiver{'s' if len(receivers) != 1 else ''}",
+        explanation=(
+            f"Every {model} save sets off {names}, each enqueuing a job, and saves are coming {how}. "
+            "Usual fixes: enqueue only when a field the job needs changed (check update_fields or compare old "
+            "and new values), debounce or coalesce the job (one per record per minute), or move the work out "
+            "of the save path."
+        ),
+        evidence={
+            "enqueues_per_minute": round(rate, 1),
+            "baseline_per_minute": round(baseline, 1),
+            "peak_per_second": burst["per_second"] if burst else None,
+            "peak_at": burst["at"] if burst else None,
+            "enqueues": origin["jobs"],
+            "saves": saves,
+            "enqueues_per_save": round(origin["jobs"] / saves, 2) if saves else None,
+            "receivers": receivers,
+            "tasks": tasks,
+            "queues": queues,
+            "model": model,
+            "window_seconds": int(window.total_seconds()),
+            "sample_job_ids": sample_ids(jobs),
+        },
+        count=origin["jobs"],
+        fix=f"Enqueue from {model} saves only when a field the job needs changed, or coalesce the jobs.",
+        keys=[f"saves:{model}", *(f"receiver:{receiver}" for receiver in receivers)],
+        links=[*(f"task:{task}" for task in tasks), *(f"queue:{queue}" for queue in queues if queue)],
+    )
+
+
+def peak_burst(jobs, baseline_per_second, factor):
+    """The busiest FANOUT_BURST_SECONDS of the window, when it is a burst: at least
+    FANOUT_BURST_PER_SECOND, and `factor` times the origin's rate before. Counted per second in
+    the database (a window holds at most a few hundred seconds)."""
+    span = int(threshold("FANOUT_BURST_SECONDS"))
+    per_second = dict(jobs.annotate(second=TruncSecond("enqueued_at")).values_list("second").annotate(n=Count("id")).order_by())
+    if not per_second:
+        return None
+    seconds = sorted(per_second)
+    best, best_at, total, tail = 0, None, 0, 0
+    for moment in seconds:
+        total += per_second[moment]
+        while (moment - seconds[tail]).total_seconds() >= span:
+            total -= per_second[seconds[tail]]
+            tail += 1
+        if total > best:
+            best, best_at = total, seconds[tail]
+    rate = best / span
+    if rate < threshold("FANOUT_BURST_PER_SECOND") or rate < factor * baseline_per_second:
+        return None
+    return {"per_second": round(rate, 1), "seconds": span, "at": best_at.isoformat(), "enqueues": best}
+
+
+def baseline_rate(model, now, window, baseline_span):
+    """(enqueues per minute, enqueues) of the model's saves before the window. The rate is over
+    the time they have been active within the baseline span (at least one window), so a workload
+    that started a minute ago is compared with its own first minute, not with nine empty ones."""
     start = now - window
     before = JobExecution.objects.filter(
-        enqueued_at__gt=start - baseline_span, enqueued_at__lte=start,
-        origin_model=origin["origin_model"], origin_receiver=origin["origin_receiver"],
-    ).aggregate(jobs=Count("id"), first=Min("enqueued_at"))
+        enqueued_at__gt=start - baseline_span, enqueued_at__lte=start, origin_model=model,
+        origin_kind__in=("save", "delete", "signal"),
+    ).exclude(origin_receiver="").aggregate(jobs=Count("id"), first=Min("enqueued_at"))
     if not before["jobs"]:
         return 0.0, 0
     active = max(start - before["first"], window)
@@ -126,7 +167,7 @@ def trivial_saves(recent, window):
         problems.append(Problem(
             kind="trivial_save_enqueues",
             subject=f"{model}:{receiver}",
-            severity="warning",
+            severity="info",
             title=f"{receiver} enqueues on saves that only touch {', '.join(fields)}",
             explanation=(
                 f"{entry['jobs']} jobs ({share:.0%} of this receiver's) came from {model} saves that changed "
@@ -142,6 +183,8 @@ def trivial_saves(recent, window):
                 "sample_job_ids": sample_ids(recent.filter(origin_model=model, origin_receiver=receiver, origin_created=False)),
             },
             count=entry["jobs"],
+            fix=f"In {receiver.rsplit('.', 1)[-1]}, return early when update_fields is within {{{', '.join(fields)}}}.",
+            keys=[f"saves:{model}", f"receiver:{receiver}"],
         ))
     return problems
 
@@ -171,7 +214,7 @@ def duplicates(now):
         problems.append(Problem(
             kind="duplicate_enqueues",
             subject=task,
-            severity="warning",
+            severity="info",
             title=f"{task} enqueued {needless} times more than needed (same arguments)",
             explanation=(
                 f"{len(task_groups)} distinct calls of {task} were each enqueued several times within "
@@ -191,6 +234,9 @@ def duplicates(now):
                 "sample_job_ids": sample_ids(JobExecution.objects.filter(task_name=task, payload_hash=worst["payload_hash"], enqueued_at__gt=now - window)),
             },
             count=needless,
+            fix=f"Enqueue {task} once per change, or skip a call identical to one already queued.",
+            keys=[f"task:{task}"],
+            links=[f"receiver:{example.origin_receiver}"] if example and example.origin_receiver else [],
         ))
     return problems
 
@@ -224,7 +270,7 @@ def bulk_loops(recent, window):
         problems.append(Problem(
             kind="bulk_loop",
             subject=f"{model}:{where or 'unknown caller'}",
-            severity="warning",
+            severity="info",
             title=f"A loop saved {biggest['saves']} {model} rows in one transaction and enqueued {biggest['jobs']} jobs",
             explanation=(
                 f"{len(found)} transaction(s){f' from {where}' if where else ''} saved {biggest['saves']} or more "
@@ -243,6 +289,9 @@ def bulk_loops(recent, window):
                 "transaction_ids": [loop["origin_transaction"] for loop in found[:10]],
             },
             count=sum(loop["jobs"] for loop in found),
+            fix=f"Change the {model} rows with bulk_update() or update(), then enqueue one job for the set.",
+            keys=[f"saves:{model}"],
+            links=[f"receiver:{receiver}" for receiver in receivers if receiver],
         ))
     return problems
 

@@ -53,6 +53,12 @@ EXPLANATIONS = {
     ),
 }
 SEVERITY = {ROLLED_BACK: "warning", RAN_BEFORE_COMMIT: "warning", DELETED: "warning", UNKNOWN: "info"}
+FIXES = {
+    ROLLED_BACK: "Enqueue on commit: transaction.on_commit(...) or .delay_on_commit(...); purge the queued copies.",
+    RAN_BEFORE_COMMIT: "Enqueue on commit: transaction.on_commit(...) or .delay_on_commit(...); replay the failed jobs.",
+    DELETED: "Let the job return quietly when its record is gone, or cancel its jobs when the record is deleted.",
+    UNKNOWN: "Find the process that published these jobs; Jobwatch did not record their enqueue.",
+}
 
 
 class Candidate:
@@ -79,6 +85,8 @@ def detect(now):
     for candidate, gone in found:
         row = rows.get(candidate.task_id)
         cause = cause_of(row, now) if gone else RAN_BEFORE_COMMIT
+        if cause is None:
+            continue  # its transaction may still commit: one cause, once it is known
         orphans[(candidate.task_name, cause)].append((candidate, gone, row))
     return [orphan_problem(task, cause, found) for (task, cause), found in sorted(orphans.items())] + enqueues_in_transactions(now)
 
@@ -182,13 +190,15 @@ def recorded_rows(candidates):
 
 
 def cause_of(row, now):
+    """Why the record is missing; None while it cannot be told yet (the enqueuing transaction may
+    still commit), so that a job is not reported under one cause and then another."""
     if row is None:
         return UNKNOWN
     if row["origin_committed_at"] is not None or row["origin_deferred"] or row["origin_in_atomic"] is False:
         return DELETED  # the record was committed (or never inside a transaction): deleted since
-    grace = timedelta(seconds=threshold("ORPHAN_COMMIT_GRACE_SECONDS"))
-    if row["origin_in_atomic"] and row["origin_transaction"] and row["enqueued_at"] and row["enqueued_at"] < now - grace:
-        return ROLLED_BACK
+    if row["origin_in_atomic"] and row["origin_transaction"] and row["enqueued_at"]:
+        grace = timedelta(seconds=threshold("ORPHAN_COMMIT_GRACE_SECONDS"))
+        return ROLLED_BACK if row["enqueued_at"] < now - grace else None
     return UNKNOWN
 
 
@@ -227,6 +237,9 @@ def orphan_problem(task, cause, found):
         explanation=EXPLANATIONS[cause],
         evidence=evidence,
         count=len(found),
+        fix=FIXES[cause],
+        keys=[f"task:{task}"],
+        links=[f"receiver:{receiver}" for receiver in receivers if receiver != "?"],
     )
 
 
@@ -257,5 +270,7 @@ def enqueues_in_transactions(now):
             ),
             evidence={"jobs": row["jobs"], "receiver": receiver, "task": task, "model": row["origin_model"]},
             count=row["jobs"],
+            fix=f"Enqueue on commit: transaction.on_commit(lambda: {task.rsplit('.', 1)[-1]}.delay(...)) or .delay_on_commit(...).",
+            keys=[f"receiver:{receiver}", f"task:{task}"],
         ))
     return problems
