@@ -221,8 +221,8 @@ class NotificationChannelAdmin(admin.ModelAdmin):
 
 @admin.register(Incident)
 class IncidentAdmin(ReadOnlyAdmin):
-    list_display = ["title", "severity", "state", "opened_at", "notified_at", "repeats", "resolved_at", "acknowledged_by",
-                    "snoozed_until"]
+    list_display = ["title", "severity", "state", "impact", "opened_at", "notified_at", "repeats", "resolved_at", "acknowledged_by",
+                    "snoozed_until", "merged_into"]
     list_filter = ["state", "severity", "kind"]
     ordering = ["-opened_at"]
     actions = ["acknowledge", "snooze_hour"]

@@ -1,7 +1,7 @@
 from django.urls import path
 
-from monitors.web import (actions, alerts, circuits, failures, fanout, findings, health, jobs, orphans, overview, queues,
-                          workers)
+from monitors.web import (actions, alerts, circuits, failures, fanout, findings, health, incidents, jobs, orphans, overview,
+                          queues, workers)
 from monitors.web.respond import api_view
 
 app_name = "monitors"
@@ -22,6 +22,8 @@ PAGES = [
     ("findings/", findings.finding_list, "findings"),
     ("findings/<int:pk>/", findings.finding_detail, "finding"),
     ("alerts/", alerts.alert_list, "alerts"),
+    ("incidents/", incidents.incident_list, "incidents"),
+    ("incidents/<int:pk>/", incidents.incident_detail, "incident"),
     ("archive/", actions.archive, "archive"),
     ("actions/", actions.action_list, "actions"),
     ("actions/<int:pk>/", actions.action_detail, "action"),
@@ -35,6 +37,7 @@ CHANGES = [
     ("archive/restore/", actions.restore, "restore"),
     ("circuits/<path:name>/force/", actions.circuit_force, "circuit_force"),
     ("alerts/<int:pk>/acknowledge/", alerts.acknowledge, "acknowledge"),
+    ("alerts/acknowledge/", alerts.acknowledge_selected, "acknowledge_selected"),
 ]
 
 urlpatterns = [

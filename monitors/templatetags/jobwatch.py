@@ -117,3 +117,49 @@ def message_key(raw):
 @register.filter
 def split(text):
     return text.split()
+
+
+@register.filter
+def since(moment):
+    """When something began, in the site's zone, and for how long: "07:01 UTC · 9 min" (with the
+    date before today's). Read after "since" or "opened"; replaces timesince's "0 minutes"."""
+    return moment_text(moment, ago=False)
+
+
+@register.filter
+def when(moment):
+    """When something happened or will: "07:05 UTC · 5 min ago", "08:00 UTC · in 50 min"."""
+    return moment_text(moment, ago=True)
+
+
+def moment_text(moment, ago):
+    from django.utils import timezone
+    from django.utils.html import format_html
+
+    if not moment:
+        return "–"
+    now = timezone.now()
+    local = timezone.localtime(moment)
+    shown = "%H:%M %Z" if local.date() == timezone.localtime(now).date() else "%Y-%m-%d %H:%M %Z"
+    seconds = (now - moment).total_seconds()
+    if not ago:
+        relative = span(max(seconds, 0))
+    elif seconds >= 0:
+        relative = f"{span(seconds)} ago"
+    else:
+        relative = f"in {span(-seconds)}"
+    return format_html('<time datetime="{}" title="{}">{}</time> · {}', local.isoformat(timespec="seconds"),
+                       local.strftime("%Y-%m-%d %H:%M:%S %Z"), local.strftime(shown), relative)
+
+
+def span(seconds):
+    """40 s, 9 min, 2 h 5 min, 3 d 4 h: a length of time as people say it, to two units at most."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if seconds < 3600:
+        return f"{minutes} min"
+    if seconds < 86400:
+        return f"{hours} h {minutes % 60} min" if minutes % 60 else f"{hours} h"
+    return f"{days} d {hours % 24} h" if hours % 24 else f"{days} d"

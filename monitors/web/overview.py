@@ -1,6 +1,7 @@
-"""The overview: is anything wrong, and since when? Open findings by severity, queues in trouble,
-open circuits, throughput and failure rate (from the per-minute tallies), queue age (from the
-samples), jobs the recorder lost, and the periodic monitor's own health."""
+"""The overview: is anything wrong, and since when? The open incidents first (in triage order,
+with their usual fix and where their jobs are), then open findings, queues in trouble, open
+circuits, throughput and failure rate (from the per-minute tallies), queue age (from the samples),
+jobs the recorder lost, and the periodic monitor's own health."""
 
 from datetime import timedelta
 
@@ -8,14 +9,18 @@ from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from monitors.alerts.heartbeats import WATCHED, stale_tasks
-from monitors.models import Circuit, CircuitState, Finding, MonitorHeartbeat, RecorderProcess
+from monitors.models import Circuit, CircuitState, Finding, Incident, MonitorHeartbeat, RecorderProcess
 from monitors.sampling import latest_queue_rows
 from monitors.web import charts
 from monitors.web.access import staff_only
+from monitors.web.incidents import incident_rows
 from monitors.web.respond import htmx_target, respond
+from monitors.web.triage import in_triage_order
 from monitors.web.windows import WINDOWS, failure_rates, per_minute, queue_series, tally_series, window_from
 
-SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+SEVERITIES = ("critical", "warning", "info")
+INCIDENTS_SHOWN = 5
+FINDINGS_SHOWN = 10
 RECORDER_WINDOW = timedelta(hours=24)
 
 
@@ -28,14 +33,18 @@ def overview(request):
                **(health() if target != "overview-charts" else {}),
                **(activity(window) if target != "overview-health" else {})}
     return respond(request, "jobwatch/overview.html", context, fragments=["overview-health", "overview-charts"],
-                   api=["window", "findings_by_severity", "top_findings", "queues_in_trouble", "open_circuits", "recorder",
+                   api=["window", "incidents", "incidents_more", "open_incidents", "incidents_by_severity", "findings_by_severity",
+                        "open_findings", "top_findings", "findings_more", "queues_in_trouble", "open_circuits", "recorder",
                         "monitor", "stale", "throughput_now", "failure_rate_now", "series"])
 
 
 def health():
+    active = Incident.objects.filter(state__in=Incident.ACTIVE)
+    incidents_by_severity = counts_by_severity(active)
     open_findings = Finding.objects.filter(status=Finding.Status.OPEN)
-    by_severity = {row["severity"]: row["n"] for row in open_findings.values("severity").annotate(n=Count("id")).order_by()}
-    top = sorted(open_findings.order_by("-last_seen")[:50], key=lambda finding: (SEVERITY_ORDER.get(finding.severity, 9), -finding.last_seen.timestamp()))[:10]
+    findings_by_severity = counts_by_severity(open_findings)
+    incidents = incident_rows(in_triage_order(active)[:INCIDENTS_SHOWN])
+    top = list(in_triage_order(open_findings)[:FINDINGS_SHOWN])
     queues = latest_queue_rows()
     since = timezone.now() - RECORDER_WINDOW
     recorder = RecorderProcess.objects.filter(last_flush_at__gte=since).aggregate(
@@ -43,10 +52,12 @@ def health():
         dropped_error=Sum("events_dropped_error"), write_errors=Sum("write_errors"), last_flush=Max("last_flush_at"),
         failing=Count("id", filter=Q(events_dropped_error__gt=0) | Q(events_dropped_overflow__gt=0)))
     recorder["dropped"] = (recorder["dropped_overflow"] or 0) + (recorder["dropped_error"] or 0)
+    open_incidents, open_finding_count = sum(incidents_by_severity.values()), sum(findings_by_severity.values())
     return {
-        "findings_by_severity": [(severity, by_severity.get(severity, 0)) for severity in ("critical", "warning", "info")],
-        "open_findings": sum(by_severity.values()),
-        "top_findings": top,
+        "incidents": incidents, "open_incidents": open_incidents, "incidents_more": max(open_incidents - len(incidents), 0),
+        "incidents_by_severity": list(incidents_by_severity.items()),
+        "findings_by_severity": list(findings_by_severity.items()), "open_findings": open_finding_count,
+        "top_findings": top, "findings_more": max(open_finding_count - len(top), 0),
         "queues_in_trouble": [row for row in queues if row.trouble],
         "queues_total": len(queues),
         "waiting_total": sum(row.depth or 0 for row in queues),
@@ -55,6 +66,11 @@ def health():
         "monitor": list(MonitorHeartbeat.objects.filter(task__in=list(WATCHED)).order_by("task")),
         "stale": stale_tasks(),
     }
+
+
+def counts_by_severity(queryset):
+    counted = {row["severity"]: row["n"] for row in queryset.values("severity").annotate(n=Count("id")).order_by()}
+    return {severity: counted.get(severity, 0) for severity in SEVERITIES}
 
 
 def activity(window):
