@@ -86,7 +86,7 @@ def copy_jobs(count, recent, now, seed=7):
                     task_id=uuid.UUID(int=rng.getrandbits(128)).hex, task_name=TASKS[n % len(TASKS)],
                     state="failed" if failed else ("enqueued" if waiting else "succeeded"), progress=3,
                     queue=QUEUES[n % len(QUEUES)], routing_key=QUEUES[n % len(QUEUES)], args=f"[{n % 50000}]",
-                    kwargs="{}", payload_hash=f"{rng.getrandbits(64):016x}", retries=0, enqueued_at=enqueued,
+                    kwargs="{}", payload_hash=f"{rng.getrandbits(64):016x}", retries=0, circuit_waits=0, enqueued_at=enqueued,
                     started_at=None if waiting else enqueued + timedelta(seconds=1),
                     finished_at=None if waiting else enqueued + timedelta(seconds=1.5),
                     runtime=None if waiting else 0.5, worker="worker@host",
@@ -98,6 +98,10 @@ def copy_jobs(count, recent, now, seed=7):
                     references=json.dumps([{"arg": "order_id", "model": "demo.Order", "pk": n % 50000}]) if failed or waiting else None,
                     updated_at=enqueued,
                 )
+                if n % 101 == 1 and not waiting:  # a partner API refusing calls: jobs retrying against it
+                    row.update(state="retried", retries=1, exception_type="requests.exceptions.ConnectionError",
+                               exception_message="Connection refused", error_target=f"api-{n % 3}.partner.example:443",
+                               error_kind="connection", error_progress=7)
                 copy.write_row(tuple(row[column] for column in columns))
         raw.commit()
         print(f"  {min(start + chunk, count):>12,} rows", end="\r", flush=True)
@@ -171,6 +175,7 @@ def plans():
     from django.db.models import Count, Q
     from django.utils import timezone
 
+    from monitors.detectors.services import failed_calls
     from monitors.models import JobExecution
 
     now = timezone.now()
@@ -180,6 +185,7 @@ def plans():
         "duplicates": JobExecution.objects.filter(enqueued_at__gt=now - timedelta(minutes=5)).values("task_name", "payload_hash").annotate(n=Count("id")),
         "failure rate": JobExecution.objects.filter(finished_at__gt=now - timedelta(minutes=10)).values("task_name").annotate(f=Count("id", filter=Q(state="failed"))),
         "failed DoesNotExist": JobExecution.objects.filter(finished_at__gt=hour, state="failed", exception_type__endswith=".DoesNotExist"),
+        "services failing": failed_calls(now - timedelta(minutes=10), now),
         "waiting jobs": JobExecution.objects.filter(state="enqueued").order_by("enqueued_at")[:1000],
         "stuck jobs": JobExecution.objects.filter(state="started", started_at__lt=now - timedelta(minutes=30)),
     }

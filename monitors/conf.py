@@ -30,9 +30,10 @@ DEFAULT_THRESHOLDS = {
     # One transaction or request that saved this many rows, each enqueueing.
     "BULK_LOOP_MIN_SAVES": 20,
     # Orphans: jobs of the last ORPHAN_WINDOW; an enqueue whose transaction has not committed
-    # after ORPHAN_COMMIT_GRACE_SECONDS was rolled back.
+    # after ORPHAN_COMMIT_GRACE_SECONDS was rolled back (a request's transaction lasts well under
+    # a second; one still open after the grace is reported once it is over, as "ran before commit").
     "ORPHAN_WINDOW_SECONDS": 3600,
-    "ORPHAN_COMMIT_GRACE_SECONDS": 30,
+    "ORPHAN_COMMIT_GRACE_SECONDS": 10,
     "ORPHAN_SCAN_MESSAGES": 100_000,
     "IN_TRANSACTION_MIN_JOBS": 5,
     # Backlog (celery-exporter's and Flower users' usual alert rules).

@@ -1,27 +1,16 @@
-"""The circuit detector's rules on recorded rows: flapping, who the failing service is, and the
-circuit's state read back from the database copy when the shared store is away."""
+"""The circuit detector's rules on recorded rows: flapping, and the circuit's state read back from
+the database copy when the shared store is away. (Services failing with no breaker: the services
+detector, tests/test_error_targets.py.)"""
 
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from monitors.detectors.circuits import detect, target_of
+from monitors.detectors.circuits import detect
 from monitors.models import Circuit, CircuitEvent, JobExecution
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.mark.parametrize(("message", "target"), [
-    ("POST http://127.0.0.1:9/warehouse: <urlopen error [Errno 111] Connection refused>", "127.0.0.1:9"),
-    ("HTTPSConnectionPool(host='api.stripe.com', port=443): Max retries exceeded", "api.stripe.com:443"),
-    ("could not connect to smtp.example.org:587 (timed out)", "smtp.example.org:587"),
-    ("https://user:secret@Hooks.Slack.com/services/x returned 500", "hooks.slack.com"),
-    ("[Errno 111] Connection refused", None),
-    ("KeyError: 'total'", None),
-])
-def test_the_target_is_the_host_the_error_names(message, target):
-    assert target_of(message) == target
 
 
 def test_a_circuit_that_keeps_opening_is_flapping():
@@ -32,20 +21,6 @@ def test_a_circuit_that_keeps_opening_is_flapping():
                                     to_state="open", cause="5 consecutive failures")
     [problem] = detect(now)
     assert (problem.kind, problem.subject, problem.count) == ("circuit_flapping", "rates-api", 3)
-
-
-def test_errors_that_name_no_host_count_only_when_they_look_like_a_service_failing():
-    now = timezone.now()
-    for number in range(12):
-        JobExecution.objects.create(task_id=f"t{number}", task_name="shop.sync", state="failed", updated_at=now,
-                                    finished_at=now - timedelta(seconds=number), exception_type="TimeoutError",
-                                    exception_message="timed out")
-        JobExecution.objects.create(task_id=f"k{number}", task_name="shop.total", state="failed", updated_at=now,
-                                    finished_at=now - timedelta(seconds=number), exception_type="KeyError",
-                                    exception_message="'total'")
-    [problem] = detect(now)
-    assert problem.kind == "service_without_breaker"
-    assert problem.subject == "TimeoutError → the service shop.sync calls" and problem.count == 12
 
 
 def test_an_open_circuit_is_reported_with_the_jobs_waiting_behind_it():

@@ -18,7 +18,8 @@ from django.utils import timezone
 from demo import tasks
 from demo.models import Customer, Order, Payment
 from monitors.detectors import run_detectors
-from monitors.models import Finding, JobExecution, QueueSample
+from monitors.alerts import run_alerts
+from monitors.models import Finding, Incident, JobExecution, QueueSample
 from monitors.recording import signals
 from monitors.sampling import sample_queues
 from tests.workers import REPO, WorkerProcess, database_url_for_workers, fresh_redis_url, wait_for
@@ -38,7 +39,7 @@ DETECTOR_OF = {
     "orphaned_jobs": "orphans", "enqueue_in_transaction": "orphans",
     "queue_too_long": "backlog", "queue_oldest_age": "backlog", "queue_growing": "backlog",
     "queue_without_consumer": "backlog", "stuck_jobs": "backlog", "failure_rate": "backlog",
-    "circuit_open": "circuits", "circuit_flapping": "circuits", "service_without_breaker": "circuits",
+    "circuit_open": "circuits", "circuit_flapping": "circuits", "service_failing": "services",
 }
 
 
@@ -96,6 +97,13 @@ def check(expected):
     return found
 
 
+def one_incident():
+    """The open findings are evidence of one problem: the alert task opens one incident."""
+    run_alerts()
+    [incident] = Incident.objects.filter(state__in=Incident.ACTIVE)
+    return incident
+
+
 def write_accuracy():
     report = {}
     for detector, tally in sorted(TALLY.items()):
@@ -107,12 +115,17 @@ def write_accuracy():
 
 
 def test_a_healthy_workload_of_thousands_of_jobs_opens_no_finding():
-    customers = [Customer.objects.create(name=f"c{n}", email=f"c{n}@example.com") for n in range(400)]
-    for customer in customers[:300]:
+    # Sign-ups at a steady 10 a second (30 jobs a second): a busy shop, not a burst of saves.
+    customers = []
+    for n in range(300):
+        customers.append(Customer.objects.create(name=f"c{n}", email=f"c{n}@example.com"))
+        time.sleep(0.1)
+    for customer in customers[:200]:
         Order.objects.create(customer=customer, total_cents=100)  # outside a transaction: nothing to roll back
+        time.sleep(0.05)
     for n in range(300):
         tasks.echo.delay(n)
-    finished(400 * 3 + 300 * 2 + 300)
+    finished(300 * 3 + 200 * 2 + 300)
     assert check({}) == {}
 
 
@@ -142,15 +155,33 @@ def test_it_finds_a_storm_of_trivial_saves_with_the_receivers_and_fields():
     found = check({
         # Each visit re-enqueues the same three jobs for the same customer: duplicates too.
         **{("duplicate_enqueues", f"demo.tasks.{t}"): None for t in ("sync_customer_to_crm", "refresh_customer_segments", "index_customer")},
-        **{("fanout_storm", f"demo.Customer:demo.receivers.{r}"): None for r in ("sync_customer_to_crm", "refresh_customer_segments", "reindex_customer")},
+        # One storm: the saves of one model, whatever number of receivers carry it.
+        ("fanout_storm", "demo.Customer"): None,
         **{("trivial_save_enqueues", f"demo.Customer:demo.receivers.{r}"): None for r in ("sync_customer_to_crm", "refresh_customer_segments", "reindex_customer")},
     })
-    storm = found[("fanout_storm", "demo.Customer:demo.receivers.sync_customer_to_crm")]
-    assert storm.evidence["enqueues"] == 65 and storm.evidence["saves"] == 65
-    assert 1.5 <= storm.evidence["baseline_per_minute"] <= 2.0  # the window slid a little since planting
+    storm = found[("fanout_storm", "demo.Customer")]
+    assert storm.evidence["enqueues"] == 195 and storm.evidence["saves"] == 65 and len(storm.evidence["receivers"]) == 3
+    assert 4.5 <= storm.evidence["baseline_per_minute"] <= 6.0  # the window slid a little since planting
+    incident = one_incident()
+    assert incident.kind == "fanout_storm" and incident.findings.count() == 7
     trivial = found[("trivial_save_enqueues", "demo.Customer:demo.receivers.reindex_customer")]
     assert trivial.evidence["jobs"] == 60 and trivial.evidence["fields"] == ["last_seen_at"]
     assert trivial.evidence["share_of_receiver_jobs"] == round(60 / 65, 3)
+
+
+def test_it_finds_a_burst_of_saves_on_a_fresh_install_with_no_baseline():
+    """1,200 enqueues from three receivers in a few seconds: a storm, whatever the window's average."""
+    start = timezone.now()
+    for n in range(400):
+        Customer.objects.create(name=f"s{n}", email=f"s{n}@example.com")
+    assert timezone.now() - start < timedelta(seconds=10)
+    finished(1200, origin_model="demo.Customer")
+
+    found = check({("fanout_storm", "demo.Customer"): None})
+    storm = found[("fanout_storm", "demo.Customer")]
+    assert storm.evidence["peak_per_second"] >= 50 and storm.evidence["baseline_per_minute"] == 0
+    assert sorted(storm.evidence["receivers"]) == [f"demo.receivers.{r}" for r in ("refresh_customer_segments", "reindex_customer", "sync_customer_to_crm")]
+    assert storm.severity == "warning" and one_incident().subject == "demo.Customer"
 
 
 def test_it_finds_duplicate_enqueues_and_counts_the_needless_ones():
@@ -196,6 +227,7 @@ def test_it_finds_jobs_orphaned_by_a_rollback():
     orphans = found[("orphaned_jobs", "demo.tasks.reserve_inventory:rolled_back")]
     assert orphans.count == 6 and sorted(orphans.evidence["missing_records"]["demo.Order"]) == sorted(rolled_back)
     assert len(orphans.evidence["job_ids"]) == 6
+    assert one_incident().finding_id == orphans.pk
 
 
 def test_it_finds_jobs_that_ran_before_their_transaction_committed():
@@ -261,15 +293,16 @@ def test_it_finds_a_task_that_fails_too_often_calling_a_service_with_no_breaker(
         tasks.notify_warehouse.delay(order.pk)  # the warehouse (at the gateway's address) is down in this test
     finished(25, task_name="demo.tasks.notify_warehouse")
 
-    warehouse = ("service_without_breaker", "GatewayError → 127.0.0.1:9")
+    warehouse = ("service_failing", "127.0.0.1:9")  # read from the refused connection's frames
     found = check({("failure_rate", "demo.tasks.notify_warehouse"): None, warehouse: None})
     assert found[("failure_rate", "demo.tasks.notify_warehouse")].evidence["errors"] == {"demo.gateway_client.GatewayError": 25}
     assert found[warehouse].evidence["tasks"] == {"demo.tasks.notify_warehouse": 25}
+    assert found[warehouse].evidence["kind"] == "connection"
 
 
 def test_jobs_behind_a_circuit_breaker_are_not_reported_as_missing_one():
     """Charges go through the payment-gateway breaker: with the gateway down they open the
-    circuit (a circuit_open finding with the jobs waiting), never service_without_breaker."""
+    circuit (a circuit_open finding with the jobs waiting), never service_failing."""
     customer = Customer.objects.create(name="c", email="c@example.com")
     order = Order.objects.create(customer=customer, total_cents=5)
     for _ in range(12):

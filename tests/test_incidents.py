@@ -123,9 +123,19 @@ def test_two_outages_that_share_only_a_queue_stay_two_incidents(hook, receiver):
     assert sorted(subject for _, _, subject in events(receiver)) == ["mail.example:25", "maps.example:443"]
 
 
-def test_a_cause_found_after_its_symptom_takes_the_lead_without_a_second_page(hook, receiver):
-    rate = finding("failure_rate", "shop.sync", keys=["task:shop.sync"], count=30)
+def test_a_symptom_waits_a_detector_pass_for_its_cause_so_that_the_page_names_the_cause(hook, receiver):
+    finding("failure_rate", "shop.sync", keys=["task:shop.sync"], count=30)
     run_alerts(at(31))
+    assert receiver.received == []  # held: the detectors run again within 35 s
+    finding("service_failing", "crm.example:443", seconds=32, keys=["service:crm.example:443"], links=["task:shop.sync"], count=30)
+    run_alerts(at(40))
+    run_alerts(at(80))
+    assert events(receiver) == [("opened", "service_failing", "crm.example:443")]
+
+
+def test_a_cause_found_after_its_symptom_was_paged_takes_the_lead_without_a_second_page(hook, receiver):
+    rate = finding("failure_rate", "shop.sync", keys=["task:shop.sync"], count=30)
+    run_alerts(at(36))
     assert events(receiver) == [("opened", "failure_rate", "shop.sync")]
     service = finding("service_failing", "crm.example:443", seconds=40, keys=["service:crm.example:443"],
                       links=["task:shop.sync"], count=30)

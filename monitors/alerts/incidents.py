@@ -138,9 +138,15 @@ def follow_evidence(now):
 
 
 def notify_held(now):
+    """Pending incidents that have held are notified. One led by a symptom (a failure rate, a
+    queue's age) holds until the detectors have run once more: the cause often shows a pass later
+    (rolled-back orphans after their commit grace), and the page should name it."""
     hold = timedelta(seconds=setting("ALERT_HOLD_SECONDS"))
+    symptom_hold = max(hold, timedelta(seconds=setting("DETECT_INTERVAL") + 5))
     created = []
     for incident in Incident.objects.filter(state=Incident.State.PENDING, opened_at__lte=now - hold):
+        if not correlation.is_cause(incident) and incident.opened_at > now - symptom_hold:
+            continue
         claimed = Incident.objects.filter(pk=incident.pk, state=Incident.State.PENDING).update(
             state=Incident.State.OPEN, notified_at=now, last_notified_at=now)
         if claimed:

@@ -1,12 +1,10 @@
 """Circuits: services whose circuit is open (or keeps opening), with the jobs piling up behind
-them; and services failing with no breaker at all, where the operator should add one.
+them. Services failing with no breaker at all are the services detector's (services.py).
 
 The breaker's state is read from its shared store (the database or Redis), the jobs waiting on
 it from the execution table's partial index of waiting jobs, and its history from CircuitEvent.
 """
 
-import re
-from collections import Counter, defaultdict
 from datetime import timedelta
 
 from django.db.models import Count, Min
@@ -17,20 +15,10 @@ from monitors.models import Circuit, CircuitEvent, JobExecution
 
 NAME = "circuits"
 OPEN_STATES = (OPEN, HALF_OPEN, FORCED_OPEN)
-# At most this many recent failures are read to cluster them by service (newest first).
-FAILURES_READ = 50_000
-# Exception names that say "the other side failed", whatever the message names.
-SERVICE_ERROR_WORDS = ("connection", "timeout", "timedout", "unavailable", "refused", "unreachable", "gaierror",
-                       "httperror", "urlerror", "sslerror", "protocolerror", "remotedisconnected", "brokenpipe",
-                       "smtp", "gatewayerror", "serviceerror", "apierror")
-# Where the message names the other side: a URL, urllib3's host='…', port=…, or host:port.
-URL = re.compile(r"\b[a-z][a-z0-9+.-]*://(?:[^@/\s]+@)?([^/\s:'\"?#]+(?::\d+)?)", re.IGNORECASE)
-HOST_PORT_WORDS = re.compile(r"host=['\"]([^'\"]+)['\"],\s*port=(\d+)")
-HOST_PORT = re.compile(r"\b((?:[a-z0-9-]+\.)+[a-z]{2,}|\d{1,3}(?:\.\d{1,3}){3}|localhost):(\d{2,5})\b", re.IGNORECASE)
 
 
 def detect(now):
-    return [*open_circuits(now), *services_without_breaker(now)]
+    return open_circuits(now)
 
 
 # -- circuits that are open or flapping ----------------------------------------------------------
@@ -105,12 +93,19 @@ def open_circuit(name, state, policy, now, source):
         "jobs_waiting": waiting["count"],
         "oldest_waiting_since": waiting["oldest"],
         "waiting_by_queue": waiting["queues"],
+        "waiting_by_task": waiting["tasks"],
         "jobs_retrying": retrying,
         "state_read_from": source,
     }
+    # Work is not getting done when jobs wait behind the circuit (or it has been open for long);
+    # an operator's forced opening is deliberate, and a circuit nobody waits on is a warning.
+    severity = "critical" if not forced and (waiting["count"] or retrying or critical) else "warning"
     return Problem(
-        kind="circuit_open", subject=name, severity="critical" if critical and not forced else "warning",
-        title=title, explanation=explanation, evidence=evidence, count=waiting["count"],
+        kind="circuit_open", subject=name, severity=severity,
+        title=title, explanation=explanation, evidence=evidence, count=waiting["count"] + retrying,
+        fix=f"Check {name} (status, credentials, quota, network); force the circuit open if it stays down.",
+        keys=[f"service:{name}"],
+        links=[*(f"task:{task}" for task in waiting["tasks"]), *(f"queue:{queue}" for queue in waiting["queues"])],
     )
 
 
@@ -132,8 +127,9 @@ def jobs_waiting(name):
     waiting = JobExecution.objects.filter(state="waiting", circuit=name)
     summary = waiting.aggregate(count=Count("id"), oldest=Min("enqueued_at"))
     queues = dict(waiting.values_list("queue").annotate(jobs=Count("id")).order_by("-jobs")[:20])
+    tasks = dict(waiting.values_list("task_name").annotate(jobs=Count("id")).order_by("-jobs")[:20])
     oldest = summary["oldest"]
-    return {"count": summary["count"], "oldest": oldest.isoformat() if oldest else None, "queues": queues}
+    return {"count": summary["count"], "oldest": oldest.isoformat() if oldest else None, "queues": queues, "tasks": tasks}
 
 
 def flapping_circuit(name, now):
@@ -155,72 +151,9 @@ def flapping_circuit(name, now):
         ),
         evidence={"openings": [moment.isoformat() for moment in openings]},
         count=len(openings),
+        fix=f"Find why {name} recovers and fails again; or give the breaker more trial calls or a longer cool-down.",
+        keys=[f"service:{name}"],
     )
-
-
-# -- services failing with no breaker ------------------------------------------------------------
-
-
-def services_without_breaker(now):
-    span = threshold("SERVICE_FAILURE_SECONDS")
-    failures = (
-        JobExecution.objects.filter(finished_at__gt=now - timedelta(seconds=span), finished_at__lte=now, circuit="")
-        .exclude(exception_type="")
-        .order_by("-finished_at")
-        .values_list("task_name", "queue", "exception_type", "exception_message", "finished_at")[:FAILURES_READ]
-    )
-    clusters = defaultdict(list)
-    for task_name, queue, error_type, message, finished_at in failures:
-        target = target_of(message)
-        if target is None:
-            if not looks_like_a_service_error(error_type):
-                continue  # a bug in the task, not a service; the failure-rate rule covers it
-            target = f"the service {task_name} calls"
-        clusters[(error_type, target)].append((task_name, queue, message, finished_at))
-
-    problems = []
-    for (error_type, target), jobs in clusters.items():
-        tasks = Counter(task for task, _, _, _ in jobs)
-        if len(jobs) < threshold("SERVICE_FAILURE_MIN_JOBS", task=tasks.most_common(1)[0][0]):
-            continue
-        short_type = error_type.rsplit(".", 1)[-1]
-        problems.append(Problem(
-            kind="service_without_breaker", subject=f"{short_type} → {target}"[:350], severity="warning",
-            title=f"{len(jobs)} jobs failed with {short_type} calling {target}, with no circuit breaker",
-            explanation=(
-                f"These jobs call {target} and fail the same way, and nothing stops them: every worker keeps "
-                "calling a service that is down, each job burning its retries and a worker slot on it. Wrap the "
-                "call in a circuit breaker (monitors.circuits.circuit) so that the workers stop calling after a "
-                "few failures, and the jobs wait for the service instead of failing."
-            ),
-            evidence={
-                "exception_type": error_type,
-                "target": target,
-                "jobs": len(jobs),
-                "tasks": dict(tasks.most_common(10)),
-                "queues": dict(Counter(queue for _, queue, _, _ in jobs).most_common(10)),
-                "example_error": short(jobs[0][2], 500),
-                "first_failure": min(job[3] for job in jobs).isoformat(),
-                "last_failure": max(job[3] for job in jobs).isoformat(),
-                "window_seconds": span,
-            },
-            count=len(jobs),
-        ))
-    return problems
-
-
-def target_of(message):
-    """The host (and port) an error message names, or None."""
-    for pattern in (URL, HOST_PORT_WORDS, HOST_PORT):
-        match = pattern.search(message or "")
-        if match:
-            return ":".join(part for part in match.groups() if part).lower()
-    return None
-
-
-def looks_like_a_service_error(error_type):
-    name = error_type.rsplit(".", 1)[-1].lower()
-    return any(word in name for word in SERVICE_ERROR_WORDS)
 
 
 def short(text, length=200):

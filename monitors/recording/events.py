@@ -5,12 +5,14 @@ Every builder reads only what the signal hands it; none touches the database or 
 
 import os
 import time
+import traceback as tracebacks
 from datetime import UTC, datetime
 
 from django.utils.dateparse import parse_datetime
 
 from monitors.conf import setting
 from monitors.recording.payload import PayloadCleaner, measure, shorten
+from monitors.recording.targets import failure_target
 
 # `progress` = attempt * STAGES + stage orders one job's events without trusting clocks. The
 # attempt is Celery's retries plus the times the job was put back to wait for an open circuit
@@ -263,6 +265,34 @@ def failure_fields(exception, einfo):
         "exception_message": shorten(str(exception), setting("TRACEBACK_MAX_LENGTH")),
         "traceback": traceback,
     }
+
+
+def target_fields(exception, traceback=None):
+    """Who the failure came from (monitors/recording/targets.py): read while the frames the
+    error went through are alive, in the task_failure and task_retry handlers."""
+    target, status, kind = failure_target(exception, traceback)
+    return {"error_target": target, "error_status": status, "error_kind": kind}
+
+
+def own_traceback(exception):
+    """The exception's traceback as text, its causes included: Celery formats its picklable
+    stand-in's, which has neither the real type nor the causes."""
+    try:
+        text = "".join(tracebacks.format_exception(exception))
+    except Exception:
+        return ""
+    return shorten(text, setting("TRACEBACK_MAX_LENGTH"))
+
+
+def original_failure(failure, original):
+    """A failure recorded from Celery's stand-in, told again from the error itself (task_postrun's
+    return value). Its frames are cleared by then; what its objects say is not."""
+    told = failure_fields(original, None)
+    told["traceback"] = own_traceback(original) or failure.get("traceback", "")
+    found = target_fields(original)
+    for name, value in found.items():
+        told[name] = value if value not in ("", None) else failure.get(name, value)
+    return {**failure, **told}
 
 
 def exception_type(exception):

@@ -165,16 +165,36 @@ def task_prerun(sender=None, task_id=None, task=None, args=None, kwargs=None, **
 
 
 @guarded
-def task_failure(sender=None, task_id=None, exception=None, einfo=None, **extra):
-    failure = events.failure_fields(exception, einfo)
+def task_failure(sender=None, task_id=None, exception=None, einfo=None, traceback=None, **extra):
     if task_id in _started:
-        _failures[task_id] = failure  # task_postrun in this process writes the final event
+        # task_postrun in this process writes the final event. Celery hands this signal a
+        # picklable stand-in of the error (urllib's HTTPError arrives as a bare OSError); the
+        # error itself is the one being handled, and its frames are alive until we return.
+        original = original_exception(exception, traceback)
+        failure = events.failure_fields(original, einfo)
+        if original is not exception:
+            failure["traceback"] = events.own_traceback(original) or failure["traceback"]
+        failure.update(events.target_fields(original, traceback))
+        _failures[task_id] = (failure, id(original))  # not the error itself: it holds its frames
         return
     # Sent by the worker's main process: a hard time limit or a pool process that died.
+    failure = events.failure_fields(exception, einfo)
     attempt = _received_attempts.pop(task_id, 0)
     event = events.lost_event(task_id, getattr(sender, "name", ""), attempt, "failed", failure["exception_message"],
                               exception, einfo)
     submit(events.counted(event, "failed", HOSTNAME, exception=type(exception).__name__))
+
+
+def original_exception(exception, traceback):
+    """The error the task raised, when Celery is handling it now (the stand-in shares its
+    traceback); otherwise the exception the signal carries."""
+    handled = sys.exc_info()[1]
+    if handled is None or handled is exception:
+        return exception
+    raised_through = traceback if traceback is not None else getattr(exception, "__traceback__", None)
+    if raised_through is not None and handled.__traceback__ is raised_through:
+        return handled
+    return exception
 
 
 @guarded
@@ -188,13 +208,19 @@ def task_retry(sender=None, request=None, reason=None, einfo=None, **extra):
         # Not a failure: the job was put back to wait for its service's circuit.
         _waiting[task_id] = cause.name
         return
-    _failures[task_id] = events.failure_fields(cause or reason, einfo)
+    failure = events.failure_fields(cause or reason, einfo)
+    # The cause's own frames when it was raised; the Retry's (the task's) when it was only made.
+    failure.update(events.target_fields(cause or reason, getattr(reason, "__traceback__", None)))
+    _failures[task_id] = (failure, id(cause or reason))
 
 
 @guarded
 def task_postrun(sender=None, task_id=None, task=None, retval=None, state=None, args=None, kwargs=None, **extra):
     started = _started.pop(task_id, None)
-    failure = _failures.pop(task_id, None)
+    failure, failed_with = _failures.pop(task_id, (None, None))
+    if failure is not None and state == "FAILURE" and isinstance(retval, BaseException) and id(retval) != failed_with:
+        # task_failure could not tell the error from Celery's stand-in; the return value is it.
+        failure = events.original_failure(failure, retval)
     waiting_on = _waiting.pop(task_id, None)
     final = events.POSTRUN_STATES.get(state, "failed" if failure else "succeeded")
     if waiting_on and final == "retried":

@@ -7,6 +7,9 @@ PostgreSQL requires of a multi-row upsert) and in SQL (to fold that row into wha
 - FIRST:  the first known value stays (arguments, routing, origin: what the enqueue saw);
 - LATEST: the value of the event furthest along (by `progress`) replaces it, if the event knows it;
 - ERROR:  like LATEST, ordered by `error_progress` (the progress of the event that failed);
+- CAUSE:  who that error came from (service, status, kind): set by the event of the newest error
+          whatever its value, empty included, so that an error naming no service does not keep
+          the service an earlier attempt's error named;
 - MAX:    the larger one (progress, retries, and the times of the last attempt's stages, which
           only grow, so a late-arriving "received" still lands after "started" was written).
 
@@ -17,7 +20,7 @@ from monitors.db import upsert
 from monitors.models import JobExecution
 from monitors.recording.events import COUNTS_KEY, PAYLOAD_KEY
 
-FIRST, LATEST, MAX, ERROR = "first", "latest", "max", "error"
+FIRST, LATEST, MAX, ERROR, CAUSE = "first", "latest", "max", "error", "cause"
 
 
 COLUMN_RULES = {
@@ -75,6 +78,9 @@ COLUMN_RULES = {
     "exception_type": ERROR,
     "exception_message": ERROR,
     "traceback": ERROR,
+    "error_target": CAUSE,
+    "error_status": CAUSE,
+    "error_kind": CAUSE,
 }
 COLUMNS = ["task_id", *COLUMN_RULES]
 FIELDS = {name: JobExecution._meta.get_field(name) for name in COLUMNS}
@@ -84,6 +90,7 @@ TEXT_COLUMNS = {
 # Text columns are NOT NULL; an event that does not know one sends "".
 UNKNOWN = {name: ("" if name in TEXT_COLUMNS else None) for name in COLUMNS}
 UNKNOWN.update({"progress": 0, "retries": 0, "circuit_waits": 0})
+CAUSE_COLUMNS = [name for name, rule in COLUMN_RULES.items() if rule == CAUSE]
 MAX_LENGTHS = {name: field.max_length for name, field in FIELDS.items() if getattr(field, "max_length", None)}
 
 
@@ -94,10 +101,15 @@ def is_known(name, value):
 def merge_into(row, event):
     """Fold `event` (a dict of some columns) into `row` (a complete dict) by the column rules."""
     newer = event.get("progress", 0) >= row["progress"]
+    error_progress = event.get("error_progress")
+    newer_error = error_progress is not None and error_progress >= (
+        row["error_progress"] if row["error_progress"] is not None else -1)
     for name, value in event.items():
         if name == "task_id" or name.startswith("_") or not is_known(name, value):
             continue  # "_…" keys ride along for other tables (PAYLOAD_KEY)
         rule = COLUMN_RULES[name]
+        if rule == CAUSE:
+            continue  # below, known or not
         if rule == FIRST:
             if not is_known(name, row[name]):
                 row[name] = value
@@ -109,6 +121,9 @@ def merge_into(row, event):
                 row[name] = value
         elif row[name] is None or value > row[name]:
             row[name] = value
+    if newer_error:
+        for name in CAUSE_COLUMNS:
+            row[name] = event.get(name, UNKNOWN[name])
     return row
 
 
@@ -139,9 +154,11 @@ def set_clause(column, table, vendor, quote):
         if column in TEXT_COLUMNS:
             return f"{name} = CASE WHEN {mine} = '' THEN {theirs} ELSE {mine} END"
         return f"{name} = COALESCE({mine}, {theirs})"
-    if rule == ERROR:
+    if rule in (ERROR, CAUSE):
         mine_progress, theirs_progress = f"{table}.{quote('error_progress')}", f"excluded.{quote('error_progress')}"
         newer = f"COALESCE({theirs_progress}, -1) >= COALESCE({mine_progress}, -1)"
+        if rule == CAUSE:
+            return f"{name} = CASE WHEN {theirs_progress} IS NOT NULL AND {newer} THEN {theirs} ELSE {mine} END"
         return f"{name} = CASE WHEN {newer} AND {known} THEN {theirs} ELSE {mine} END"
     if rule == LATEST:
         return f"{name} = CASE WHEN excluded.progress >= {table}.progress AND {known} THEN {theirs} ELSE {mine} END"
