@@ -104,9 +104,18 @@ def open_circuit(name, state, policy, now, source):
         kind="circuit_open", subject=name, severity=severity,
         title=title, explanation=explanation, evidence=evidence, count=waiting["count"] + retrying,
         fix=f"Check {name} (status, credentials, quota, network); force the circuit open if it stays down.",
-        keys=[f"service:{name}"],
+        # The addresses its calls failed on: a call to the same service made without the breaker
+        # (another task) is the same outage.
+        keys=[f"service:{name}", *(f"service:{target}" for target in addresses_of(name, now))],
         links=[*(f"task:{task}" for task in waiting["tasks"]), *(f"queue:{queue}" for queue in waiting["queues"])],
     )
+
+
+def addresses_of(name, now):
+    """Where the circuit's recent failures went, as the recorder read it from their exceptions."""
+    recent = JobExecution.objects.filter(circuit=name, finished_at__gt=now - timedelta(seconds=threshold("SERVICE_FAILURE_SECONDS")),
+                                         finished_at__lte=now)
+    return list(recent.exclude(error_target="").values_list("error_target", flat=True).distinct()[:5])
 
 
 def open_since(name, state):
