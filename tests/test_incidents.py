@@ -209,3 +209,16 @@ def test_a_fresh_start_opens_nothing_and_a_dead_beat_is_stale_after_its_grace():
     run_alerts(restarted + timedelta(seconds=200))
     assert Finding.objects.filter(kind="monitor_stale").count() == 2  # sampling and detection: beat died again
     assert live_incidents().count() == 1
+
+
+def test_metrics_count_active_incidents_by_severity(hook, client, settings):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    finding("circuit_open", "crm", "critical", keys=["service:crm"], links=["task:shop.sync"])
+    finding("failure_rate", "shop.sync", keys=["task:shop.sync"])
+    finding("duplicate_enqueues", "shop.index", "info", keys=["task:shop.index"])
+    run_alerts(at(5))
+    settings.JOBWATCH = {**settings.JOBWATCH, "METRICS_TOKEN": "s3cret"}
+    text = client.get("/jobwatch/metrics", HTTP_AUTHORIZATION="Bearer s3cret").content.decode()
+    [family] = [family for family in text_string_to_metric_families(text) if family.name == "jobwatch_active_incidents"]
+    assert {sample.labels["severity"]: sample.value for sample in family.samples} == {"critical": 1, "warning": 0, "info": 1}

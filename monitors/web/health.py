@@ -126,13 +126,21 @@ def queue_gauges():
 def jobwatch_gauges():
     from monitors.circuits.machine import STATES
     from monitors.detectors.circuits import jobs_waiting
-    from monitors.models import Circuit, Finding, MonitorHeartbeat, RecorderProcess
+    from monitors.models import Circuit, Finding, Incident, MonitorHeartbeat, RecorderProcess, Severity
 
     findings = GaugeMetricFamily("jobwatch_open_findings", "Open findings, by kind and severity.", labels=["kind", "severity"])
     for kind, severity, count in (Finding.objects.filter(status="open").values_list("kind", "severity")
                                   .annotate(count=Count("id")).order_by()):
         findings.add_metric([kind, severity], count)
     yield findings
+
+    # One problem, one series: alert on incidents rather than findings, which count its evidence.
+    incidents = GaugeMetricFamily("jobwatch_active_incidents", "Incidents not over yet (one per problem), by severity.",
+                                  labels=["severity"])
+    active = dict(Incident.objects.filter(state__in=Incident.ACTIVE).values_list("severity").annotate(count=Count("id")).order_by())
+    for severity in Severity.values:
+        incidents.add_metric([severity], active.get(severity, 0))
+    yield incidents
 
     circuits = GaugeMetricFamily("jobwatch_circuit_state", "1 for the state each circuit is in.", labels=["circuit", "state"])
     waiting = GaugeMetricFamily("jobwatch_circuit_jobs_waiting", "Jobs waiting for the circuit to close.", labels=["circuit"])
