@@ -77,7 +77,7 @@ def group_new_findings(now):
         evidence[keeper].append(finding)
         for pk in matching[1:]:
             if correlation.compatible(correlation.lead_of(evidence[keeper]), correlation.lead_of(evidence[pk])):
-                merge(active[pk], active[keeper])
+                merge(active[pk], active[keeper], now)
                 evidence[keeper] += evidence.pop(pk)
 
 
@@ -96,11 +96,11 @@ def attach(finding, incident):
     finding.incident_id = incident.pk
 
 
-def merge(absorbed, keeper):
+def merge(absorbed, keeper, now):
     """Fold an incident into another: its findings move, it ends as merged (nothing is sent for
     it: what follows is sent for the keeper, which opened first)."""
     Finding.objects.filter(incident=absorbed).update(incident=keeper)
-    Incident.objects.filter(pk=absorbed.pk).update(state=Incident.State.MERGED, merged_into=keeper, resolved_at=timezone.now())
+    Incident.objects.filter(pk=absorbed.pk).update(state=Incident.State.MERGED, merged_into=keeper, resolved_at=now)
     if absorbed.opened_at < keeper.opened_at:
         Incident.objects.filter(pk=keeper.pk).update(opened_at=absorbed.opened_at)
 
