@@ -76,6 +76,7 @@ def too_long(queue, samples, now):
         count=latest.depth,
         fix=f"Add workers for {queue}, or find what floods it.",
         keys=[f"queue:{queue}"],
+        links=waiting_tasks(queue),
     )
 
 
@@ -100,6 +101,7 @@ def too_old(queue, latest):
         count=latest.depth or 0,
         fix=f"Check that workers consume {queue} and keep up with it.",
         keys=[f"queue:{queue}"],
+        links=waiting_tasks(queue),
     )
 
 
@@ -127,6 +129,7 @@ def growing(queue, samples, now):
         count=latest.depth or 0,
         fix=f"Add workers for {queue}, or find the source of the extra jobs.",
         keys=[f"queue:{queue}"],
+        links=waiting_tasks(queue),
     )
 
 
@@ -146,7 +149,15 @@ def no_consumer(queue, latest):
         count=latest.depth,
         fix=f"Start a worker with -Q {queue}, or route its tasks to a queue that is consumed.",
         keys=[f"queue:{queue}"],
+        links=waiting_tasks(queue),
     )
+
+
+def waiting_tasks(queue):
+    """The tasks whose jobs are recorded as waiting in the queue (the partial index of waiting
+    jobs): a finding about one of them (duplicates, say) is part of the queue's problem."""
+    waiting = JobExecution.objects.filter(state="enqueued", queue=queue).values_list("task_name").annotate(n=Count("id"))
+    return [f"task:{task}" for task, _ in waiting.order_by("-n")[:10]]
 
 
 def queue_evidence(sample):

@@ -4,6 +4,7 @@ Every query reads only the jobs enqueued within the window (and the baseline bef
 the enqueued_at index, so its cost follows the window, not the history.
 """
 
+from collections import Counter
 from datetime import timedelta
 
 from django.db.models import Count, Max, Min, Q
@@ -137,7 +138,8 @@ def baseline_rate(model, now, window, baseline_span):
 
 
 def trivial_saves(recent, window):
-    """Saves whose update_fields touch only fields no job cares about, that still enqueue."""
+    """Saves whose update_fields touch only fields no job cares about, that still enqueue: one
+    finding per model, with every receiver that does it (one save fires them all)."""
     trivial = set(threshold("TRIVIAL_FIELDS"))
     saves = (
         recent.filter(origin_kind="save", origin_created=False)
@@ -145,46 +147,45 @@ def trivial_saves(recent, window):
         .values("origin_model", "origin_receiver", "origin_update_fields")
         .annotate(jobs=Count("id"))
     )
-    totals = {
-        (row["origin_model"], row["origin_receiver"]): row["jobs"]
-        for row in recent.filter(origin_kind="save").values("origin_model", "origin_receiver").annotate(jobs=Count("id"))
-    }
+    totals = dict(recent.filter(origin_kind="save").values_list("origin_model").annotate(jobs=Count("id")).order_by())
     found = {}
     for row in saves:
         fields = row["origin_update_fields"] or []
         if not fields or not set(fields) <= trivial:
             continue
-        key = (row["origin_model"], row["origin_receiver"])
-        entry = found.setdefault(key, {"jobs": 0, "fields": set()})
+        entry = found.setdefault(row["origin_model"], {"jobs": 0, "fields": set(), "receivers": Counter()})
         entry["jobs"] += row["jobs"]
         entry["fields"].update(fields)
+        entry["receivers"][row["origin_receiver"]] += row["jobs"]
     problems = []
-    for (model, receiver), entry in found.items():
+    for model, entry in found.items():
         if entry["jobs"] < threshold("TRIVIAL_SAVE_MIN_JOBS"):
             continue
-        share = entry["jobs"] / max(totals.get((model, receiver), entry["jobs"]), 1)
-        fields = sorted(entry["fields"])
+        share = entry["jobs"] / max(totals.get(model, entry["jobs"]), 1)
+        fields, receivers = sorted(entry["fields"]), dict(entry["receivers"].most_common())
+        names = ", ".join(receiver.rsplit(".", 1)[-1] for receiver in receivers)
         problems.append(Problem(
             kind="trivial_save_enqueues",
-            subject=f"{model}:{receiver}",
+            subject=model,
             severity="info",
-            title=f"{receiver} enqueues on saves that only touch {', '.join(fields)}",
+            title=f"{model} saves that only touch {', '.join(fields)} still enqueue {entry['jobs']} jobs "
+                  f"({len(receivers)} receiver{'s' if len(receivers) != 1 else ''})",
             explanation=(
-                f"{entry['jobs']} jobs ({share:.0%} of this receiver's) came from {model} saves that changed "
-                f"only {', '.join(fields)}. No job needs to run for that. Usual fix: in the receiver, return early "
-                f"when update_fields is a subset of {{{', '.join(fields)}}}."
+                f"{entry['jobs']} jobs ({share:.0%} of those {model} saves enqueued) came from saves that changed only "
+                f"{', '.join(fields)}, through {names}. No job needs to run for that. Usual fix: in each receiver, "
+                f"return early when update_fields is a subset of {{{', '.join(fields)}}}."
             ),
             evidence={
                 "jobs": entry["jobs"],
-                "share_of_receiver_jobs": round(share, 3),
+                "share_of_save_jobs": round(share, 3),
                 "fields": fields,
-                "receiver": receiver,
+                "receivers": receivers,
                 "model": model,
-                "sample_job_ids": sample_ids(recent.filter(origin_model=model, origin_receiver=receiver, origin_created=False)),
+                "sample_job_ids": sample_ids(recent.filter(origin_model=model, origin_created=False, origin_kind="save")),
             },
             count=entry["jobs"],
-            fix=f"In {receiver.rsplit('.', 1)[-1]}, return early when update_fields is within {{{', '.join(fields)}}}.",
-            keys=[f"saves:{model}", f"receiver:{receiver}"],
+            fix=f"In {names}, return early when update_fields is within {{{', '.join(fields)}}}.",
+            keys=[f"saves:{model}", *(f"receiver:{receiver}" for receiver in receivers)],
         ))
     return problems
 

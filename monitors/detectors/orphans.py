@@ -30,6 +30,8 @@ NAME = "orphans"
 ROLLED_BACK, RAN_BEFORE_COMMIT, DELETED, UNKNOWN = "rolled_back", "ran_before_commit", "deleted_after_enqueue", "unknown"
 CHECK_BATCH = 1000
 JOB_IDS_KEPT = 500
+# The units of work (transactions, else requests) named as what a finding is about, at most.
+UNITS_KEPT = 100
 
 EXPLANATIONS = {
     ROLLED_BACK: (
@@ -168,7 +170,7 @@ def missing_references(candidates):
 
 
 ROW_FIELDS = ("task_id", "enqueued_at", "started_at", "origin_in_atomic", "origin_deferred", "origin_transaction",
-              "origin_committed_at", "origin_receiver", "queue", "state")
+              "origin_committed_at", "origin_receiver", "queue", "state", "origin_request_id")
 
 
 def recorded_rows(candidates):
@@ -207,9 +209,12 @@ def orphan_problem(task, cause, found):
     places = defaultdict(int)
     models = defaultdict(list)
     receivers = defaultdict(int)
+    units = set()
     commit_lags = []
     for candidate, gone, row in found:
         places[candidate.where] += 1
+        if row and len(units) < UNITS_KEPT and (row["origin_transaction"] or row["origin_request_id"]):
+            units.add(f"transaction:{row['origin_transaction']}" if row["origin_transaction"] else f"request:{row['origin_request_id']}")
         for ref in gone or candidate.references:
             if len(models[ref["model"]]) < 10:
                 models[ref["model"]].append(ref["pk"])
@@ -238,7 +243,9 @@ def orphan_problem(task, cause, found):
         evidence=evidence,
         count=len(found),
         fix=FIXES[cause],
-        keys=[f"task:{task}"],
+        # Jobs of several tasks orphaned by the same transactions (an order and its payment
+        # deleted together) are one problem: the units of work that enqueued them say so.
+        keys=[f"task:{task}", *sorted(units)],
         links=[f"receiver:{receiver}" for receiver in receivers if receiver != "?"],
     )
 
