@@ -222,3 +222,17 @@ def test_metrics_count_active_incidents_by_severity(hook, client, settings):
     text = client.get("/jobwatch/metrics", HTTP_AUTHORIZATION="Bearer s3cret").content.decode()
     [family] = [family for family in text_string_to_metric_families(text) if family.name == "jobwatch_active_incidents"]
     assert {sample.labels["severity"]: sample.value for sample in family.samples} == {"critical": 1, "warning": 0, "info": 1}
+
+
+def test_a_problem_that_is_over_resolves_and_the_smells_that_came_with_it_go_on_unpaged(hook, receiver):
+    queue = finding("queue_without_consumer", "reports", "critical", keys=["queue:reports"], links=["task:shop.noop"], count=40)
+    smell = finding("duplicate_enqueues", "shop.noop", "info", keys=["task:shop.noop"], count=39)
+    run_alerts(at(31))
+    assert events(receiver) == [("opened", "queue_without_consumer", "reports")]
+    resolve(queue, seconds=60)
+    run_alerts(at(70))
+    run_alerts(at(140))
+    assert [event for event, _, _ in events(receiver)] == ["opened", "resolved"]
+    smells = Incident.objects.get(state__in=Incident.ACTIVE)
+    assert smells.kind == "duplicate_enqueues" and smells.severity == "info"
+    assert list(smells.findings.values_list("pk", flat=True)) == [smell.pk]

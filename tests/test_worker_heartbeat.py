@@ -37,7 +37,8 @@ def test_a_worker_reports_itself_while_idle_counts_its_jobs_and_says_when_it_sto
         flush_recorder()
         wait_for(lambda: tallied("succeeded") - before["succeeded"] == 3, timeout=20, what="3 successes tallied")
         assert tallied("sent") - before["sent"] == 3 and tallied("started") - before["started"] == 3
-        assert JobTally.objects.filter(metric="sent", task_name="demo.tasks.noop").values_list("queue", flat=True).first() == "mail"
+        # Tallied under the queue the jobs were routed to (an earlier test's leftovers may sit beside them).
+        assert "mail" in set(JobTally.objects.filter(metric="sent", task_name="demo.tasks.noop").values_list("queue", flat=True))
     finally:
         worker.stop()
     assert RecorderProcess.objects.get(pk=main.pk).stopped_at is not None

@@ -10,8 +10,8 @@ problems.
 
 Findings are told apart as causes (a service down, a storm, orphaned jobs, a queue nobody consumes)
 and symptoms (a failure rate, a queue's age, duplicates). A symptom joins whatever it is linked to;
-two causes join only when one names the other, so two outages that share only a symptom stay two
-incidents. The incident's lead is its likeliest cause: the finding nearest the cause, then the
+two causes join only when they are about the same thing, so two outages that share only a symptom
+stay two incidents, and a circuit is not one problem with the orphans of a task it also serves. The incident's lead is its likeliest cause: the finding nearest the cause, then the
 most severe, then the largest.
 
 Nothing here reads a detector's wording or the demo's names: only kinds' places in the chain, keys
@@ -80,10 +80,12 @@ def belongs_with(finding, evidence):
 
 
 def compatible(one, other):
-    """Two causes are one problem only when one names the other."""
+    """Two causes are one problem only when they are about the same thing (a service, a task,
+    the transactions that enqueued): a circuit whose waiting jobs are a task's is not the same
+    problem as that task's orphans."""
     if not (is_cause(one) and is_cause(other)):
         return True
-    return names_each_other(one, other)
+    return bool(about(one) & about(other))
 
 
 def severity_of(findings):

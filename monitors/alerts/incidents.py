@@ -25,7 +25,7 @@ from django.utils import timezone
 from monitors.alerts import correlation
 from monitors.alerts.correlation import SEVERITY_RANK
 from monitors.conf import setting
-from monitors.models import Finding, Incident, Notification, NotificationChannel
+from monitors.models import Finding, Incident, Notification, NotificationChannel, Severity
 
 LOCK_KEY = zlib.crc32(b"jobwatch.incidents")
 # Findings listed in a notification (the incident's page lists them all).
@@ -64,7 +64,9 @@ def group_new_findings(now):
     new = sorted(Finding.objects.filter(status=Finding.Status.OPEN, incident__isnull=True),
                  key=lambda f: (correlation.cause_rank(f), f.first_seen, f.pk))
     for finding in new:
-        matching = [pk for pk, found in evidence.items() if found and correlation.belongs_with(finding, found)]
+        # A problem that is over (resolving) is continued by its problem coming back, not by a smell.
+        matching = [pk for pk, found in evidence.items() if found and correlation.belongs_with(finding, found)
+                    and not (finding.severity == Severity.INFO and active[pk].state == Incident.State.RESOLVING)]
         if not matching:
             incident = open_incident(finding)
             active[incident.pk], evidence[incident.pk] = incident, [finding]
@@ -116,6 +118,11 @@ def follow_evidence(now):
     for incident in Incident.objects.filter(state__in=Incident.ACTIVE):
         findings = list(incident.findings.all())
         open_findings = [f for f in findings if f.status == Finding.Status.OPEN]
+        if SEVERITY_RANK[incident.severity] > 0 and open_findings and all(f.severity == Severity.INFO for f in open_findings):
+            # The problem is over; the code smells that came with it (duplicates of the jobs that
+            # piled up, say) go on as an incident of their own, which is shown, not paged.
+            Finding.objects.filter(pk__in=[f.pk for f in open_findings]).update(incident=None)
+            findings, open_findings = [f for f in findings if f.status != Finding.Status.OPEN], []
         if not open_findings:
             over_at = max((f.resolved_at for f in findings if f.resolved_at), default=now)
             if incident.state == Incident.State.PENDING:

@@ -32,6 +32,11 @@ class CircuitOpenError(Exception):
         super().__init__(message or f"circuit {name!r} is {state.replace('_', '-')}: calls refused "
                                     f"for about {retry_in:.1f} s more")
 
+    def __reduce__(self):
+        # Picklable, so that Celery's Retry keeps this error rather than a stand-in: the recorder
+        # tells a job put back to wait from a failed attempt by this error's type and name.
+        return type(self), (self.name, self.state, self.retry_in, str(self))
+
 
 def waits_of(request):
     try:

@@ -124,16 +124,17 @@ def peak_burst(jobs, baseline_per_second, factor):
 
 def baseline_rate(model, now, window, baseline_span):
     """(enqueues per minute, enqueues) of the model's saves before the window. The rate is over
-    the time they have been active within the baseline span (at least one window), so a workload
-    that started a minute ago is compared with its own first minute, not with nine empty ones."""
+    the time they have been active within the baseline span, so a workload that started ten
+    minutes ago is compared with those ten minutes, not with fifty empty ones; with less than one
+    window of history there is no baseline yet, and only the ceiling and the burst rule apply."""
     start = now - window
     before = JobExecution.objects.filter(
         enqueued_at__gt=start - baseline_span, enqueued_at__lte=start, origin_model=model,
         origin_kind__in=("save", "delete", "signal"),
     ).exclude(origin_receiver="").aggregate(jobs=Count("id"), first=Min("enqueued_at"))
-    if not before["jobs"]:
-        return 0.0, 0
-    active = max(start - before["first"], window)
+    if not before["jobs"] or start - before["first"] < window:
+        return 0.0, 0  # less than a window of history is no baseline yet (a fresh start)
+    active = start - before["first"]
     return per_minute(before["jobs"], min(active, baseline_span)), before["jobs"]
 
 

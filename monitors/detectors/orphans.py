@@ -30,6 +30,9 @@ NAME = "orphans"
 ROLLED_BACK, RAN_BEFORE_COMMIT, DELETED, UNKNOWN = "rolled_back", "ran_before_commit", "deleted_after_enqueue", "unknown"
 CHECK_BATCH = 1000
 JOB_IDS_KEPT = 500
+# How long after its publish a job's enqueue may not be written yet (the recorder flushes every
+# second or so; a busy database takes longer).
+RECORDER_LAG = timedelta(seconds=30)
 # The units of work (transactions, else requests) named as what a finding is about, at most.
 UNITS_KEPT = 100
 
@@ -64,11 +67,11 @@ FIXES = {
 
 
 class Candidate:
-    __slots__ = ("task_id", "task_name", "references", "where", "failed_missing")
+    __slots__ = ("task_id", "task_name", "references", "where", "failed_missing", "published_at")
 
-    def __init__(self, task_id, task_name, references, where, failed_missing=False):
+    def __init__(self, task_id, task_name, references, where, failed_missing=False, published_at=None):
         self.task_id, self.task_name, self.references = task_id, task_name, references
-        self.where, self.failed_missing = where, failed_missing
+        self.where, self.failed_missing, self.published_at = where, failed_missing, published_at
 
 
 def detect(now):
@@ -86,7 +89,9 @@ def detect(now):
     orphans = defaultdict(list)
     for candidate, gone in found:
         row = rows.get(candidate.task_id)
-        cause = cause_of(row, now) if gone else RAN_BEFORE_COMMIT
+        if row is None and candidate.published_at and candidate.published_at > now - RECORDER_LAG:
+            continue  # published by a watched process a moment ago: its enqueue is not written yet
+        cause = cause_of(row, now) if gone else cause_of_a_record_found_later(row, now)
         if cause is None:
             continue  # its transaction may still commit: one cause, once it is known
         orphans[(candidate.task_name, cause)].append((candidate, gone, row))
@@ -138,7 +143,8 @@ def queued_messages():
                 task = current_app.tasks.get(message.task_name)
                 references = resolve_references(message.task_name, task, message.args, message.kwargs)
                 if references:
-                    yield Candidate(message.task_id, message.task_name, references, f"queue {queue}")
+                    yield Candidate(message.task_id, message.task_name, references, f"queue {queue}",
+                                    published_at=message.published_at)
     except (BrokerUnavailable, PeekUnavailable):
         return
     finally:
@@ -202,6 +208,16 @@ def cause_of(row, now):
         grace = timedelta(seconds=threshold("ORPHAN_COMMIT_GRACE_SECONDS"))
         return ROLLED_BACK if row["enqueued_at"] < now - grace else None
     return UNKNOWN
+
+
+def cause_of_a_record_found_later(row, now):
+    """The job failed with DoesNotExist and a record with that key exists now: the worker ran
+    before the commit — unless the transaction never committed, and the key was taken since by
+    another row (databases such as SQLite reuse a rolled-back insert's key)."""
+    if row and row["origin_in_atomic"] and row["origin_transaction"] and not row["origin_deferred"] \
+            and row["origin_committed_at"] is None:
+        return cause_of(row, now)
+    return RAN_BEFORE_COMMIT
 
 
 def orphan_problem(task, cause, found):
