@@ -188,11 +188,12 @@ def snapshot(app=None, ask_workers=True, history=timedelta(hours=1)):
             row.exists_on_broker = queue_stats.exists_on_broker
             row.note = queue_stats.note
             if queue_stats.oldest_published_at:
-                row.oldest_age, row.oldest_from = (now - queue_stats.oldest_published_at).total_seconds(), "message"
+                # At least 0: `now` is taken before the broker is read, and a message may be newer.
+                row.oldest_age, row.oldest_from = max((now - queue_stats.oldest_published_at).total_seconds(), 0.0), "message"
         if row.oldest_age is None and (row.depth or row.depth is None):
             oldest = oldest_recorded_wait(name)
             if oldest:
-                row.oldest_age, row.oldest_from = (now - oldest).total_seconds(), "history"
+                row.oldest_age, row.oldest_from = max((now - oldest).total_seconds(), 0.0), "history"
         if workers is not None:
             row.workers = sorted(workers.get(name, []))
             if row.consumers is None:
