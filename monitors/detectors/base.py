@@ -46,3 +46,9 @@ def threshold(name, queue=None, task=None):
             if name in override:
                 return override[name]
     return setting("THRESHOLDS").get(name, DEFAULT_THRESHOLDS[name])
+
+
+def short(text, length=200):
+    """An error message on one line, cut to `length` characters, for titles and evidence."""
+    text = " ".join((text or "").split())
+    return text if len(text) <= length else text[: length - 1] + "…"

@@ -10,7 +10,7 @@ from datetime import timedelta
 from django.db.models import Count, Min
 
 from monitors.circuits.machine import FORCED_OPEN, HALF_OPEN, OPEN, Policy, State
-from monitors.detectors.base import Problem, threshold
+from monitors.detectors.base import Problem, short, threshold
 from monitors.models import Circuit, CircuitEvent, JobExecution
 
 NAME = "circuits"
@@ -163,8 +163,3 @@ def flapping_circuit(name, now):
         fix=f"Find why {name} recovers and fails again; or give the breaker more trial calls or a longer cool-down.",
         keys=[f"service:{name}"],
     )
-
-
-def short(text, length=200):
-    text = " ".join((text or "").split())
-    return text if len(text) <= length else text[: length - 1] + "…"

@@ -18,8 +18,7 @@ from datetime import timedelta
 
 from django.db.models import Count, Q
 
-from monitors.detectors.base import Problem, threshold
-from monitors.detectors.circuits import short
+from monitors.detectors.base import Problem, short, threshold
 from monitors.models import JobExecution
 
 NAME = "services"
