@@ -37,7 +37,12 @@ REFUSALS_KEPT = 50
 
 
 class ActionRefused(PermissionDenied):
-    """The user lacks the permission for this action (the refusal is in the audit log)."""
+    """The user lacks the permission for this action (the refusal is in the audit log);
+    `permission` names it, so the 403 can say what to ask for."""
+
+    def __init__(self, message, permission=""):
+        super().__init__(message)
+        self.permission = permission
 
 
 class TooLarge(ValueError):
@@ -75,7 +80,7 @@ def audited(user, action, target, parameters, surface, dry_run=False):
         log.finished_at = log.at
         log.error = f"{log.username or 'anonymous'} lacks the permission {PERMISSIONS[action]}"
         log.save()
-        raise ActionRefused(log.error)
+        raise ActionRefused(log.error, permission=PERMISSIONS[action])
     log.save()
     try:
         yield log
@@ -402,5 +407,5 @@ def acknowledge_incidents(user, incident_ids, *, snooze_seconds=None, surface="d
         except ActionRefused as refusal:
             refused.append(refusal)
     if refused:
-        raise ActionRefused(f"{len(refused)} of {len(ids)} incidents refused: {refused[0]}")
+        raise ActionRefused(f"{len(refused)} of {len(ids)} incidents refused: {refused[0]}", permission=refused[0].permission)
     return results

@@ -7,11 +7,18 @@ selection) and the command line (options), and is stored as given in the audit l
     JobSelection.from_finding(42)      # the jobs a finding's evidence names (e.g. its orphans)
 
 A filter the code does not understand is an error with the reason, never "match everything".
+
+One filter means one set of jobs wherever it is used: `filtered()` is the only place a filter
+becomes a query, for the jobs list as for every action. A selection made from a filter is pinned
+when it is made — ages (2h) become the times they meant, and `up_to` records the newest job id
+then — so the preview, the confirmation and the action itself act on the jobs the operator saw,
+not on whatever matches a minute later. A text search without a time range covers the newest
+TEXT_SEARCH_ROWS jobs up to that id, in the list and in the action alike.
 """
 
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -31,8 +38,11 @@ FILTER_KEYS = {
     "save": "the save that enqueued it (the origin's save id)",
     "circuit": "the service circuit it calls through or waits on",
     "text": "text in the arguments or the error message",
+    "up_to": "recorded up to this job id (the moment a list or preview was made)",
 }
-AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
+# Text in arguments or errors has no index: without a time range, only the newest jobs are searched.
+TEXT_SEARCH_ROWS = 100_000
+AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$", re.ASCII)
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # The evidence key in which a detector lists every job a finding is about (the orphans' ids);
 # "sample_job_ids" are only examples and are not a selection.
@@ -40,7 +50,12 @@ EVIDENCE_ID_KEYS = ("job_ids",)
 
 
 class BadSelection(ValueError):
-    """The filter or ids cannot be understood; the message says which part and why."""
+    """The filter or ids cannot be understood; the message says which part and why, `key` which
+    filter (None when it is not one filter's fault)."""
+
+    def __init__(self, message, key=None):
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass
@@ -51,15 +66,11 @@ class JobSelection:
 
     @classmethod
     def from_filter(cls, filters):
-        cleaned = {key: str(value).strip() for key, value in (filters or {}).items() if str(value or "").strip()}
-        unknown = sorted(set(cleaned) - set(FILTER_KEYS))
-        if unknown:
-            raise BadSelection(f"unknown filter {', '.join(unknown)}; filters are: {', '.join(FILTER_KEYS)}")
-        if not cleaned:
+        cleaned = clean(filters)
+        if not set(cleaned) - {"up_to"}:
             raise BadSelection("an empty filter would select every job: give at least one filter, or ids")
-        selection = cls(filters=cleaned)
-        selection.queryset()  # validate now, so that a bad value fails before anything is logged as done
-        return selection
+        # Validates every value too, so that a bad one fails before anything is logged as done.
+        return cls(filters=pinned(cleaned))
 
     @classmethod
     def from_ids(cls, ids):
@@ -98,12 +109,60 @@ class JobSelection:
     def queryset(self, discarded=False):
         """The selected jobs; those an operator discarded from the history only with
         discarded=True (and then only those)."""
-        jobs = JobExecution.objects.filter(discarded_at__isnull=not discarded)
         if self.ids:
-            return jobs.filter(task_id__in=self.ids)
-        for key, value in self.filters.items():
-            jobs = apply_filter(jobs, key, value)
-        return jobs
+            return JobExecution.objects.filter(discarded_at__isnull=not discarded, task_id__in=self.ids)
+        return filtered(self.filters, discarded=discarded)[0]
+
+    def scope(self):
+        """What the selection covers, in the operator's words (the confirmation page shows it)."""
+        if self.ids:
+            return [f"{len(self.ids)} chosen job{'s' if len(self.ids) != 1 else ''}"]
+        return [f"{key} = {value}" for key, value in self.filters.items() if key != "up_to"] + search_notes(self.filters)
+
+
+def clean(filters):
+    """The filter as given, stripped of blanks; an unknown key is an error."""
+    cleaned = {key: str(value).strip() for key, value in (filters or {}).items() if str(value or "").strip()}
+    unknown = sorted(set(cleaned) - set(FILTER_KEYS))
+    if unknown:
+        raise BadSelection(f"unknown filter {', '.join(unknown)}; filters are: {', '.join(FILTER_KEYS)}", key=unknown[0])
+    for key, value in cleaned.items():
+        if "\x00" in value:
+            raise BadSelection(f"{key} contains a NUL character", key=key)
+    return cleaned
+
+
+def filtered(filters, discarded=False):
+    """(jobs, notes): the one reading of a filter as a query, for the list and every action.
+    `filters` must be clean(); a bad value raises BadSelection naming its key."""
+    jobs = JobExecution.objects.filter(discarded_at__isnull=not discarded)
+    for key, value in filters.items():
+        jobs = apply_filter(jobs, key, value)
+    if "text" in filters and "since" not in filters:
+        top = int(filters["up_to"]) if "up_to" in filters else newest_job_id()
+        jobs = jobs.filter(id__gt=top - TEXT_SEARCH_ROWS)
+    return jobs, search_notes(filters)
+
+
+def search_notes(filters):
+    if "text" in filters and "since" not in filters:
+        return [f"Text is searched in the newest {TEXT_SEARCH_ROWS:,} jobs; add a time range (since) to search further back."]
+    return []
+
+
+def pinned(filters):
+    """The same filter, fixed to this moment: ages become times, and up_to the newest job id."""
+    fixed = dict(filters)
+    for key in ("since", "until"):
+        if key in fixed and AGE.match(fixed[key].lower()):
+            fixed[key] = moment(fixed[key], key).isoformat(timespec="seconds")
+    fixed.setdefault("up_to", str(newest_job_id()))
+    filtered(fixed)  # every value checked now
+    return fixed
+
+
+def newest_job_id():
+    return JobExecution.objects.order_by("-id").values_list("id", flat=True).first() or 0
 
 
 def apply_filter(jobs, key, value):
@@ -113,7 +172,7 @@ def apply_filter(jobs, key, value):
         return jobs.filter(queue=value)
     if key == "state":
         if value not in JobState.values:
-            raise BadSelection(f"state {value!r} is not one of {', '.join(JobState.values)}")
+            raise BadSelection(f"state {value[:40]!r} is not one of {', '.join(JobState.values)}", key=key)
         return jobs.filter(state=value)
     if key == "exception":
         # "DoesNotExist" matches "demo.models.Order.DoesNotExist": the type's last part is enough.
@@ -124,7 +183,7 @@ def apply_filter(jobs, key, value):
         return jobs.filter(enqueued_at__lt=moment(value, key))
     if key == "origin":
         if value not in OriginKind.values:
-            raise BadSelection(f"origin {value!r} is not one of {', '.join(OriginKind.values)}")
+            raise BadSelection(f"origin {value[:40]!r} is not one of {', '.join(OriginKind.values)}", key=key)
         return jobs.filter(origin_kind=value)
     if key == "receiver":
         return jobs.filter(origin_receiver=value)
@@ -136,17 +195,35 @@ def apply_filter(jobs, key, value):
         return jobs.filter(circuit=value)
     if key == "text":
         return jobs.filter(exception_message__icontains=value) | jobs.filter(args__icontains=value)
-    raise BadSelection(f"unknown filter {key!r}")
+    if key == "up_to":
+        if not (value.isascii() and value.isdigit()) or int(value) > MAX_JOB_ID:
+            raise BadSelection(f"up_to={value[:40]!r} is not a job id", key=key)
+        return jobs.filter(id__lte=int(value))
+    raise BadSelection(f"unknown filter {key!r}", key=key)
+
+
+# PostgreSQL's bigint, the execution table's id.
+MAX_JOB_ID = 2**63 - 1
 
 
 def moment(value, key):
-    age = AGE.match(value.lower())
-    if age:
-        return timezone.now() - timedelta(seconds=float(age.group(1)) * UNITS[age.group(2)])
-    parsed = parse_datetime(value)
-    if parsed is None:
-        raise BadSelection(f"{key}={value!r} is neither an ISO time (2026-11-23T10:00) nor an age (30m, 2h, 7d)")
-    return parsed if parsed.tzinfo else timezone.make_aware(parsed)
+    """An ISO time or an age (30m, 2h, 7d) as an aware datetime; anything else — a month 13, an
+    offset of +99:00, an age older than the calendar — is a BadSelection naming the key."""
+    problem = f"{key}={value[:60]!r} is neither an ISO time (2026-11-23T10:00) nor an age (30m, 2h, 7d)"
+    try:
+        age = AGE.match(value.lower())
+        if age:
+            return timezone.now() - timedelta(seconds=float(age.group(1)) * UNITS[age.group(2)])
+        parsed = parse_datetime(value)
+        if parsed is None:
+            raise BadSelection(problem, key=key)
+        # In UTC now: a time at the calendar's edge whose offset pushes it past year 1 or 9999
+        # fails here, with the key named, rather than in the database driver.
+        return (parsed if parsed.tzinfo else timezone.make_aware(parsed)).astimezone(UTC)
+    except (ValueError, OverflowError) as error:
+        if isinstance(error, BadSelection):
+            raise
+        raise BadSelection(f"{problem}: {error}", key=key) from error
 
 
 def finding_task_ids(finding):

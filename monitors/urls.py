@@ -2,6 +2,7 @@ from django.urls import path
 
 from monitors.web import (actions, alerts, circuits, failures, fanout, findings, health, incidents, jobs, orphans, overview,
                           queues, workers)
+from monitors.web.errors import answers_errors
 from monitors.web.respond import api_view
 
 app_name = "monitors"
@@ -40,12 +41,14 @@ CHANGES = [
     ("alerts/acknowledge/", alerts.acknowledge_selected, "acknowledge_selected"),
 ]
 
+# Every route answers bad input with 400, a missing permission with 403 naming it, and on /api/
+# every error as JSON (monitors/web/errors.py).
 urlpatterns = [
-    path("healthz", health.healthz, name="healthz"),
-    path("metrics", health.metrics, name="metrics"),
+    path("healthz", answers_errors(health.healthz), name="healthz"),
+    path("metrics", answers_errors(health.metrics), name="metrics"),
     # Changes first: "jobs/replay/" must not be read as the job whose id is "replay".
-    *[path(route, view, name=name) for route, view, name in CHANGES],
-    *[path(route, view, name=name) for route, view, name in PAGES],
-    *[path(f"api/{route}", api_view(view), name=f"api_{name}") for route, view, name in PAGES],
-    path("api/overview/", api_view(overview.overview)),  # the overview by name, beside /api/ itself
+    *[path(route, answers_errors(view), name=name) for route, view, name in CHANGES],
+    *[path(route, answers_errors(view), name=name) for route, view, name in PAGES],
+    *[path(f"api/{route}", api_view(answers_errors(view)), name=f"api_{name}") for route, view, name in PAGES],
+    path("api/overview/", api_view(answers_errors(overview.overview))),  # the overview by name, beside /api/ itself
 ]

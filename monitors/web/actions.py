@@ -11,7 +11,6 @@ import uuid
 
 from django.utils.translation import ngettext
 
-from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -22,21 +21,31 @@ from monitors.models import ActionLog, ArchivedMessage
 from monitors.purge import MessageSelection
 from monitors.selection import FILTER_KEYS, BadSelection, JobSelection
 from monitors.web.access import staff_only
+from monitors.web.params import BadParameter, Id, Text, ids, query
 from monitors.web.respond import respond
 
 ARCHIVE_PAGE = 100
+FORCE_TITLES = {"open": "Force {name} open? Jobs that call it will wait instead",
+                "close": "Force {name} closed? Every call goes through, failing or not",
+                "reset": "Reset {name}? Counters cleared; the breaker decides again"}
 # The POST fields that carry the selection through the confirmation page unchanged.
 CARRIED = ("id", "finding", "force", "pick", "task", "everything", "archived", "undo", "change", "reason", *FILTER_KEYS)
 AUDIT_PAGE = 100
 
 
-def carried_fields(post):
-    return [(name, value) for name in CARRIED for value in post.getlist(name) if value]
+def carried_fields(post, selection=None):
+    """The fields the confirmation posts back. A job selection made from a filter is carried as
+    pinned (monitors/selection.py), so the confirmed action acts on the jobs the preview counted."""
+    if selection is None or not selection.filters:
+        return [(name, value) for name in CARRIED for value in post.getlist(name) if value]
+    others = [(name, value) for name in CARRIED if name not in FILTER_KEYS for value in post.getlist(name) if value]
+    return others + list(selection.filters.items())
 
 
-def confirmation(request, action, title, preview, extra=None, error=""):
+def confirmation(request, action, title, preview, extra=None, error="", selection=None):
     context = {
-        "action": action, "title": title, "preview": preview, "fields": carried_fields(request.POST),
+        "action": action, "title": title, "preview": preview, "fields": carried_fields(request.POST, selection),
+        "scope": selection.scope() if selection else [],
         "request_key": request.POST.get("request_key") or uuid.uuid4().hex, "error": error, **(extra or {}),
     }
     return render(request, "jobwatch/confirm.html", context, status=400 if error else 200)
@@ -46,31 +55,33 @@ def replay_title(count):
     return f"Replay {count} {ngettext('job', 'jobs', count)}?"
 
 
-def job_selection(post):
-    if post.getlist("id"):
-        return JobSelection.from_ids(post.getlist("id"))
-    if post.get("finding"):
-        return JobSelection.from_finding(post["finding"])
-    return JobSelection.from_filter({key: post.get(key, "") for key in FILTER_KEYS})
+def job_selection(post, verb):
+    """The jobs a replay or discard form names: ticked ids, a finding's jobs, or a filter."""
+    try:
+        if post.getlist("id"):
+            return JobSelection.from_ids(post.getlist("id"))
+        if post.get("finding"):
+            return JobSelection.from_finding(post["finding"])
+        return JobSelection.from_filter({key: post.get(key, "") for key in FILTER_KEYS})
+    except BadSelection as error:
+        raise BadParameter(error.key or "selection", f"cannot {verb}: {error}") from error
 
 
 @staff_only
 @require_POST
 def replay(request):
-    try:
-        selection = job_selection(request.POST)
-    except BadSelection as error:
-        return HttpResponseBadRequest(f"Cannot replay: {error}", content_type="text/plain")
+    selection = job_selection(request.POST, "replay")
     force = request.POST.get("force") == "1"
     if request.POST.get("confirmed") != "yes":
         preview = replay_jobs(request.user, selection, force=force, dry_run=True, surface="dashboard")
-        return confirmation(request, "replay", replay_title(preview.matched), preview)
+        return confirmation(request, "replay", replay_title(preview.matched), preview, selection=selection)
     try:
         result = replay_jobs(request.user, selection, force=force, surface="dashboard", request_key=request.POST.get("request_key"),
                              allow_large=request.POST.get("allow_large") == "1")
     except TooLarge as error:
         preview = replay_jobs(request.user, selection, force=force, dry_run=True, surface="dashboard")
-        return confirmation(request, "replay", replay_title(preview.matched), preview, {"too_large": True}, str(error))
+        return confirmation(request, "replay", replay_title(preview.matched), preview, {"too_large": True}, str(error),
+                            selection=selection)
     return redirect("monitors:action", result.log.pk)
 
 
@@ -79,22 +90,20 @@ def replay(request):
 def discard(request):
     """Hide failed jobs from the history (the failures page's "discard this group"); undo=1 brings
     them back."""
-    try:
-        selection = job_selection(request.POST)
-    except BadSelection as error:
-        return HttpResponseBadRequest(f"Cannot discard: {error}", content_type="text/plain")
+    selection = job_selection(request.POST, "discard")
     undo = request.POST.get("undo") == "1"
     verb = "Bring back" if undo else "Discard"
     try:
         if request.POST.get("confirmed") != "yes":
             preview = discard_jobs(request.user, selection, undo=undo, dry_run=True, surface="dashboard")
-            return confirmation(request, "discard", f"{verb} {preview.matched} failed {ngettext('job', 'jobs', preview.matched)}?", preview, {"undo": undo})
+            return confirmation(request, "discard", f"{verb} {preview.matched} failed {ngettext('job', 'jobs', preview.matched)}?", preview,
+                                {"undo": undo}, selection=selection)
         result = discard_jobs(request.user, selection, undo=undo, surface="dashboard",
                               allow_large=request.POST.get("allow_large") == "1")
     except TooLarge as error:
         preview = discard_jobs(request.user, selection, undo=undo, dry_run=True, surface="dashboard")
         return confirmation(request, "discard", f"{verb} {preview.matched} failed {ngettext('job', 'jobs', preview.matched)}?", preview,
-                            {"too_large": True, "undo": undo}, str(error))
+                            {"too_large": True, "undo": undo}, str(error), selection=selection)
     return redirect("monitors:action", result.log.pk)
 
 
@@ -103,18 +112,17 @@ def discard(request):
 def circuit_force(request, name):
     """Force a circuit open or closed, or reset it: confirmed first, like every change."""
     change = request.POST.get("change", "")
+    if change not in FORCE_TITLES:
+        raise BadParameter("change", f"{change[:40]!r} is not one of {', '.join(FORCE_TITLES)}")
     reason = request.POST.get("reason", "").strip()[:300]
     try:
         if request.POST.get("confirmed") != "yes":
             state = force_circuit(request.user, name, change, reason=reason, surface="dashboard", dry_run=True)
-            titles = {"open": f"Force {name} open? Jobs that call it will wait instead",
-                      "close": f"Force {name} closed? Every call goes through, failing or not",
-                      "reset": f"Reset {name}? Counters cleared; the breaker decides again"}
-            return confirmation(request, "force", titles[change], {"matched": 1, "state": state, "complete_count": True},
-                                {"circuit": name})
+            return confirmation(request, "force", FORCE_TITLES[change].format(name=name),
+                                {"matched": 1, "state": state, "complete_count": True}, {"circuit": name})
         force_circuit(request.user, name, change, reason=reason, surface="dashboard")
     except (ValueError, LookupError) as error:
-        return HttpResponseBadRequest(f"Cannot change circuit {name}: {error}", content_type="text/plain")
+        raise BadParameter("name", f"cannot change circuit {name}: {error}") from error
     except StoreUnavailable as error:
         return render(request, "jobwatch/confirm.html", {"action": "force", "title": f"Cannot change circuit {name}",
                                                          "error": f"the circuit store is unreachable: {error}"}, status=503)
@@ -136,7 +144,7 @@ def purge(request, name):
     try:
         selection = message_selection(request.POST)
     except ValueError as error:
-        return HttpResponseBadRequest(f"Cannot purge: {error}", content_type="text/plain")
+        raise BadParameter("pick", f"cannot purge: {error}") from error
     try:
         if request.POST.get("confirmed") != "yes":
             preview = purge_messages(request.user, name, selection, dry_run=True, surface="dashboard")
@@ -153,14 +161,14 @@ def purge(request, name):
 @staff_only
 @require_POST
 def restore(request):
-    ids = [value for value in request.POST.getlist("archived") if value.isdigit()]
-    if not ids:
-        return HttpResponseBadRequest("Pick the archived messages to restore.", content_type="text/plain")
+    chosen = ids(request.POST, "archived")
+    if not chosen:
+        raise BadParameter("archived", "pick the archived messages to restore")
     try:
         if request.POST.get("confirmed") != "yes":
-            preview = restore_messages(request.user, ids, dry_run=True, surface="dashboard")
+            preview = restore_messages(request.user, chosen, dry_run=True, surface="dashboard")
             return confirmation(request, "restore", f"Restore {preview.matched} {ngettext('message', 'messages', preview.matched)} to their queues?", preview)
-        result = restore_messages(request.user, ids, surface="dashboard")
+        result = restore_messages(request.user, chosen, surface="dashboard")
     except BrokerUnavailable as error:
         return render(request, "jobwatch/confirm.html", {"action": "restore", "title": "Cannot restore", "error": str(error)},
                       status=503)
@@ -168,15 +176,15 @@ def restore(request):
 
 
 @staff_only
+@query(queue=Text(), before=Id())
 def archive(request):
     # The message bodies stay in the database: they hold arguments unredacted, and no page shows them.
     rows = ArchivedMessage.objects.select_related("action").defer("raw").order_by("-pk")
-    queue = request.GET.get("queue", "").strip()
+    queue = request.query["queue"]
     if queue:
         rows = rows.filter(queue=queue)
-    before = request.GET.get("before", "")
-    if before.isdigit():
-        rows = rows.filter(pk__lt=int(before))  # keyset: a big purge's archive pages as fast as a small one
+    if request.query["before"]:
+        rows = rows.filter(pk__lt=request.query["before"])  # keyset: a big purge's archive pages as fast as a small one
     page = list(rows[: ARCHIVE_PAGE + 1])
     older = page[ARCHIVE_PAGE - 1].pk if len(page) > ARCHIVE_PAGE else None
     return respond(request, "jobwatch/archive.html", {"rows": page[:ARCHIVE_PAGE], "older": older, "queue": queue},
@@ -184,17 +192,16 @@ def archive(request):
 
 
 @staff_only
+@query(action=Text(), user=Text(), before=Id())
 def action_list(request):
     entries = ActionLog.objects.order_by("-pk")
-    kind = request.GET.get("action", "").strip()
+    kind, user = request.query["action"], request.query["user"]
     if kind:
         entries = entries.filter(action=kind)
-    user = request.GET.get("user", "").strip()
     if user:
         entries = entries.filter(username=user)
-    before = request.GET.get("before", "")
-    if before.isdigit():
-        entries = entries.filter(pk__lt=int(before))
+    if request.query["before"]:
+        entries = entries.filter(pk__lt=request.query["before"])
     page = list(entries[: AUDIT_PAGE + 1])
     older = page[AUDIT_PAGE - 1].pk if len(page) > AUDIT_PAGE else None
     return respond(request, "jobwatch/actions.html", {"entries": page[:AUDIT_PAGE], "kind": kind, "user_filter": user,

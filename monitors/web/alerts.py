@@ -2,15 +2,16 @@
 ticked ones at once), the recent ones, and the channels, with any that failed or were turned off
 in plain sight."""
 
-from django.http import Http404, HttpResponseBadRequest, HttpResponseForbidden
+from django.http import Http404
 from django.shortcuts import redirect
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from monitors.actions import ActionRefused, acknowledge_incidents
+from monitors.actions import acknowledge_incidents
 from monitors.models import Incident, NotificationChannel
 from monitors.web.access import staff_only
 from monitors.web.incidents import SNOOZES, incident_rows
+from monitors.web.params import BadParameter, ids
 from monitors.web.respond import respond
 from monitors.web.triage import in_triage_order
 
@@ -45,20 +46,19 @@ def acknowledge(request, pk):
 @require_POST
 def acknowledge_selected(request):
     """The ticked incidents, each checked and audited on its own."""
-    ids = [value for value in request.POST.getlist("incident") if value.strip().isdigit()]
-    if not ids:
-        return HttpResponseBadRequest("Tick the incidents to acknowledge or snooze.", content_type="text/plain")
-    return acknowledged(request, ids)
+    chosen = ids(request.POST, "incident")
+    if not chosen:
+        raise BadParameter("incident", "tick the incidents to acknowledge or snooze")
+    return acknowledged(request, chosen)
 
 
 def acknowledged(request, ids):
     chosen = request.POST.get("snooze", "")
     if chosen and chosen not in SNOOZES:
-        return HttpResponseBadRequest(f"snooze={chosen!r}: snooze for one of {', '.join(SNOOZES)}", content_type="text/plain")
+        raise BadParameter("snooze", f"{chosen[:40]!r} is not one of {', '.join(SNOOZES)}")
     try:
+        # A refusal (ActionRefused) is answered 403 naming the permission (monitors/web/errors.py).
         acknowledge_incidents(request.user, ids, snooze_seconds=SNOOZES.get(chosen), surface="dashboard")
-    except ActionRefused as refused:
-        return HttpResponseForbidden(str(refused), content_type="text/plain")
     except Incident.DoesNotExist as missing:
         raise Http404(str(missing)) from missing
     back = request.POST.get("next", "")

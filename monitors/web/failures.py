@@ -13,7 +13,8 @@ from monitors.models import JobExecution, JobTally
 from monitors.web import charts
 from monitors.web.access import staff_only
 from monitors.web.respond import respond
-from monitors.web.windows import WINDOWS, Bucket, bucket_of, bucket_times, window_from
+from monitors.web.params import Text, query
+from monitors.web.windows import WINDOWS, Bucket, bucket_of, bucket_times, window_from, window_param
 
 GROUPS_SHOWN = 30
 CHART_TASKS = 6
@@ -22,9 +23,10 @@ EXAMPLE_COLUMNS = ["task_id", "task_name", "exception_type", "exception_message"
 
 
 @staff_only
+@query(window=window_param("24h"), task=Text())
 def failure_list(request):
-    window = window_from(request, default="24h")
-    task = request.GET.get("task", "").strip()
+    window = window_from(request)
+    task = request.query["task"]
     times, by_group = failures_by_group(window, {"task_name": task} if task else {})
     ranked = sorted(by_group.items(), key=lambda item: -sum(item[1]))
     shown = ranked[:GROUPS_SHOWN]

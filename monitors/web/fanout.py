@@ -10,7 +10,8 @@ from monitors.models import Finding, JobExecution
 from monitors.web import charts
 from monitors.web.access import staff_only
 from monitors.web.respond import respond
-from monitors.web.windows import WINDOWS, Bucket, bucket_of, bucket_times, window_from
+from monitors.web.params import query
+from monitors.web.windows import WINDOWS, Bucket, bucket_of, bucket_times, window_from, window_param
 
 TOP = 20
 TIMELINE_ORIGINS = 6
@@ -18,10 +19,11 @@ FANOUT_KINDS = ("fanout_storm", "trivial_save_enqueues", "duplicate_enqueues", "
 
 
 @staff_only
+@query(window=window_param("15m"))
 def fanout(request):
     # Storms are minutes long (the detector looks at 5): the page opens on the last 15 minutes,
     # and a longer window costs in proportion to the jobs it holds.
-    window = window_from(request, default="15m")
+    window = window_from(request)
     recent = JobExecution.objects.filter(enqueued_at__gte=window.since).exclude(origin_receiver="")
     origins = list(recent.filter(origin_kind__in=("save", "delete", "signal"))
                    .values("origin_model", "origin_receiver")

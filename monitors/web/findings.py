@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404
 from monitors.models import Finding, Incident, JobExecution, Severity
 from monitors.selection import finding_task_ids
 from monitors.web.access import staff_only
+from monitors.web.params import Choice, Id, Text, query
 from monitors.web.respond import respond
 from monitors.web.triage import after, in_triage_order
 
@@ -17,22 +18,22 @@ JOBS_SHOWN = 50
 
 
 @staff_only
+@query(status=Choice([*Finding.Status.values, "all"], default="open"), kind=Text(), severity=Choice(Severity.values),
+       detector=Text(), incident=Id(), after=Id())
 def finding_list(request):
-    status = request.GET.get("status", "open")
+    status = request.query["status"]
     findings = Finding.objects.all()
-    if status in Finding.Status.values:
+    if status != "all":
         findings = findings.filter(status=status)
     for key in ("kind", "severity", "detector"):
-        value = request.GET.get(key, "").strip()
-        if value:
-            findings = findings.filter(**{key: value})
-    incident = request.GET.get("incident", "")
-    if incident.isdigit():
-        findings = findings.filter(incident_id=int(incident))
+        if request.query[key]:
+            findings = findings.filter(**{key: request.query[key]})
+    if request.query["incident"]:
+        findings = findings.filter(incident_id=request.query["incident"])
     findings = in_triage_order(findings)
     # Keyset pages in triage order: "after" is the last finding shown.
-    shown = request.GET.get("after", "")
-    last = findings.filter(pk=int(shown)).first() if shown.isdigit() else None
+    shown = request.query["after"]
+    last = findings.filter(pk=shown).first() if shown else None
     if last is not None:
         findings = after(findings, last)
     page = list(findings[: PAGE + 1])

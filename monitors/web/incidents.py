@@ -11,6 +11,7 @@ from django.utils.text import slugify
 
 from monitors.models import Circuit, Finding, Incident
 from monitors.web.access import staff_only
+from monitors.web.params import Choice, Id, query
 from monitors.web.respond import respond
 from monitors.web.triage import in_triage_order
 
@@ -24,12 +25,12 @@ STATES = {"active": Q(state__in=Incident.ACTIVE), "over": ~Q(state__in=Incident.
 
 
 @staff_only
+@query(state=Choice(STATES, default=""), before=Id())
 def incident_list(request):
-    state = request.GET.get("state", "")
+    state = request.query["state"]
     incidents = Incident.objects.filter(STATES.get(state, Q())).order_by("-pk")  # newest first, keyset by pk
-    before = request.GET.get("before", "")
-    if before.isdigit():
-        incidents = incidents.filter(pk__lt=int(before))
+    if request.query["before"]:
+        incidents = incidents.filter(pk__lt=request.query["before"])
     page = list(incidents.annotate(evidence=Count("findings"))[: PAGE + 1])
     older = page[PAGE - 1].pk if len(page) > PAGE else None
     context = {"incidents": [row(incident) for incident in page[:PAGE]], "older": older, "state": state,

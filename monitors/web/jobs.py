@@ -5,51 +5,41 @@ cost of page 10,000 is the cost of page 1), and counts only as far as it can aff
 (monitors/web/counting.py), in a fragment of its own so the list never waits for the count."""
 
 from django.db import DatabaseError
-from django.db.models import Max
 from django.shortcuts import get_object_or_404
 
 from monitors.models import JobExecution, JobState, OriginKind
-from monitors.selection import FILTER_KEYS, BadSelection, apply_filter
+from monitors.selection import FILTER_KEYS, BadSelection, clean, filtered, pinned
 from monitors.web.access import staff_only
 from monitors.web.counting import bounded_count, with_timeout
+from monitors.web.params import BadParameter, Flag, Id, Text, query
 from monitors.web.respond import htmx_target, is_api, respond
 
 PAGE_SIZE = 50
-# Text in arguments or errors has no index: without a time range, search the newest jobs only.
-TEXT_SEARCH_ROWS = 100_000
 LIST_TIMEOUT_MS = 3000
 LIST_COLUMNS = ["id", "task_id", "task_name", "state", "queue", "enqueued_at", "started_at", "finished_at", "runtime",
                 "retries", "circuit", "worker", "exception_type", "origin_kind", "origin_model", "origin_pk",
                 "origin_update_fields", "origin_receiver", "origin_in_atomic", "origin_deferred", "replay_of"]
 
 
-def filtered_jobs(params):
-    """(queryset, applied filters, notes, error) for the query string's filters."""
-    jobs = JobExecution.objects.filter(discarded_at__isnull=True)
-    applied, notes = {}, []
-    for key in FILTER_KEYS:
-        value = params.get(key, "").strip()
-        if not value:
-            continue
-        try:
-            jobs = apply_filter(jobs, key, value)
-        except BadSelection as error:
-            return JobExecution.objects.none(), applied, notes, str(error)
-        applied[key] = value
-    if "text" in applied and "since" not in applied:
-        newest = JobExecution.objects.aggregate(newest=Max("id"))["newest"] or 0
-        jobs = jobs.filter(id__gt=newest - TEXT_SEARCH_ROWS)
-        notes.append(f"Text is searched in the newest {TEXT_SEARCH_ROWS:,} jobs; add a time range (since) to search further back.")
-    return jobs, applied, notes, ""
-
-
 @staff_only
+@query(before=Id(), count=Flag(), **{key: Text() for key in FILTER_KEYS})
 def job_list(request):
-    jobs, applied, notes, error = filtered_jobs(request.GET)
-    before = request.GET.get("before", "")
+    applied = {key: request.query[key] for key in FILTER_KEYS if request.query[key]}
+    jobs, notes, error, replay_filter, bad = JobExecution.objects.none(), [], "", {}, False
+    try:
+        applied = clean(applied)
+        # The list shows, and "Replay every job matching this filter" acts on, the same jobs: the
+        # filter pinned to now (ages as times, up to the newest job id), previewed before it runs.
+        replay_filter = pinned(applied) if applied else {}
+        jobs, notes = filtered(replay_filter)
+    except BadSelection as problem:
+        if is_api(request):
+            raise BadParameter(problem.key or "filter", str(problem)) from problem
+        error, bad = str(problem), True
+    before = request.query["before"]
     page_jobs = jobs.order_by("-id")
-    if before.isdigit():
-        page_jobs = page_jobs.filter(id__lt=int(before))
+    if before:
+        page_jobs = page_jobs.filter(id__lt=before)
     page, next_before = [], None
     if not error:
         try:
@@ -62,15 +52,15 @@ def job_list(request):
         next_before = page[-1].id
     context = {
         "jobs": page, "applied": applied, "notes": notes, "error": error, "next_before": next_before,
-        "before": before if before.isdigit() else "", "filter_help": FILTER_KEYS,
+        "before": before or "", "filter_help": FILTER_KEYS, "replay_filter": replay_filter,
         "states": JobState.choices, "origin_kinds": OriginKind.choices,
     }
-    if htmx_target(request) == "job-count" or is_api(request) or request.GET.get("count"):
+    if htmx_target(request) == "job-count" or is_api(request) or request.query["count"]:
         # Text in arguments and errors has no index: counting it exactly would read every job in
         # the searched range again, so its count is the planner's estimate, and says so.
         context["count"] = None if error else bounded_count(jobs, filtered=bool(applied), estimate_only="text" in applied)
     return respond(request, "jobwatch/jobs.html", context, fragments=["job-rows", "job-count"],
-                   api=["jobs", "count", "applied", "notes", "error", "next_before"])
+                   api=["jobs", "count", "applied", "notes", "error", "next_before"], status=400 if bad else 200)
 
 
 @staff_only

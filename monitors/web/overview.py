@@ -16,7 +16,8 @@ from monitors.web.access import staff_only
 from monitors.web.incidents import incident_rows
 from monitors.web.respond import htmx_target, respond
 from monitors.web.triage import in_triage_order
-from monitors.web.windows import WINDOWS, failure_rates, per_minute, queue_series, tally_series, window_from
+from monitors.web.params import query
+from monitors.web.windows import WINDOWS, failure_rates, per_minute, queue_series, tally_series, window_from, window_param
 
 SEVERITIES = ("critical", "warning", "info")
 INCIDENTS_SHOWN = 5
@@ -25,6 +26,7 @@ RECORDER_WINDOW = timedelta(hours=24)
 
 
 @staff_only
+@query(window=window_param())
 def overview(request):
     window = window_from(request)
     target = htmx_target(request)

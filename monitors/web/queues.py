@@ -11,7 +11,8 @@ from monitors.sampling import latest_queue_rows, queue_history
 from monitors.web import charts
 from monitors.web.access import staff_only
 from monitors.web.respond import is_api, is_htmx, respond
-from monitors.web.windows import WINDOWS, queue_series, window_from
+from monitors.web.params import Count, Text, query
+from monitors.web.windows import WINDOWS, queue_series, window_from, window_param
 
 PAGE_SIZE = 50
 SEARCH_LIMIT = 50
@@ -33,6 +34,7 @@ def queue_list(request):
 
 @staff_only
 @require_http_methods(["GET", "POST"])
+@query(window=window_param(), offset=Count(), q=Text(max_length=200))
 def queue_detail(request, name):
     window = window_from(request)
     history = queue_history(name, window.since)
@@ -43,9 +45,7 @@ def queue_detail(request, name):
             raise Http404("No samples of this queue in the window")
         return respond(request, "jobwatch/queue.html", queue_summary(name, window, history, latest),
                        fragments=["queue-facts", "queue-charts"], api=["name", "latest", "window", "history"])
-    offset_text = request.GET.get("offset", "")
-    offset = int(offset_text) if offset_text.isdigit() else 0
-    search = request.GET.get("q", "").strip()
+    offset, search = request.query["offset"], request.query["q"]
     context = {**queue_summary(name, window, history, latest), "offset": offset, "search": search,
                "messages": [], "error": "", "warning": "", "needs_confirmation": False, "now": timezone.now()}
     try:

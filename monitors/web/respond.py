@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import decimal
 import uuid
+from functools import wraps
 
 from django.db import models
 from django.http import JsonResponse
@@ -13,17 +14,18 @@ from django.shortcuts import render
 from django_htmx.middleware import HtmxDetails
 
 
-def respond(request, template, context, fragments=(), api=None):
+def respond(request, template, context, fragments=(), api=None, status=200):
     """`fragments`: the template's partial names, each also the id of the element it renders
     (htmx sends that id as HX-Target). `api`: the context keys the JSON carries (all by default)."""
     if is_api(request):
         keys = api if api is not None else [key for key in context if not key.startswith("_")]
-        return JsonResponse({key: jsonable(context.get(key)) for key in keys}, json_dumps_params={"ensure_ascii": False})
+        return JsonResponse({key: jsonable(context.get(key)) for key in keys}, status=status,
+                            json_dumps_params={"ensure_ascii": False})
     htmx = details(request)
     if htmx and fragments:
         target = htmx.target if htmx.target in fragments else fragments[0]
-        return render(request, f"{template}#{target}", context)
-    return render(request, template, context)
+        return render(request, f"{template}#{target}", context, status=status)
+    return render(request, template, context, status=status)
 
 
 def is_htmx(request):
@@ -50,6 +52,7 @@ def is_api(request):
 def api_view(view):
     """The same view, answering in JSON (mounted under /api/)."""
 
+    @wraps(view)
     def as_json(request, *args, **kwargs):
         request.jobwatch_api = True
         return view(request, *args, **kwargs)

@@ -10,6 +10,7 @@ from django.db.models import BigIntegerField, Func, Sum
 from django.utils import timezone
 
 from monitors.models import JobTally, QueueSample
+from monitors.web.params import Choice
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,14 @@ WINDOWS = {
 LABELS = {"15m": "15 minutes", "1h": "hour", "6h": "6 hours", "24h": "24 hours", "7d": "7 days"}
 
 
-def window_from(request, default="1h"):
-    return WINDOWS.get(request.GET.get("window", ""), WINDOWS[default])
+def window_param(default="1h"):
+    """The ?window= a page declares with @query (monitors/web/params.py)."""
+    return Choice(WINDOWS, default=default)
+
+
+def window_from(request):
+    """The window a page's @query(window=window_param(…)) parsed."""
+    return WINDOWS[request.query["window"]]
 
 
 def bucket_times(window, now=None):
