@@ -7,6 +7,7 @@ class MonitorsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        from monitors import checks  # noqa: F401  (registers Jobwatch's system checks)
         from monitors.conf import check_settings
         from monitors.recording import signals
 

@@ -2,28 +2,40 @@
 
 Recording itself is switched on by the Django app (INSTALLED_APPS); this makes sure it is on in
 processes that import the Celery app before Django is set up, and puts Jobwatch's periodic tasks
-on the app's beat schedule once the app is configured (reading the configuration any earlier
-would load Django's settings from inside their own import).
+on the app's beat schedule — wherever the line stands in the module and whatever the app does
+with its own schedule:
+
+- on the configuration, once it is read (now, if the module already read it — `app.conf.x`
+  reads it — or when Celery reads it), so tools that print the schedule show them;
+- on the running scheduler when beat starts (Celery's beat_init), because an app may replace
+  `beat_schedule` after this line, and a database scheduler (django-celery-beat) keeps its own.
+  Entries the app defines under the same names are the app's choice and are left as they are.
+
+And because a monitor that is not scheduled is silent, a worker says so when it starts and
+Jobwatch's periodic tasks have not run (see also monitors/checks.py, /healthz and the banner).
 """
+
+import logging
+
+logger = logging.getLogger("monitors.integration")
 
 
 def watch_celery_app(app):
-    from celery.signals import beat_init
+    from celery.signals import beat_init, worker_ready
 
     from monitors.recording import signals
 
     signals.connect()
-    app.on_after_configure.connect(add_periodic_tasks, sender=app, weak=False)
-    # The monitor-stale rule counts from beat's start, so that a fresh start is not an outage.
-    beat_init.connect(note_beat_start, weak=False, dispatch_uid="jobwatch.beat_started")
+    app.jobwatch_watched = True  # for `manage.py check` (monitors/checks.py)
+    if app.configured:
+        add_periodic_tasks(app)
+    else:
+        # Reading the configuration any earlier would load Django's settings from inside their
+        # own import.
+        app.on_after_configure.connect(add_periodic_tasks, sender=app, weak=False)
+    beat_init.connect(beat_starting, weak=False, dispatch_uid="jobwatch.beat_starting")
+    worker_ready.connect(worker_starting, weak=False, dispatch_uid="jobwatch.worker_starting")
     return app
-
-
-def note_beat_start(sender=None, **kwargs):
-    # Imported here: this module is imported with the Celery app, before Django's apps are ready.
-    from monitors.alerts.heartbeats import beat_started
-
-    beat_started()
 
 
 def add_periodic_tasks(sender, **kwargs):
@@ -31,6 +43,69 @@ def add_periodic_tasks(sender, **kwargs):
     conf.beat_schedule = {**beat_schedule(), **(conf.beat_schedule or {})}
     if "monitors.tasks" not in (conf.include or ()):
         conf.include = [*(conf.include or ()), "monitors.tasks"]
+
+
+def beat_starting(sender=None, **kwargs):
+    """celery beat (or a worker with -B) is starting, its scheduler set up from the app's schedule
+    or its database: add any of Jobwatch's entries it lacks, and note the start (the stale rule
+    counts from it, so that a fresh start is not an outage)."""
+    # Imported here: this module is imported with the Celery app, before Django's apps are ready.
+    from monitors.alerts.heartbeats import beat_started
+
+    if not getattr(sender.app, "jobwatch_watched", False):
+        return  # another Celery app in the same process
+    try:
+        added = schedule_on(sender.scheduler)
+    except Exception:  # beat must start even if one of its schedulers is odd; say so loudly
+        logger.exception("Jobwatch could not add its periodic tasks to %s: sampling, detection and alerts will not run",
+                         type(sender.scheduler).__name__)
+    else:
+        if added:
+            logger.info("Jobwatch scheduled %s on %s", ", ".join(added), type(sender.scheduler).__name__)
+    beat_started()
+
+
+def schedule_on(scheduler):
+    """Add Jobwatch's entries the scheduler lacks (Celery's own update_from_dict, which
+    django-celery-beat's DatabaseScheduler turns into PeriodicTask rows); the names added."""
+    present = set(scheduler.schedule)
+    missing = {name: entry for name, entry in beat_schedule().items() if name not in present}
+    if missing:
+        scheduler.update_from_dict(missing)
+    return sorted(missing)
+
+
+def worker_starting(sender=None, **kwargs):
+    """A worker is ready: say so when it cannot run Jobwatch's periodic tasks, or when they have
+    not been running — the one place someone reads at start-up even when beat is not running."""
+    app = getattr(sender, "app", None)
+    if app is None or not getattr(app, "jobwatch_watched", False):
+        return
+    unknown = sorted(name for name in beat_schedule() if name not in app.tasks)
+    if unknown:
+        logger.warning("Jobwatch: this worker does not know the tasks %s; add 'monitors' to INSTALLED_APPS and call "
+                       "app.autodiscover_tasks() (or include 'monitors.tasks') so that they can run", ", ".join(unknown))
+    for line in silence_report():
+        logger.warning("Jobwatch: %s", line)
+
+
+def silence_report(now=None):
+    """Lines saying which of Jobwatch's periodic tasks are not running, and what to do; empty when
+    they run (or when the database cannot say)."""
+    from django.db import DatabaseError
+
+    from monitors.alerts.heartbeats import stale_tasks
+
+    try:
+        stale = stale_tasks(now)
+    except DatabaseError:
+        return []  # not migrated yet, or the database is away: the recorder reports that
+    if not stale:
+        return []
+    described = [f"{task} last ran {last:%Y-%m-%d %H:%M:%S %Z}" if last else f"{task} has never run" for task, last, _ in stale]
+    return ["its periodic tasks are not running (" + "; ".join(described) + "): queue samples, findings and alerts "
+            "are not updated. Run celery beat for the Celery app that calls watch_celery_app(app) "
+            "(or a worker with -B); if beat has just been started, this clears within a minute."]
 
 
 def beat_schedule():

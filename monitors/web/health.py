@@ -51,7 +51,11 @@ def healthz(request):
     checks["monitor"] = "ok" if not stale else "stale: " + ", ".join(
         f"{task} last ran {last:%Y-%m-%d %H:%M:%S}" if last else f"{task} never ran" for task, last, _ in stale)
     healthy = not stale
-    return JsonResponse({"status": "ok" if healthy else "fail", "checks": checks}, status=200 if healthy else 503)
+    body = {"status": "ok" if healthy else "fail", "checks": checks}
+    if stale:
+        body["hint"] = ("Run celery beat for the Celery app that calls watch_celery_app(app) (or a worker with -B); "
+                        "just after beat starts, allow a minute.")
+    return JsonResponse(body, status=200 if healthy else 503)
 
 
 def metrics(request):
