@@ -59,6 +59,17 @@ def env_list(name, default):
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def env_header(name, value):
+    """An HTTP header name, e.g. X-Forwarded-Proto, as Django's (META key, value) pair:
+    ("HTTP_X_FORWARDED_PROTO", "https"); None when unset or empty."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    if not all(part.isalnum() for part in raw.split("-")):
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an HTTP header name (e.g. X-Forwarded-Proto).")
+    return ("HTTP_" + raw.upper().replace("-", "_"), value)
+
+
 def env_json(name, default):
     """A JSON object, e.g. JOBWATCH_THRESHOLDS='{"QUEUE_LENGTH": 500}'."""
     raw = os.environ.get(name)

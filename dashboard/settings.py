@@ -1,9 +1,11 @@
 """Settings for the Jobwatch site.
 
 With no environment at all this is the embedded default: SQLite and kombu's filesystem broker,
-both under var/, so `bin/demo` runs on a bare machine. Production sets DATABASE_URL,
-CELERY_BROKER_URL, SECRET_KEY, ALLOWED_HOSTS and DEBUG=0; a malformed value stops start-up with
-the variable's name (see dashboard/env.py).
+both under var/, so `bin/demo` runs on a bare machine, over plain http on localhost. Production sets
+DATABASE_URL, CELERY_BROKER_URL, SECRET_KEY, ALLOWED_HOSTS and DEBUG=0, and is served by bin/serve
+(gunicorn, whitenoise); with DEBUG off the HTTPS settings below default to what
+`manage.py check --deploy` asks for. A malformed value stops start-up with the variable's name
+(see dashboard/env.py).
 """
 
 from pathlib import Path
@@ -11,10 +13,12 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
-from dashboard.env import env_bool, env_broker_url, env_database, env_float, env_int, env_json, env_list, env_str
+from dashboard.env import (env_bool, env_broker_url, env_database, env_float, env_header, env_int, env_json, env_list,
+                           env_str)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(env_str("JOBWATCH_VAR_DIR", str(BASE_DIR / "var")))
+# Empty counts as unset: Path("") would put the database and the static files in the working folder.
+VAR_DIR = Path(env_str("JOBWATCH_VAR_DIR", "") or BASE_DIR / "var")
 
 DEBUG = env_bool("DEBUG", True)
 SECRET_KEY = env_str("SECRET_KEY", "")
@@ -38,6 +42,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (see STORAGES below), answered before sessions or anything else is looked at.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -99,8 +105,48 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
 
-SESSION_COOKIE_SECURE = not DEBUG
-CSRF_COOKIE_SECURE = not DEBUG
+# Static files are served by the Django process itself, through whitenoise: one process to run
+# and no separate web server to configure, yet served as a web server would — each file's name
+# carries a hash of its content (so it can be cached for ten years, and a new release's file has a
+# new name), and a gzip copy is made once, at collectstatic, not per request. With DEBUG off the
+# files come from STATIC_ROOT, which bin/serve fills with collectstatic; a template naming a file
+# that is not there fails instead of linking to nothing. With DEBUG on (the demo) they are read
+# from the apps' folders as they are, so nothing needs collecting.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage" if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage",
+    },
+}
+# Decided here, where DEBUG is known, rather than by whitenoise from DEBUG at the first request
+# (which the test runner turns off): with DEBUG on, files are found in the apps' folders.
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# --- HTTPS ---------------------------------------------------------------------------------------
+# With DEBUG off the site expects to be reached over HTTPS (most often through a proxy that
+# terminates TLS); with DEBUG on (the demo, on localhost) plain http works. Each one can be set
+# from the environment.
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+# Browsers then refuse plain http to this host for a year. Subdomains are included, as the
+# dashboard usually has a host name of its own (SECURE_HSTS_INCLUDE_SUBDOMAINS=0 when other sites
+# live under it). Preloading is left off: asking browsers to ship the rule for a whole registrable
+# domain is its owner's decision, not this site's.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+if not SECURE_HSTS_PRELOAD:
+    SILENCED_SYSTEM_CHECKS = ["security.W021"]  # "preload is off": deliberately, see above
+# Behind a proxy that terminates TLS, the request reaches Django as http; the proxy says it was
+# https in a header, e.g. SECURE_PROXY_SSL_HEADER=X-Forwarded-Proto. Set it only when the proxy
+# sets that header on every request (overwriting the client's), or a client could claim https.
+SECURE_PROXY_SSL_HEADER = env_header("SECURE_PROXY_SSL_HEADER", "https")
+# Origins allowed to POST (changes, the login form) beyond this host itself: a proxy that rewrites
+# the Host header needs its public origin here, e.g. https://jobwatch.example.com.
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 LOGGING = {
     "version": 1,
@@ -136,15 +182,21 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Email: alert notifications ------------------------------------------------------------------
-# With SMTP_HOST, mail goes out through it; without, it is printed to the log (the demo).
+# With SMTP_HOST, mail goes out through it. Without, the demo (DEBUG on) prints it to the log; in
+# production (DEBUG off) it goes to the mail relay on this machine (localhost:25, Django's own
+# default), since printing alerts to a log would lose them while they look sent: a relay that is
+# not there shows as a failing channel on the Alerts page instead.
 SMTP_HOST = env_str("SMTP_HOST", "")
 if SMTP_HOST:
     MAILERS = {"default": {"BACKEND": "django.core.mail.backends.smtp.EmailBackend", "OPTIONS": {
         "host": SMTP_HOST, "port": env_int("SMTP_PORT", 587), "username": env_str("SMTP_USER", ""),
         "password": env_str("SMTP_PASSWORD", ""), "use_tls": env_bool("SMTP_TLS", True), "timeout": 10,
     }}}
-else:
+elif DEBUG:
     MAILERS = {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend"}}
+else:
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+                           "OPTIONS": {"host": "localhost", "port": 25, "timeout": 10}}}
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "jobwatch@localhost")
 
 # --- Jobwatch -----------------------------------------------------------------------------------

@@ -3,3 +3,5 @@
 Add "monitors" to INSTALLED_APPS, include("monitors.urls") in your URLconf, and call
 `monitors.integration.watch_celery_app(app)` in your Celery app module.
 """
+
+__version__ = "0.2.0"

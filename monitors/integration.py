@@ -72,7 +72,15 @@ def schedule_on(scheduler):
     missing = {name: entry for name, entry in beat_schedule().items() if name not in present}
     if missing:
         scheduler.update_from_dict(missing)
-    return sorted(missing)
+        # A database scheduler lists enabled entries only: one an operator switched off stays
+        # off (their choice), but not in silence.
+        still_missing = sorted(set(missing) - set(scheduler.schedule))
+        if still_missing:
+            logger.warning("Jobwatch: %s %s disabled in %s; until enabled, %s", ", ".join(still_missing),
+                           "is" if len(still_missing) == 1 else "are", type(scheduler).__name__,
+                           "queue samples, findings and alerts are not updated")
+        return sorted(set(missing) - set(still_missing))
+    return []
 
 
 def worker_starting(sender=None, **kwargs):

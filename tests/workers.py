@@ -33,12 +33,15 @@ class WorkerProcess:
     """`celery worker` with the prefork pool, in its own process group, logging to a file."""
 
     def __init__(self, log_path, env=None, queues="celery", concurrency=2, name="test", app="dashboard", cwd=REPO,
-                 beat=False):
+                 beat=False, python=sys.executable, inherit_env=True):
+        """`python` and `inherit_env=False` run a worker of another virtualenv with exactly `env`,
+        as another project's worker would run (tests/test_install_into_project.py)."""
         self.log_path = Path(log_path)
-        self.env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", **(env or {})}
+        base = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"} if inherit_env else {}
+        self.env = {**base, **(env or {})}
         self.cwd = cwd
         self.command = [
-            sys.executable, "-m", "celery", "-A", app, "worker", "-P", "prefork",
+            str(python), "-m", "celery", "-A", app, "worker", "-P", "prefork",
             "-c", str(concurrency), "-Q", queues, "-n", f"{name}@%h", "-l", "info",
             "--without-mingle", "--without-gossip",
         ]
