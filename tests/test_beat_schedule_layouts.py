@@ -128,12 +128,12 @@ def project(root, migrated, body, **options):
     return root
 
 
-def run_beat(root, seconds_needed, *wanted):
+def run_beat(root, seconds_needed, *wanted, options=(), log_name="beat.log"):
     """Run `celery beat` until it has sent every task in `wanted`; its log."""
-    log_path = root / "beat.log"
+    log_path = root / log_name
     with open(log_path, "w") as log:
         beat = subprocess.Popen([sys.executable, "-m", "celery", "-A", "shop", "beat", "-l", "info", "--max-interval", "1",
-                                 "-s", str(root / "beat-schedule")], cwd=root, env=environment(root), stdout=log,
+                                 "-s", str(root / "beat-schedule"), *options], cwd=root, env=environment(root), stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:
             def sent_all():
@@ -183,3 +183,26 @@ def test_a_silent_install_is_named_by_check_and_by_a_starting_worker(tmp_path, m
     run_beat(quiet, 60, "jobwatch.sample_queues", "jobwatch.run_detectors", "jobwatch.send_alerts")
     report = manage(quiet, "check", "--database", "default", check=False).stderr
     assert "jobwatch.W004" not in report, report
+
+
+def test_django_celery_beats_database_scheduler_gets_them_too(tmp_path, migrated):
+    """django-celery-beat keeps the schedule in its tables: Jobwatch's entries are added there
+    when beat starts, and one an operator disabled stays disabled, with a warning. (Its releases
+    lag Django's: this runs where it installs — the oldest supported pair, see bin/test.)"""
+    pytest.importorskip("django_celery_beat")
+    root = project(tmp_path, migrated, "watch_celery_app(app)\n",
+                   settings_extra=f"INSTALLED_APPS += ['django_celery_beat']\nCELERY_BEAT_SCHEDULE = {{'nightly': {OWN}}}")
+    manage(root, "migrate", "--no-input")
+    scheduler = ["--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"]
+    jobwatch = ["jobwatch.sample_queues", "jobwatch.run_detectors", "jobwatch.send_alerts"]
+    log = run_beat(root, 60, "nightly", *jobwatch, options=scheduler)
+    for task in ["nightly", *jobwatch]:
+        assert f"Sending due task {task} " in log, log[-3000:]
+    stored = manage(root, "shell", "-c", "from django_celery_beat.models import PeriodicTask as P; "
+                                         "print(sorted(P.objects.values_list('name', flat=True)))").stdout
+    assert "jobwatch.prune_history" in stored and "nightly" in stored, stored
+
+    manage(root, "shell", "-c", "from django_celery_beat.models import PeriodicTask as P; "
+                                "P.objects.filter(name='jobwatch.send_alerts').update(enabled=False)")
+    log = run_beat(root, 60, "jobwatch.sample_queues", options=scheduler, log_name="beat2.log")
+    assert "jobwatch.send_alerts is disabled in DatabaseScheduler" in log, log[-3000:]
