@@ -11,7 +11,11 @@ DATABASE_URL, CELERY_BROKER_URL, SECRET_KEY, ALLOWED_HOSTS and DEBUG=0, and is s
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
-from django.utils.csp import CSP
+
+try:
+    from django.utils.csp import CSP
+except ImportError:  # Django 5.2 has no built-in Content Security Policy (6.0 added it): none is sent
+    CSP = None
 
 from dashboard.env import (env_bool, env_broker_url, env_database, env_float, env_header, env_int, env_json, env_list,
                            env_str)
@@ -51,23 +55,24 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    *(["django.middleware.csp.ContentSecurityPolicyMiddleware"] if CSP is not None else []),
 ]
 
 # Content Security Policy: scripts only from this site's static files (htmx, plotly.js and
 # jobwatch.js; no inline script, no eval), so text from a job that slipped past escaping still
 # could not run. Inline styles are allowed because plotly.js positions its charts with them.
-SECURE_CSP = {
-    "default-src": [CSP.SELF],
-    "script-src": [CSP.SELF],
-    "style-src": [CSP.SELF, CSP.UNSAFE_INLINE],
-    "img-src": [CSP.SELF, "data:"],
-    "connect-src": [CSP.SELF],
-    "object-src": [CSP.NONE],
-    "base-uri": [CSP.SELF],
-    "form-action": [CSP.SELF],
-    "frame-ancestors": [CSP.NONE],
-}
+if CSP is not None:
+    SECURE_CSP = {
+        "default-src": [CSP.SELF],
+        "script-src": [CSP.SELF],
+        "style-src": [CSP.SELF, CSP.UNSAFE_INLINE],
+        "img-src": [CSP.SELF, "data:"],
+        "connect-src": [CSP.SELF],
+        "object-src": [CSP.NONE],
+        "base-uri": [CSP.SELF],
+        "form-action": [CSP.SELF],
+        "frame-ancestors": [CSP.NONE],
+    }
 
 ROOT_URLCONF = "dashboard.urls"
 WSGI_APPLICATION = "dashboard.wsgi.application"

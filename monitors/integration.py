@@ -40,9 +40,9 @@ def watch_celery_app(app):
 
 def add_periodic_tasks(sender, **kwargs):
     conf = sender.conf
-    conf.beat_schedule = {**beat_schedule(), **(conf.beat_schedule or {})}
+    set_setting(conf, "beat_schedule", {**beat_schedule(), **(conf.beat_schedule or {})})
     if "monitors.tasks" not in (conf.include or ()):
-        conf.include = [*(conf.include or ()), "monitors.tasks"]
+        set_setting(conf, "include", [*(conf.include or ()), "monitors.tasks"])
 
 
 def beat_starting(sender=None, **kwargs):
@@ -114,6 +114,21 @@ def silence_report(now=None):
     return ["its periodic tasks are not running (" + "; ".join(described) + "): queue samples, findings and alerts "
             "are not updated. Run celery beat for the Celery app that calls watch_celery_app(app) "
             "(or a worker with -B); if beat has just been started, this clears within a minute."]
+
+
+def set_setting(conf, name, value):
+    """`conf.<name> = value`, and the same under the app's namespace (CELERY_BEAT_SCHEDULE for an
+    app configured with namespace="CELERY") when the project's settings define that name: Celery
+    before 5.7 looks a setting up by its namespaced name first, so there the plain name alone
+    would lose to the project's own CELERY_BEAT_SCHEDULE. Only then: a namespaced value written
+    when the project has none would in turn hide the app's own later `app.conf.beat_schedule = …`."""
+    from celery.utils.text import match_case
+
+    conf[name] = value
+    if conf.prefix:
+        namespaced = match_case(conf.prefix + name, conf.prefix)
+        if namespaced in conf:
+            conf[namespaced] = value
 
 
 def beat_schedule():

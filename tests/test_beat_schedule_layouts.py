@@ -206,3 +206,21 @@ def test_django_celery_beats_database_scheduler_gets_them_too(tmp_path, migrated
                                 "P.objects.filter(name='jobwatch.send_alerts').update(enabled=False)")
     log = run_beat(root, 60, "jobwatch.sample_queues", options=scheduler, log_name="beat2.log")
     assert "jobwatch.send_alerts is disabled in DatabaseScheduler" in log, log[-3000:]
+
+
+def test_a_project_with_its_own_beat_schedule_gets_jobwatch_periodic_tasks_too():
+    """Celery before 5.7 reads a namespaced setting by its CELERY_ name first: a project's own
+    CELERY_BEAT_SCHEDULE hid the schedule line 3 adds, and Jobwatch's periodic tasks never ran."""
+    from celery import Celery
+
+    from monitors.integration import watch_celery_app
+
+    class ProjectSettings:
+        CELERY_BEAT_SCHEDULE = {"billing.report": {"task": "billing.report", "schedule": 3600.0}}
+        CELERY_INCLUDE = ["billing.tasks"]
+
+    app = Celery("shop", set_as_current=False)
+    app.config_from_object(ProjectSettings, namespace="CELERY")
+    watch_celery_app(app)
+    assert {"billing.report", "jobwatch.sample_queues", "jobwatch.run_detectors"} <= set(app.conf.beat_schedule)
+    assert app.conf.include == ["billing.tasks", "monitors.tasks"]

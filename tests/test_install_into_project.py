@@ -30,8 +30,7 @@ pytestmark = pytest.mark.integration
 # install of requirements.txt does. The oldest pair is the lowest of those bounds.
 PAIRS = [
     pytest.param("", "", id="newest"),
-    pytest.param("==5.2.*", "==5.4.*", id="oldest",
-                 marks=pytest.mark.skip(reason="enabled once the app supports Django 5.2")),
+    pytest.param("==5.2.*", "==5.4.*", id="oldest"),
 ]
 
 # What the app needs at run time; the site's own (dj-database-url, psycopg, gunicorn, whitenoise)

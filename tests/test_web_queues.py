@@ -6,6 +6,7 @@ import redis
 from celery import current_app
 from django.contrib.auth.models import User
 
+from monitors.integration import set_setting
 from monitors.sampling import sample_queues
 from tests.brokers import celery_app
 from tests.workers import fresh_redis_url
@@ -62,7 +63,8 @@ def test_a_queue_page_peeks_escapes_and_searches_without_taking_anything(staff_c
 
 def test_peeking_on_rabbitmq_needs_a_confirmed_post(staff_client):
     original = current_app.conf.broker_url
-    current_app.conf.broker_url = "amqp://guest:guest@127.0.0.1:5672//"
+    # set_setting: a plain `conf.broker_url = …` does not override CELERY_BROKER_URL before Celery 5.7.
+    set_setting(current_app.conf, "broker_url", "amqp://guest:guest@127.0.0.1:5672//")
     try:
         celery_app(current_app.conf.broker_url).send_task("demo.tasks.noop", queue="jobwatch-web-test")
         first = staff_client.get("/jobwatch/queues/jobwatch-web-test/").content.decode()
@@ -74,4 +76,4 @@ def test_peeking_on_rabbitmq_needs_a_confirmed_post(staff_client):
             channel = connection.channel()
             channel.queue_delete("jobwatch-web-test")
             channel.close()
-        current_app.conf.broker_url = original
+        set_setting(current_app.conf, "broker_url", original)

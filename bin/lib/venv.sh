@@ -1,9 +1,10 @@
 # Shared by bin/demo and bin/test: find Python 3.12+, make .venv, and install a requirements file
 # only when it, requirements.txt (which it may include) or pyproject.toml (the app's dependencies,
 # which requirements.txt installs with `-e .`) changed since the last install.
-# Source it from the repository root; `ensure_venv FILE` does all of it.
+# Source it from the repository root; `ensure_venv FILE` does all of it. VENV=… before sourcing
+# picks another virtualenv (bin/test's oldest supported releases go to .venv-oldest).
 
-VENV=.venv
+VENV=${VENV:-.venv}
 PYTHON="$VENV/bin/python"
 
 say() { echo "$(basename "$0"): $*"; }
@@ -43,7 +44,7 @@ ensure_venv() {
     elif ! is_recent_python "$PYTHON"; then
         fail "$VENV has $("$PYTHON" --version 2>&1 || echo 'a broken Python'); Jobwatch needs 3.12 or newer. Remove $VENV and run this again."
     fi
-    wanted=$(cat "$requirements" requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+    wanted=$(cat "$requirements" requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)
     stamp="$VENV/.installed-$(basename "$requirements")"
     if [[ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]]; then
         say "installing $requirements into $VENV (the first time takes a minute)"

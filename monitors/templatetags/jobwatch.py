@@ -1,6 +1,11 @@
 from django import template
 
+from monitors.web import partials
+
 register = template.Library()
+
+if not partials.BUILT_IN:  # Django 5.2: {% partialdef %} for the templates that load this library
+    register.tag("partialdef", partials.partialdef)
 
 # The pages in the header, in the order an operator paged at night looks at them.
 NAV_PAGES = [

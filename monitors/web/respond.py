@@ -13,6 +13,8 @@ from django.http import JsonResponse
 from django.shortcuts import render
 from django_htmx.middleware import HtmxDetails
 
+from monitors.web import partials
+
 
 def respond(request, template, context, fragments=(), api=None, status=200):
     """`fragments`: the template's partial names, each also the id of the element it renders
@@ -24,6 +26,10 @@ def respond(request, template, context, fragments=(), api=None, status=200):
     htmx = details(request)
     if htmx and fragments:
         target = htmx.target if htmx.target in fragments else fragments[0]
+        if not partials.BUILT_IN:  # Django 5.2 (see monitors/web/partials.py)
+            response = partials.render_partial(request, template, target, context)
+            response.status_code = status
+            return response
         return render(request, f"{template}#{target}", context, status=status)
     return render(request, template, context, status=status)
 
