@@ -24,7 +24,9 @@ class Channel(filesystem.Channel):
         # millisecond keep their order, and the sort never meets numbers of different lengths.
         name = f"{monotonic_ns():020d}_{uuid.uuid4()}.{queue}.msg"
         final_path = os.path.join(self.data_folder_out, name)
-        partial_path = f"{final_path}.partial"  # does not end in ".msg": consumers skip it
+        # Not "<final name>.partial": kombu before 5.7 takes any file whose name merely contains
+        # ".<queue>.msg", and would take that one half-written. Without ".msg", no consumer does.
+        partial_path = f"{final_path[: -len('.msg')]}.partial"
         try:
             with open(partial_path, "wb") as partial:
                 partial.write(str_to_bytes(dumps(payload)))

@@ -143,7 +143,7 @@ def force_circuit(user, name, change, *, reason="", surface="dashboard", dry_run
     decides again). Returns the circuit's state after the change (before it, for a dry run)."""
     from monitors.circuits import shared_store
     from monitors.circuits.machine import force
-    from monitors.detectors.circuits import policy_of, state_of
+    from monitors.circuits.status import policy_of, state_of
     from monitors.models import Circuit
 
     if change not in CIRCUIT_CHANGES:

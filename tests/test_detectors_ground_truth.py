@@ -178,7 +178,9 @@ def test_it_finds_a_burst_of_saves_on_a_fresh_install_with_no_baseline():
     start = timezone.now()
     for n in range(400):
         Customer.objects.create(name=f"s{n}", email=f"s{n}@example.com")
-    assert timezone.now() - start < timedelta(seconds=10)
+    # A burst: 1,200 enqueues in under 20 s is at least 60 a second, above the burst rule's 50 in
+    # any 10-second stretch, even on a machine busy enough to slow the saves down.
+    assert timezone.now() - start < timedelta(seconds=20)
     finished(1200, origin_model="demo.Customer")
 
     found = check({("fanout_storm", "demo.Customer"): None})

@@ -1,6 +1,7 @@
 """Queue inspection on the embedded filesystem broker: one file per message, read in place."""
 
 import os
+from queue import Empty
 
 import pytest
 
@@ -69,3 +70,14 @@ def test_purge_on_the_embedded_broker_archives_removes_and_restores(app):
     restored = restore_messages(operator, list(ArchivedMessage.objects.values_list("pk", flat=True)), surface="command", app=app)
     assert restored.log.succeeded == 3
     assert sorted(m.task_id for m in broker.peek("reports", 0, 10)) == sorted(sent)
+
+
+def test_no_consumer_takes_a_message_that_is_still_being_written(app, tmp_path, monkeypatch):
+    """The embedded default's transport writes each message under a temporary name first: one that
+    kombu's consumers skip, the ones before 5.7 too (they take any name containing ".<queue>.msg")."""
+    monkeypatch.setattr(os, "replace", lambda *args: None)  # the write never completes
+    app.send_task("demo.tasks.noop", queue="reports")
+    assert [name.endswith(".partial") for name in os.listdir(tmp_path / "queue")] == [True]
+    with app.connection_for_read() as connection:
+        with pytest.raises(Empty):
+            connection.default_channel._get("reports")

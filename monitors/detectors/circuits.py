@@ -7,14 +7,13 @@ it from the execution table's partial index of waiting jobs, and its history fro
 
 from datetime import timedelta
 
-from django.db.models import Count, Min
-
-from monitors.circuits.machine import FORCED_OPEN, HALF_OPEN, OPEN, Policy, State
+from monitors.circuits.machine import FORCED_OPEN, HALF_OPEN, OPEN
+from monitors.circuits.registry import shared_store
+from monitors.circuits.status import OPEN_STATES, current_state, jobs_waiting, open_since, policy_of
 from monitors.detectors.base import Problem, short, threshold
 from monitors.models import Circuit, CircuitEvent, JobExecution
 
 NAME = "circuits"
-OPEN_STATES = (OPEN, HALF_OPEN, FORCED_OPEN)
 
 
 def detect(now):
@@ -25,36 +24,16 @@ def detect(now):
 
 
 def open_circuits(now):
-    from monitors.circuits import shared_store
-    from monitors.circuits.stores import StoreUnavailable
-
     store = shared_store()
     problems = []
     for row in Circuit.objects.order_by("name"):
-        try:
-            state = store.read(row.name) or state_of(row)
-            source = store.kind
-        except StoreUnavailable:
-            state, source = state_of(row), "database copy (the shared store is unreachable)"
-        policy = policy_of(row)
+        state, source = current_state(row, store)
         if state.state in OPEN_STATES:
-            problems.append(open_circuit(row.name, state, policy, now, source))
+            problems.append(open_circuit(row.name, state, policy_of(row), now, source))
         flapping = flapping_circuit(row.name, now)
         if flapping is not None:
             problems.append(flapping)
     return problems
-
-
-def state_of(row):
-    return State(**{name: getattr(row, name) for name in State.names()})
-
-
-def policy_of(row):
-    known = set(Policy.names())
-    try:
-        return Policy(**{key: value for key, value in (row.policy or {}).items() if key in known})
-    except ValueError:
-        return Policy()
 
 
 def open_circuit(name, state, policy, now, source):
@@ -116,29 +95,6 @@ def addresses_of(name, now):
     recent = JobExecution.objects.filter(circuit=name, finished_at__gt=now - timedelta(seconds=threshold("SERVICE_FAILURE_SECONDS")),
                                          finished_at__lte=now)
     return list(recent.exclude(error_target="").values_list("error_target", flat=True).distinct()[:5])
-
-
-def open_since(name, state):
-    """When this outage began: the first opening after the circuit was last closed (a failed trial
-    re-opens it and restarts the cool-down, but the outage goes on)."""
-    last_closed = (
-        CircuitEvent.objects.filter(circuit=name, to_state__in=("closed", "forced_closed"))
-        .order_by("-at").values_list("at", flat=True).first()
-    )
-    openings = CircuitEvent.objects.filter(circuit=name, to_state__in=OPEN_STATES)
-    if last_closed is not None:
-        openings = openings.filter(at__gt=last_closed)
-    first = openings.order_by("at").values_list("at", flat=True).first()
-    return first or state.opened_at or state.changed_at
-
-
-def jobs_waiting(name):
-    waiting = JobExecution.objects.filter(state="waiting", circuit=name)
-    summary = waiting.aggregate(count=Count("id"), oldest=Min("enqueued_at"))
-    queues = dict(waiting.values_list("queue").annotate(jobs=Count("id")).order_by("-jobs")[:20])
-    tasks = dict(waiting.values_list("task_name").annotate(jobs=Count("id")).order_by("-jobs")[:20])
-    oldest = summary["oldest"]
-    return {"count": summary["count"], "oldest": oldest.isoformat() if oldest else None, "queues": queues, "tasks": tasks}
 
 
 def flapping_circuit(name, now):

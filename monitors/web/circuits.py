@@ -7,7 +7,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from monitors.circuits.machine import OPEN
-from monitors.detectors.circuits import OPEN_STATES, jobs_waiting, open_since, policy_of, state_of
+from monitors.circuits.registry import shared_store
+from monitors.circuits.status import OPEN_STATES, current_state, jobs_waiting, open_since, policy_of
 from monitors.models import Circuit, CircuitEvent, CircuitState
 from monitors.web.access import staff_only
 from monitors.web.respond import respond
@@ -18,16 +19,10 @@ CHANGES = [("open", "Force open"), ("close", "Force closed"), ("reset", "Reset")
 
 @staff_only
 def circuit_list(request):
-    from monitors.circuits import shared_store
-    from monitors.circuits.stores import StoreUnavailable
-
     store, now = shared_store(), timezone.now()
     tiles = []
     for row in Circuit.objects.order_by("name"):
-        try:
-            state, source = store.read(row.name) or state_of(row), store.kind
-        except StoreUnavailable:
-            state, source = state_of(row), "database copy: the shared store is unreachable"
+        state, source = current_state(row, store)
         tiles.append(tile(row, state, policy_of(row), now, source))
     return respond(request, "jobwatch/circuits.html", {"tiles": tiles, "circuit_changes": CHANGES}, fragments=["circuit-tiles"], api=["tiles"])
 

@@ -129,7 +129,7 @@ def queue_gauges():
 
 def jobwatch_gauges():
     from monitors.circuits.machine import STATES
-    from monitors.detectors.circuits import jobs_waiting
+    from monitors.circuits.status import jobs_waiting
     from monitors.models import Circuit, Finding, Incident, MonitorHeartbeat, RecorderProcess, Severity
 
     findings = GaugeMetricFamily("jobwatch_open_findings", "Open findings, by kind and severity.", labels=["kind", "severity"])

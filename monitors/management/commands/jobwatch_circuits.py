@@ -9,7 +9,7 @@ from django.utils import timezone
 from monitors.actions import ActionRefused, force_circuit
 from monitors.circuits import shared_store
 from monitors.circuits.stores import StoreUnavailable
-from monitors.detectors.circuits import jobs_waiting, policy_of, state_of
+from monitors.circuits.status import current_state, jobs_waiting, policy_of
 from monitors.models import Circuit
 
 
@@ -50,10 +50,7 @@ class Command(BaseCommand):
         rows = []
         store = shared_store()
         for circuit in Circuit.objects.order_by("name"):
-            try:
-                state, source = store.read(circuit.name) or state_of(circuit), store.kind
-            except StoreUnavailable:
-                state, source = state_of(circuit), "database copy"
+            state, source = current_state(circuit, store)
             policy = policy_of(circuit)
             now = timezone.now()
             calls, failures = state.window_counts(policy, now)
