@@ -24,6 +24,7 @@ class Child:
         self.argv = argv
         self.process = process
         self.pump = None
+        self.hide = None  # a predicate on output lines: true drops the line
 
     @property
     def running(self):
@@ -52,12 +53,14 @@ class Supervisor:
         self._colour = hasattr(self.output, "isatty") and self.output.isatty()
         self.name_width = 8  # fits the demo's names, so the columns line up from the first line
 
-    def start(self, name, argv):
+    def start(self, name, argv, hide=None):
+        """Start a program; `hide(line)` true drops a line of its output (None: print them all)."""
         process = subprocess.Popen(
             argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
         child = Child(name, argv, process)
+        child.hide = hide
         self.name_width = max(self.name_width, len(name))
         colour_index = len(self.children)
         self.children.append(child)
@@ -93,7 +96,9 @@ class Supervisor:
 
     def _pump_output(self, child, colour_index):
         for raw in iter(child.process.stdout.readline, b""):
-            self._write(child.name, raw.decode("utf-8", errors="replace").rstrip("\n"), colour_index)
+            line = raw.decode("utf-8", errors="replace").rstrip("\n")
+            if child.hide is None or not child.hide(line):
+                self._write(child.name, line, colour_index)
         child.process.stdout.close()
 
     def _write(self, name, line, colour_index):

@@ -2,6 +2,7 @@
 shop's workload, supervised together (see demo/processes.py)."""
 
 import os
+import re
 import signal
 import socket
 import sys
@@ -39,11 +40,17 @@ class Command(BaseCommand):
             "--rate", type=float, default=5.0, help="the workload's actions per second in normal times (default 5)"
         )
         parser.add_argument(
-            "--worker-log-level", default="info",
-            help="the Celery worker's log level (default info: a line per job; warning: only failures)",
+            "--verbose", action="store_true",
+            help="print everything: a line per job from the worker, every task beat sends and every page "
+                 "request. By default only Jobwatch's own lines, the notifications it sends, the workload's "
+                 "and the gateway's events, and warnings and errors are printed.",
+        )
+        parser.add_argument(
+            "--worker-log-level", default=None,
+            help="the Celery worker's log level (default warning, or info with --verbose: a line per job)",
         )
 
-    def handle(self, port, rate, worker_log_level, **options):
+    def handle(self, port, rate, worker_log_level, verbose=False, **options):
         if rate <= 0:
             raise CommandError("--rate must be above 0.")
         gateway_port = configured_port()
@@ -65,8 +72,10 @@ class Command(BaseCommand):
         supervisor.say(f"Jobwatch demo: open {url}  log in as {login}  stop with Ctrl-C")
         exited = None
         try:
-            for name, argv in demo_programs(port, gateway_port, rate, worker_log_level):
-                supervisor.start(name, argv)
+            quiet = quiet_filters()
+            for name, argv in demo_programs(port, gateway_port, rate, worker_log_level or ("info" if verbose else "warning"),
+                                            verbose):
+                supervisor.start(name, argv, hide=None if verbose else quiet.get(name))
             exited = self.watch(supervisor, stop_requests, port, f"Jobwatch is up: open {url} and log in as {login}")
         finally:
             supervisor.say(f"stopping everything (up to {STOP_GRACE_SECONDS:g} s; Ctrl-C again to kill at once)")
@@ -93,14 +102,55 @@ class Command(BaseCommand):
         return None
 
 
-def demo_programs(port, gateway_port, rate, worker_log_level):
+# Lines hidden by default, per program: the web server's request log (every htmx poll is one),
+# except for server errors; the worker's line and traceback for each job the demo makes fail on
+# purpose (Jobwatch records them: they are on the Failures page). Per-job and per-send lines at
+# INFO are kept out by the log levels instead.
+REQUEST_LINE = re.compile(r'"[A-Z]+ \S+ HTTP/[\d.]+" ([1-4]\d\d) ')
+TASK_LINE = re.compile(r"\] Task [\w.]+\[[0-9a-f-]+\] (raised unexpected|retry)")
+TRANSPORT_NOISE = "No hostname was supplied. Reverting to default 'localhost'"
+
+
+class JobTracebacks:
+    """A filter of a worker's output: drops Celery's line for a failed or retried job and the
+    traceback that follows it, up to and including the exception's own line."""
+
+    def __init__(self):
+        self.in_traceback = False
+        self.hid_last = False
+
+    def __call__(self, line):
+        self.hid_last = self.hides(line) or (self.hid_last and not line.strip())  # and the blank lines after
+        return self.hid_last
+
+    def hides(self, line):
+        if TASK_LINE.search(line) or TRANSPORT_NOISE in line:
+            return True
+        if line.startswith(("Traceback (most recent call last):", "During handling of the above exception",
+                            "The above exception was the direct cause")):
+            self.in_traceback = True
+            return True
+        if self.in_traceback:
+            if not line.strip() or line[0].isspace() or line.lstrip().startswith("^"):
+                return True
+            self.in_traceback = False
+            return True  # the exception's line ends the traceback
+        return False
+
+
+def quiet_filters():
+    return {"web": lambda line: REQUEST_LINE.search(line) is not None, "worker": JobTracebacks()}
+
+
+def demo_programs(port, gateway_port, rate, worker_log_level, verbose=False):
     """(name, argv) of each program, in start order; the workload last, so the gateway it switches
-    and the worker that runs its jobs are already starting."""
+    and the worker that runs its jobs are already starting. Jobwatch's own lines (the "monitors"
+    logger has a handler of its own) and the notifications (printed mail) show at any level."""
     python, manage = sys.executable, str(settings.BASE_DIR / "manage.py")
     return [
         ("gateway", [python, manage, "demo_gateway", "--port", str(gateway_port)]),
         ("worker", [python, "-m", "celery", "-A", "dashboard", "worker", "-l", worker_log_level, "-c", "2"]),
-        ("beat", [python, "-m", "celery", "-A", "dashboard", "beat", "-l", "info"]),
+        ("beat", [python, "-m", "celery", "-A", "dashboard", "beat", "-l", "info" if verbose else "warning"]),
         ("web", [python, manage, "runserver", f"127.0.0.1:{port}", "--noreload"]),
         ("workload", [python, manage, "demo_workload", "--rate", f"{rate:g}", "--duration", "0", *DEMO_TROUBLE]),
     ]
