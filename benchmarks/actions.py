@@ -92,7 +92,7 @@ def in_child(name, results):
 
 def purge():
     from monitors.actions import purge_messages
-    from monitors.purge import MessageSelection
+    from monitors.actions.purge import MessageSelection
 
     result = purge_messages(operator(), QUEUE, MessageSelection(task=PURGED), surface="command", allow_large=True,
                             run_here=True)
@@ -118,7 +118,7 @@ def restore():
 
 def replay():
     from monitors.actions import replay_jobs
-    from monitors.selection import JobSelection
+    from monitors.actions.selection import JobSelection
 
     result = replay_jobs(operator(), JobSelection.from_filter({"task": "shop.tasks.replayed", "state": "failed"}),
                          surface="command", allow_large=True, run_here=True)

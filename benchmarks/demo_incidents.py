@@ -27,7 +27,7 @@ killed; the JSON says how many were left (`processes_left`, 0 when all is well).
 With --screenshots, while the demo still runs, late in the run and in a cycle's trouble (the
 gateway outage's last seconds, when the storm's and the outage's incidents have had time to open),
 Debian's Chromium (Playwright; the launch arguments of tests/browser.py) logs in through
-/admin/login/ as demo / demo and takes full-page screenshots, 1280 px wide and cut at 2,400 px, of
+/accounts/login/ as demo / demo and takes full-page screenshots, 1280 px wide and cut at 2,400 px, of
 /jobwatch/ (Overview) and /jobwatch/alerts/ (Alerts) into docs/screenshots/.
 
 ## The target, and the problems the demo plants: 5
@@ -358,10 +358,10 @@ def take_screenshots(base_url, results):
                 context = browser.new_context(base_url=base_url, viewport=VIEWPORT)
                 context.set_default_timeout(30_000)
                 page = context.new_page()
-                page.goto("/admin/login/?next=/jobwatch/")
+                page.goto("/accounts/login/?next=/jobwatch/")
                 page.fill("#id_username", "demo")
                 page.fill("#id_password", "demo")
-                page.click("input[type=submit]")
+                page.click("button[type=submit]")
                 page.wait_for_url("**/jobwatch/")
                 SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
                 for name, path in PAGES:

@@ -26,7 +26,6 @@ from demo import tasks
 from demo.models import Customer, Order, Payment
 from demo.workload import NORMAL_MIX, CheckoutAbandoned, Shop
 from monitors.models import JobExecution
-from monitors.selection import finding_task_ids
 
 # Customers created (without jobs: bulk_create sends no post_save) before the worker starts, so
 # that every scenario's shop has people to visit and to sell to.
@@ -215,8 +214,8 @@ SERVICE_KINDS = ("service_failing", "service_without_breaker")
 
 
 def by_job_ids(findings, planted, stage):
-    """Planted jobs whose id the evidence lists (monitors.selection.finding_task_ids)."""
-    listed = {task_id for finding in findings for task_id in finding_task_ids(finding)}
+    """Planted jobs whose id the evidence lists (Finding.task_ids)."""
+    listed = {task_id for finding in findings for task_id in finding.task_ids()}
     return sum(1 for task_id in planted if task_id in listed)
 
 
@@ -257,7 +256,7 @@ def by_count(count_of):
 
 def by_job_ids_or_count(count_of):
     def found(findings, planted, stage):
-        if any(finding_task_ids(finding) for finding in findings):
+        if any(finding.task_ids() for finding in findings):
             return by_job_ids(findings, planted, stage)
         return by_count(count_of)(findings, planted, stage)
 

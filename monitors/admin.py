@@ -1,5 +1,7 @@
 """Read-only admin for the recorded history: the recorder owns these rows, and every change goes
-through monitors/actions.py (permission, audit log), never through an edit form."""
+through monitors/actions/ (permission, audit log), never through an edit form."""
+
+import uuid
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -8,13 +10,14 @@ from django.template.response import TemplateResponse
 from monitors.actions import (
     ActionRefused, TooLarge, acknowledge_incident, allowed, discard_jobs, force_circuit, replay_jobs, restore_messages,
 )
+from monitors.actions.selection import JobSelection
+from monitors.alerts.channels import send_test
 from monitors.brokers import BrokerUnavailable
 from monitors.circuits.stores import StoreUnavailable
 from monitors.models import (
     ActionLog, ArchivedMessage, Circuit, CircuitEvent, Finding, Incident, JobExecution, MonitorHeartbeat, Notification,
     NotificationChannel, QueueSample, RecorderProcess,
 )
-from monitors.selection import JobSelection
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -31,7 +34,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(JobExecution)
 class JobExecutionAdmin(ReadOnlyAdmin):
     """The execution table, with replay and discard as admin actions: a confirmation page first
-    (with the preview: how many, which would be refused and why), then monitors/actions.py."""
+    (with the preview: how many, which would be refused and why), then monitors/actions/."""
 
     actions = ["replay", "replay_forced", "discard"]
     list_display = ["task_name", "state", "queue", "enqueued_at", "runtime", "origin_kind", "origin_model", "origin_receiver"]
@@ -123,7 +126,7 @@ class QueueSampleAdmin(ReadOnlyAdmin):
 @admin.register(Circuit)
 class CircuitAdmin(ReadOnlyAdmin):
     """Circuits, with the operator's three changes as admin actions (confirmation page first,
-    audited through monitors/actions.py, each needing monitors.force_circuit)."""
+    audited through monitors/actions/, each needing monitors.force_circuit)."""
 
     list_display = ["name", "state", "changed_at", "consecutive_failures", "open_count", "last_error_type", "forced_by"]
     list_filter = ["state"]
@@ -203,8 +206,6 @@ class NotificationChannelAdmin(admin.ModelAdmin):
 
     @admin.action(description="Send a test notification to the selected channels", permissions=["change"])
     def send_test(self, request, queryset):
-        from monitors.alerts.channels import send_test
-
         for channel in queryset:
             try:
                 send_test(channel)
@@ -275,8 +276,6 @@ class ActionLogAdmin(ReadOnlyAdmin):
 
 
 def new_request_key():
-    import uuid
-
     return uuid.uuid4().hex
 
 

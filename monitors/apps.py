@@ -7,11 +7,14 @@ class MonitorsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        # Imported here, as Django asks of an AppConfig: this module is loaded before the models.
         from monitors import checks  # noqa: F401  (registers Jobwatch's system checks)
-        from monitors.conf import check_settings
+        from monitors import conf
+        from monitors.circuits import breaker
         from monitors.recording import signals
 
-        check_settings()
+        conf.check_settings()
+        breaker.check_settings()
         # Every process that loads Django records what it enqueues (web servers, scripts, beat);
         # worker processes record what they run.
         signals.connect()

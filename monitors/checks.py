@@ -8,10 +8,13 @@
                    Django runs checks that read the database only when asked to)
 """
 
+from celery import _state
 from django.conf import settings
 from django.core.checks import Tags, Warning, register
 from django.shortcuts import resolve_url
 from django.urls import NoReverseMatch, Resolver404, resolve
+
+from monitors.integration import silence_report
 
 WATCH_HINT = ("In the module that creates your Celery app (e.g. proj/celery.py), add "
               "`from monitors.integration import watch_celery_app` and `watch_celery_app(app)` after the app is made.")
@@ -19,8 +22,6 @@ WATCH_HINT = ("In the module that creates your Celery app (e.g. proj/celery.py),
 
 @register("jobwatch")
 def celery_app_watched(app_configs=None, **kwargs):
-    from celery import _state
-
     app = _state.get_current_app()
     if getattr(app, "jobwatch_watched", False):
         return []
@@ -57,6 +58,4 @@ def login_url_answers(app_configs=None, **kwargs):
 def periodic_tasks_running(app_configs=None, databases=None, **kwargs):
     if not databases:
         return []
-    from monitors.integration import silence_report
-
     return [Warning(line, id="jobwatch.W004") for line in silence_report()]

@@ -105,7 +105,7 @@ DEFAULTS = {
     "CIRCUIT_STORE": "database",
     "CIRCUIT_DEFAULTS": {},
     "CIRCUITS": {},
-    # Replay and purge (monitors/actions.py). A failed job whose recorded arguments were redacted
+    # Replay and purge (monitors/actions/). A failed job whose recorded arguments were redacted
     # or truncated keeps its full arguments (JobPayload) so that it can be replayed as it was;
     # archived messages and kept arguments are pruned after ARCHIVE_RETENTION_DAYS. Sets larger
     # than ACTION_INLINE_LIMIT run as a background task; larger than ACTION_MAX_ITEMS only with
@@ -157,7 +157,6 @@ def check_settings():
     configured = getattr(settings, "JOBWATCH", {})
     check_keys("settings.JOBWATCH", configured, DEFAULTS)
     check_keys("settings.JOBWATCH['THRESHOLDS']", configured.get("THRESHOLDS", {}), DEFAULT_THRESHOLDS)
-    check_circuit_options(configured)
     for scope in ("QUEUE_THRESHOLDS", "TASK_THRESHOLDS"):
         for name, overrides in configured.get(scope, {}).items():
             check_keys(f"settings.JOBWATCH['{scope}'][{name!r}]", overrides, DEFAULT_THRESHOLDS)
@@ -167,16 +166,3 @@ def check_keys(where, given, known):
     unknown = set(given) - set(known)
     if unknown:
         raise ImproperlyConfigured(f"{where} has unknown keys: {', '.join(sorted(unknown))}")
-
-
-def check_circuit_options(configured):
-    from monitors.circuits.machine import Policy
-
-    known = dict.fromkeys(Policy.names())
-    check_keys("settings.JOBWATCH['CIRCUIT_DEFAULTS']", configured.get("CIRCUIT_DEFAULTS", {}), known)
-    for name, options in configured.get("CIRCUITS", {}).items():
-        check_keys(f"settings.JOBWATCH['CIRCUITS'][{name!r}]", options, known)
-        try:
-            Policy(**{**configured.get("CIRCUIT_DEFAULTS", {}), **options})
-        except ValueError as error:
-            raise ImproperlyConfigured(f"settings.JOBWATCH['CIRCUITS'][{name!r}]: {error}") from error

@@ -17,13 +17,18 @@ Jobwatch's periodic tasks have not run (see also monitors/checks.py, /healthz an
 
 import logging
 
+from celery.signals import beat_init, worker_ready
+from celery.utils.text import match_case
+from django.db import DatabaseError
+
+from monitors.conf import setting
+from monitors.recording import signals
+
 logger = logging.getLogger("monitors.integration")
 
 
 def watch_celery_app(app):
-    from celery.signals import beat_init, worker_ready
 
-    from monitors.recording import signals
 
     signals.connect()
     app.jobwatch_watched = True  # for `manage.py check` (monitors/checks.py)
@@ -100,9 +105,7 @@ def worker_starting(sender=None, **kwargs):
 def silence_report(now=None):
     """Lines saying which of Jobwatch's periodic tasks are not running, and what to do; empty when
     they run (or when the database cannot say)."""
-    from django.db import DatabaseError
-
-    from monitors.alerts.heartbeats import stale_tasks
+    from monitors.alerts.heartbeats import stale_tasks  # models: see beat_starting
 
     try:
         stale = stale_tasks(now)
@@ -122,8 +125,6 @@ def set_setting(conf, name, value):
     before 5.7 looks a setting up by its namespaced name first, so there the plain name alone
     would lose to the project's own CELERY_BEAT_SCHEDULE. Only then: a namespaced value written
     when the project has none would in turn hide the app's own later `app.conf.beat_schedule = …`."""
-    from celery.utils.text import match_case
-
     conf[name] = value
     if conf.prefix:
         namespaced = match_case(conf.prefix + name, conf.prefix)
@@ -133,8 +134,6 @@ def set_setting(conf, name, value):
 
 def beat_schedule():
     """Jobwatch's periodic tasks; intervals are settings (read when beat starts)."""
-    from monitors.conf import setting
-
     return {
         "jobwatch.sample_queues": {"task": "jobwatch.sample_queues", "schedule": float(setting("SAMPLE_INTERVAL"))},
         "jobwatch.run_detectors": {"task": "jobwatch.run_detectors", "schedule": float(setting("DETECT_INTERVAL"))},

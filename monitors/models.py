@@ -297,6 +297,15 @@ class Finding(models.Model):
     def __str__(self):
         return f"[{self.severity}] {self.title}"
 
+    def task_ids(self):
+        """The jobs its evidence names (`job_ids`: a list, or lists by cause), each once, in order:
+        what "replay / purge the jobs of this finding" acts on and what its page lists. The
+        evidence's "sample_job_ids" are only examples and are not named here."""
+        named = (self.evidence or {}).get("job_ids")
+        groups = named.values() if isinstance(named, dict) else [named]
+        ids = [str(item) for group in groups if isinstance(group, list) for item in group if item]
+        return list(dict.fromkeys(ids))
+
 
 class CircuitState(models.TextChoices):
     CLOSED = "closed"
@@ -366,7 +375,7 @@ class CircuitEvent(models.Model):
 class ActionLog(models.Model):
     """The audit log: every change an operator asked for, allowed or refused, real or dry run.
 
-    Written by monitors/actions.py, the only code that changes anything; never editable in the
+    Written by monitors/actions/, the only code that changes anything; never editable in the
     admin or the dashboard.
     """
 

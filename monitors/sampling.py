@@ -1,5 +1,5 @@
-"""Queue history: the periodic sample of every queue, the latest samples for pages, and the
-roll-up that keeps a year of history small."""
+"""Queue history: the periodic sample of every queue and the latest samples for pages (the roll-up
+that keeps a year of it small is in retention.py)."""
 
 from datetime import timedelta
 
@@ -10,9 +10,6 @@ from monitors.brokers import broker_kind
 from monitors.conf import setting
 from monitors.models import QueueSample
 from monitors.queues import QueueRow, snapshot
-
-ROLLUP_RESOLUTION = 600  # seconds in one rolled-up sample
-
 
 def bucket(moment, seconds):
     """`moment` rounded down to a multiple of `seconds`: samplers on several workers that run
@@ -83,56 +80,3 @@ def row_from_sample(sample):
 def queue_history(queue, since):
     """Samples of one queue since `since`, oldest first (raw and rolled-up alike)."""
     return list(QueueSample.objects.filter(queue=queue, sampled_at__gte=since).order_by("sampled_at"))
-
-
-def roll_up_samples(now=None, keep_raw=None, chunk=timedelta(hours=6)):
-    """Fold raw samples older than `keep_raw` into 10-minute ones (the worst depth and age of
-    each bucket, the mean rates), then delete rolled-up samples past the retention. Works through
-    at most `chunk` of history per call, oldest first, so each run is short. Returns
-    (raw samples folded, rolled-up samples written, old samples deleted)."""
-    now = now or timezone.now()
-    keep_raw = keep_raw or timedelta(days=setting("SAMPLE_RAW_DAYS"))
-    cutoff = now - keep_raw
-    first = QueueSample.objects.filter(resolution=0, sampled_at__lt=cutoff).order_by("sampled_at").first()
-    folded = written = 0
-    if first is not None:
-        end = min(cutoff, first.sampled_at + chunk)
-        raw = QueueSample.objects.filter(resolution=0, sampled_at__gte=first.sampled_at, sampled_at__lt=end)
-        groups = {}
-        for sample in raw.order_by("sampled_at").iterator(chunk_size=2000):
-            groups.setdefault((sample.queue, bucket(sample.sampled_at, ROLLUP_RESOLUTION)), []).append(sample)
-        QueueSample.objects.bulk_create(
-            [rolled_up(queue, at, samples) for (queue, at), samples in groups.items()], ignore_conflicts=True
-        )
-        written = len(groups)
-        folded, _ = raw.delete()
-    retention = now - timedelta(days=setting("SAMPLE_RETENTION_DAYS"))
-    deleted, _ = QueueSample.objects.filter(sampled_at__lt=retention).delete()
-    return folded, written, deleted
-
-
-def rolled_up(queue, sampled_at, samples):
-    def worst(name):
-        values = [getattr(sample, name) for sample in samples if getattr(sample, name) is not None]
-        return max(values) if values else None
-
-    def mean(name):
-        values = [getattr(sample, name) for sample in samples if getattr(sample, name) is not None]
-        return sum(values) / len(values) if values else None
-
-    last = samples[-1]
-    return QueueSample(
-        queue=queue,
-        sampled_at=sampled_at,
-        resolution=ROLLUP_RESOLUTION,
-        broker=last.broker,
-        depth=worst("depth"),
-        in_flight=worst("in_flight"),
-        scheduled=worst("scheduled"),
-        consumers=last.consumers,
-        workers=last.workers,
-        oldest_age=worst("oldest_age"),
-        arrivals_per_minute=mean("arrivals_per_minute"),
-        drains_per_minute=mean("drains_per_minute"),
-        exists_on_broker=last.exists_on_broker,
-    )

@@ -3,8 +3,12 @@ schedule; each is safe to run on several workers at once."""
 
 from celery import shared_task
 
-from monitors import sampling
+from monitors import retention, sampling
+from monitors.actions import resume
+from monitors.actions.gate import RUN_ACTION_TASK
+from monitors.alerts import run_alerts as alert
 from monitors.alerts.heartbeats import heartbeat
+from monitors.detectors import run_detectors as detect
 
 
 @shared_task(name="jobwatch.sample_queues", ignore_result=True)
@@ -14,51 +18,46 @@ def sample_queues():
         return len(sampling.sample_queues())
 
 
-@shared_task(name="jobwatch.roll_up_samples", ignore_result=True)
-def roll_up_samples():
-    return sampling.roll_up_samples()
-
-
 @shared_task(name="jobwatch.run_detectors", ignore_result=True)
 def run_detectors():
     """Every detector over the recorded data; findings opened, updated and resolved."""
-    from monitors.detectors import run_detectors as run
-
     with heartbeat("jobwatch.run_detectors"):
-        outcomes = run()
+        outcomes = detect()
     return {name: (len(o.opened), len(o.updated), len(o.resolved)) for name, o in outcomes.items()}
-
-
-@shared_task(name="jobwatch.run_action", ignore_result=True, acks_late=True, reject_on_worker_lost=True)
-def run_action(action_id):
-    """A replay or purge too large to run inside the request that asked for it. Acknowledged
-    when done, so a worker that dies midway leaves it to another (resuming is safe)."""
-    from monitors.actions import resume
-
-    log = resume(action_id)
-    return log.outcome if log else None
-
-
-@shared_task(name="jobwatch.prune_archive", ignore_result=True)
-def prune_archive():
-    """Archived messages and kept arguments older than ARCHIVE_RETENTION_DAYS."""
-    from monitors.purge import prune
-
-    return prune()
 
 
 @shared_task(name="jobwatch.send_alerts", ignore_result=True)
 def send_alerts():
     """The monitor's own rules, incidents from findings, and the notifications they call for."""
-    from monitors.alerts import run_alerts
-
     with heartbeat("jobwatch.send_alerts"):
-        return run_alerts()
+        return alert()
+
+
+@shared_task(name=RUN_ACTION_TASK, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+def run_action(action_id):
+    """A replay or purge too large to run inside the request that asked for it. Acknowledged
+    when done, so a worker that dies midway leaves it to another (resuming is safe)."""
+    log = resume(action_id)
+    return log.outcome if log else None
+
+
+# -- retention (monitors/retention.py) --------------------------------------------------------------
+
+
+@shared_task(name="jobwatch.roll_up_samples", ignore_result=True)
+def roll_up_samples():
+    """Raw queue samples past SAMPLE_RAW_DAYS folded into 10-minute ones; those past
+    SAMPLE_RETENTION_DAYS deleted."""
+    return retention.roll_up_samples()
+
+
+@shared_task(name="jobwatch.prune_archive", ignore_result=True)
+def prune_archive():
+    """Archived messages and kept arguments older than ARCHIVE_RETENTION_DAYS."""
+    return retention.prune_archive()
 
 
 @shared_task(name="jobwatch.prune_history", ignore_result=True)
 def prune_history():
     """Jobs, transitions, resolved findings and the audit log past their retention."""
-    from monitors.pruning import prune_history as prune
-
-    return prune()
+    return retention.prune_history()

@@ -205,7 +205,7 @@ def test_metrics_need_a_token_or_staff_and_parse_as_prometheus_text(client, sett
 
 def test_pruning_keeps_the_history_within_its_retention():
     from monitors.models import ActionLog, JobExecution
-    from monitors.pruning import prune_history
+    from monitors.retention import prune_history
 
     old, recent = timezone.now() - timedelta(days=40), timezone.now() - timedelta(days=1)
     for number, moment in enumerate((old, old, recent)):

@@ -1,4 +1,4 @@
-"""Forcing a circuit open or closed, or resetting it: one implementation (monitors/actions.py)
+"""Forcing a circuit open or closed, or resetting it: one implementation (monitors/actions/)
 behind the admin and the command line, each change checked against monitors.force_circuit and
 written to the audit log — refusals too."""
 

@@ -8,6 +8,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from monitors import detectors
+from monitors.circuits import breaker
 from monitors.conf import check_settings
 from monitors.detectors.base import Problem, threshold
 from monitors.detectors.lifecycle import record_problems
@@ -71,3 +72,12 @@ def test_thresholds_are_overridden_globally_per_queue_and_per_task():
 def test_a_mistyped_setting_stops_start_up(jobwatch, message):
     with override_settings(JOBWATCH=jobwatch), pytest.raises(ImproperlyConfigured, match=message.replace("[", r"\[").replace("]", r"\]")):
         check_settings()
+
+
+@pytest.mark.parametrize("jobwatch, message", [
+    ({"CIRCUIT_DEFAULTS": {"fail_maximum": 3}}, "['CIRCUIT_DEFAULTS'] has unknown keys: fail_maximum"),
+    ({"CIRCUITS": {"gateway": {"fail_max": 0}}}, "['CIRCUITS']['gateway']: "),
+])
+def test_a_mistyped_circuit_setting_stops_start_up(jobwatch, message):
+    with override_settings(JOBWATCH=jobwatch), pytest.raises(ImproperlyConfigured, match=message.replace("[", r"\[").replace("]", r"\]")):
+        breaker.check_settings()

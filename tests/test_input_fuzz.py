@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from monitors import urls
 from monitors.models import ActionLog, Finding, Incident, JobExecution
-from monitors.selection import FILTER_KEYS
+from monitors.actions.selection import FILTER_KEYS
 from monitors.web.actions import CARRIED
 
 pytestmark = pytest.mark.django_db

@@ -1,5 +1,5 @@
 """One filter, one set of jobs: the jobs list and "Replay every job matching this filter" read a
-filter the same way (monitors/selection.py), and the confirmation acts on the jobs its preview
+filter the same way (monitors/actions/selection.py), and the confirmation acts on the jobs its preview
 counted, even when more matching jobs are recorded in between."""
 
 import re
@@ -10,9 +10,9 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.utils import timezone
 
-from monitors import selection
+from monitors.actions import selection
 from monitors.models import ActionLog, JobExecution
-from monitors.selection import JobSelection
+from monitors.actions.selection import JobSelection
 from tests.workers import fresh_redis_url
 
 # A transaction per test, flushed after: the replay really sends, and the recorder writes what it

@@ -120,17 +120,22 @@ def test_bin_serve_runs_the_site_like_production(production, tmp_path):
         served = (tmp_path / "serve.log").read_text()
         assert "Starting gunicorn" in served and "Using worker: gthread" in served, served
 
-        # Plain http is sent to https; through the proxy, the login page has the security headers.
-        response, _ = browser.request("GET", "/admin/login/", https=False)
-        assert response.status == 301 and response.headers["Location"] == f"https://127.0.0.1:{port}/admin/login/"
-        response, content = browser.request("GET", "/admin/login/?next=/jobwatch/")
-        assert response.status == 200
+        # Plain http is sent to https; a page needing a login sends the visitor to the site's own
+        # sign-in page, which has the security headers and its own static files.
+        response, _ = browser.request("GET", "/accounts/login/", https=False)
+        assert response.status == 301 and response.headers["Location"] == f"https://127.0.0.1:{port}/accounts/login/"
+        response, _ = browser.request("GET", "/jobwatch/")
+        assert response.status == 302 and response.headers["Location"] == "/accounts/login/?next=/jobwatch/"
+        response, content = browser.request("GET", "/accounts/login/?next=/jobwatch/")
+        assert response.status == 200 and b"Sign in" in content
+        for stylesheet in re.findall(rb'href="(/static/site/[^"]+)"', content):
+            assert browser.request("GET", stylesheet.decode())[0].status == 200, stylesheet
         assert int(re.search(r"max-age=(\d+)", response.headers["Strict-Transport-Security"])[1]) >= YEAR
         assert "script-src 'self'" in response.headers["Content-Security-Policy"]
         token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', content)[1].decode()
 
         # Log in through the form (CSRF token, Origin checked), then a Jobwatch page.
-        response, _ = browser.request("POST", "/admin/login/?next=/jobwatch/", body={
+        response, _ = browser.request("POST", "/accounts/login/?next=/jobwatch/", body={
             "csrfmiddlewaretoken": token, "username": "oncall", "password": production["DJANGO_SUPERUSER_PASSWORD"],
             "next": "/jobwatch/"})
         assert response.status == 302 and response.headers["Location"] == "/jobwatch/", response.status

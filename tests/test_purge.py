@@ -18,7 +18,7 @@ from django.contrib.auth.models import Permission, User
 from monitors.actions import purge_messages, restore_messages
 from monitors.brokers import open_broker
 from monitors.models import ArchivedMessage, JobExecution
-from monitors.purge import MessageSelection, decode_raw
+from monitors.actions.purge import MessageSelection, decode_raw
 from tests.brokers import celery_app, fill_redis_queue
 from tests.workers import REPO, WorkerProcess, database_url_for_workers, fresh_redis_url, wait_for
 

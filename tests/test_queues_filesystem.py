@@ -56,7 +56,7 @@ def test_purge_on_the_embedded_broker_archives_removes_and_restores(app):
 
     from monitors.actions import purge_messages, restore_messages
     from monitors.models import ArchivedMessage
-    from monitors.purge import MessageSelection
+    from monitors.actions.purge import MessageSelection
 
     operator = User.objects.create_user("oncall", is_staff=True)
     operator.user_permissions.add(*Permission.objects.filter(codename__in=["purge_messages", "restore_messages"]))

@@ -10,7 +10,7 @@ from demo.gateway import start as start_gateway
 from demo.models import Customer, Order
 from monitors.actions import replay_jobs
 from monitors.models import JobExecution, JobPayload
-from monitors.selection import JobSelection
+from monitors.actions.selection import JobSelection
 from tests.workers import WorkerProcess, database_url_for_workers, fresh_redis_url, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

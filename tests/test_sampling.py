@@ -11,7 +11,8 @@ from kombu import Queue
 
 from monitors.models import JobExecution, QueueSample
 from monitors.queues import snapshot, time_to_drain, trend
-from monitors.sampling import latest_queue_rows, roll_up_samples, sample_queues
+from monitors.retention import roll_up_samples
+from monitors.sampling import latest_queue_rows, sample_queues
 from tests.brokers import celery_app
 from tests.workers import (
     WorkerProcess,

@@ -138,7 +138,7 @@ def test_a_job_argument_with_markup_is_escaped_on_the_confirmation_page(broker):
 
 def test_discard_hides_failed_jobs_from_the_history_and_undo_brings_them_back(failed_job):
     from monitors.actions import discard_jobs
-    from monitors.selection import JobSelection
+    from monitors.actions.selection import JobSelection
 
     JobExecution.objects.create(task_id="ok-1", task_name="demo.tasks.echo", state="succeeded", updated_at=timezone.now())
     operator = user("oncall", "discard_jobs")

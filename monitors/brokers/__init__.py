@@ -2,6 +2,8 @@
 
 from urllib.parse import urlsplit
 
+from celery import current_app
+
 from monitors.brokers.base import BrokerAdapter, BrokerUnavailable, PeekUnavailable, QueueStats
 
 __all__ = ["BrokerAdapter", "BrokerUnavailable", "PeekUnavailable", "QueueStats", "open_broker", "broker_kind"]
@@ -21,19 +23,20 @@ def broker_kind(app):
 
 def open_broker(app=None):
     """The adapter for the Celery app's own broker (app: the current app by default)."""
-    if app is None:
-        from celery import current_app as app
+    app = app or current_app
     kind = broker_kind(app)
+    # Each adapter is imported when used: it needs its transport's client library (redis, for one),
+    # which a site on another broker need not have installed.
     if kind == "redis":
         from monitors.brokers.redis import RedisBroker
 
         return RedisBroker(app)
     if kind == "rabbitmq":
-        from monitors.brokers.rabbitmq import RabbitMQBroker
+        from monitors.brokers.rabbitmq import RabbitMQBroker  # as above
 
         return RabbitMQBroker(app)
     if kind == "filesystem":
-        from monitors.brokers.filesystem import FilesystemBroker
+        from monitors.brokers.filesystem import FilesystemBroker  # as above
 
         return FilesystemBroker(app)
     raise BrokerUnavailable(f"Jobwatch cannot read queues on this broker: {app.conf.broker_url!r}")

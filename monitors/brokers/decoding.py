@@ -181,7 +181,7 @@ def deserialize(body, content_type, content_encoding):
 
 
 def load_yaml(text):
-    try:
+    try:  # optional: only a site whose tasks send YAML has PyYAML
         import yaml
     except ImportError:
         return None, "YAML body (PyYAML is not installed)"
@@ -192,7 +192,7 @@ def load_yaml(text):
 
 
 def load_msgpack(data):
-    try:
+    try:  # optional: only a site whose tasks send msgpack has it
         import msgpack
     except ImportError:
         return None, "msgpack body (msgpack is not installed)"

@@ -13,6 +13,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from kombu import Producer
+
 from monitors.brokers.base import Batches, BrokerAdapter, BrokerUnavailable, PeekUnavailable, QueueStats, Taken
 from monitors.brokers.decoding import decode_body
 from monitors.conf import setting
@@ -225,8 +227,6 @@ def envelope_of(body, message, properties):
 
 
 def put_back_message(adapter, queue, raw):
-    from kombu import Producer
-
     envelope = json.loads(raw)
     properties = dict(envelope.get("properties") or {})
     body = base64.b64decode(envelope["body"])

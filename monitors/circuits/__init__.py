@@ -13,7 +13,8 @@ state lives, and waiting.py for how a job waits on an open circuit.
 
 from monitors.circuits.breaker import CircuitBreaker
 from monitors.circuits.machine import Policy
-from monitors.circuits.registry import circuit, shared_store
+from monitors.circuits.registry import circuit
+from monitors.circuits.stores import shared_store
 from monitors.circuits.waiting import CircuitOpenError
 
 __all__ = ["CircuitBreaker", "CircuitOpenError", "Policy", "circuit", "shared_store"]

@@ -34,16 +34,19 @@ import time
 
 from celery._state import get_current_task
 from celery.exceptions import Ignore, Reject, Retry
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from monitors.circuits import machine
-from monitors.circuits.stores import MemoryStore, StoreUnavailable
+from monitors.circuits.stores import MemoryStore, StoreUnavailable, shared_store
 from monitors.circuits.waiting import (
     CIRCUIT_HEADER,
     CircuitOpenError,
     can_wait,
     wait_for_circuit,
 )
+from monitors.conf import check_keys, setting
 from monitors.recording.events import exception_type
 
 logger = logging.getLogger("monitors.circuits")
@@ -80,8 +83,6 @@ class CircuitBreaker:
     @property
     def policy(self):
         """The code's options, overridden by settings (CIRCUIT_DEFAULTS, then CIRCUITS[name])."""
-        from monitors.conf import setting
-
         return machine.Policy(**{**setting("CIRCUIT_DEFAULTS"), **self.code_policy,
                                  **setting("CIRCUITS").get(self.name, {})})
 
@@ -89,8 +90,6 @@ class CircuitBreaker:
     def store(self):
         if self._store is not None:
             return self._store
-        from monitors.circuits.registry import shared_store
-
         return shared_store()
 
     # -- use -------------------------------------------------------------------------------
@@ -282,3 +281,17 @@ def describe_caller():
     if task is not None and getattr(task.request, "id", None):
         words.append(f"job {task.name}[{task.request.id}]")
     return ", ".join(words)
+
+
+def check_settings():
+    """Called at start-up with conf.check_settings: CIRCUIT_DEFAULTS and CIRCUITS hold only the
+    options a Policy has, and each circuit's make a valid one."""
+    configured = getattr(settings, "JOBWATCH", {})
+    known = dict.fromkeys(machine.Policy.names())
+    check_keys("settings.JOBWATCH['CIRCUIT_DEFAULTS']", configured.get("CIRCUIT_DEFAULTS", {}), known)
+    for name, options in configured.get("CIRCUITS", {}).items():
+        check_keys(f"settings.JOBWATCH['CIRCUITS'][{name!r}]", options, known)
+        try:
+            machine.Policy(**{**configured.get("CIRCUIT_DEFAULTS", {}), **options})
+        except ValueError as error:
+            raise ImproperlyConfigured(f"settings.JOBWATCH['CIRCUITS'][{name!r}]: {error}") from error

@@ -1,12 +1,10 @@
-"""The process's breakers by name, and the shared store they use (from settings)."""
+"""The process's breakers by name (the shared store they use is chosen in stores.py)."""
 
 import threading
 
 from monitors.circuits.breaker import CircuitBreaker
-from monitors.circuits.stores import DatabaseStore, RedisStore
 
 _breakers = {}
-_stores = {}
 _lock = threading.Lock()
 
 
@@ -29,25 +27,3 @@ def _options(breaker):
     if not breaker.wait_in_tasks:
         options["wait_in_tasks"] = False
     return options
-
-
-def shared_store():
-    """The store named by JOBWATCH["CIRCUIT_STORE"]: "database" (the default database, or
-    "database:<alias>") or a redis:// URL. One per process and setting."""
-    from monitors.conf import setting
-
-    where = setting("CIRCUIT_STORE")
-    with _lock:
-        store = _stores.get(where)
-        if store is None:
-            store = _stores[where] = make_store(where)
-        return store
-
-
-def make_store(where):
-    if where.startswith(("redis://", "rediss://", "unix://")):
-        return RedisStore(where, mirror=DatabaseStore())
-    if where == "database" or where.startswith("database:"):
-        _, _, alias = where.partition(":")
-        return DatabaseStore(alias or "default")
-    raise ValueError(f'JOBWATCH["CIRCUIT_STORE"] must be "database", "database:<alias>" or a redis:// URL, not {where!r}')

@@ -9,7 +9,7 @@ Needs Django's models: import it from code that runs with the apps ready, not fr
 from django.db.models import Count, Min
 
 from monitors.circuits.machine import FORCED_OPEN, HALF_OPEN, OPEN, Policy, State
-from monitors.circuits.registry import shared_store
+from monitors.circuits.stores import shared_store
 from monitors.circuits.stores import StoreUnavailable
 from monitors.models import CircuitEvent, JobExecution
 

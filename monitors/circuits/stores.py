@@ -13,6 +13,10 @@ Transitions are written to CircuitEvent (and the Circuit row) in the database, w
 holds the state: with the database store in the same transaction as the change; with Redis just
 after it, on a best-effort basis (a transition Redis saw while the database was down is logged,
 not lost from the breaker's behaviour).
+
+The models are imported inside the functions that use them: a breaker (and so this module) is
+made when the host's task modules are imported, which a Celery app may do before Django's apps
+are ready.
 """
 
 import json
@@ -30,6 +34,7 @@ from django.db.models.sql.constants import CURSOR
 from django.utils import timezone
 
 from monitors.circuits.machine import State
+from monitors.conf import setting
 from monitors.db import close_quietly, private_connection, write_transaction
 
 logger = logging.getLogger("monitors.circuits")
@@ -126,7 +131,7 @@ class DatabaseStore:
             raise StoreUnavailable(f"circuit store (database {self.alias!r}): {error}") from error
 
     def names(self):
-        from monitors.models import Circuit
+        from monitors.models import Circuit  # see the module's docstring
 
         return list(Circuit.objects.using(self.alias).order_by("name").values_list("name", flat=True))
 
@@ -151,7 +156,7 @@ class DatabaseStore:
         if cache is None or cache[0] is not connection:
             cache = self._local.compiled = (connection, {})
         if lock not in cache[1]:
-            from monitors.models import Circuit
+            from monitors.models import Circuit  # see the module's docstring
 
             queryset = Circuit.objects.filter(name="").values_list(*STATE_FIELDS)
             if lock and connection.features.has_select_for_update:
@@ -164,7 +169,7 @@ class DatabaseStore:
         return cache[1][lock]
 
     def _insert(self, connection, name, policy):
-        from monitors.models import Circuit
+        from monitors.models import Circuit  # see the module's docstring
 
         row = Circuit(name=name, policy=policy.as_dict(), updated_at=timezone.now())
         query = InsertQuery(Circuit, on_conflict=OnConflict.IGNORE)
@@ -179,7 +184,7 @@ class DatabaseStore:
 
 
 def update_row(connection, name, values):
-    from monitors.models import Circuit
+    from monitors.models import Circuit  # see the module's docstring
 
     query = UpdateQuery(Circuit)
     query.add_update_values(values)
@@ -192,7 +197,7 @@ def update_policy(connection, name, policy):
 
 
 def insert_events(connection, name, transitions):
-    from monitors.models import CircuitEvent
+    from monitors.models import CircuitEvent  # see the module's docstring
 
     if not transitions:
         return
@@ -220,7 +225,8 @@ class RedisStore:
     TIMEOUT = 0.5
 
     def __init__(self, url, mirror=None):
-        import redis
+        import redis  # only a site that keeps its circuits in Redis needs the client
+
 
         self._redis = redis
         self.url = url
@@ -328,3 +334,29 @@ def decode_state(raw):
         if data.get(item) is not None:
             data[item] = datetime.fromtimestamp(data[item], UTC)
     return State(**{item: data[item] for item in STATE_FIELDS if item in data})
+
+
+# -- the store the settings name ---------------------------------------------------------------
+
+_stores = {}
+_stores_lock = threading.Lock()
+
+
+def shared_store():
+    """The store named by JOBWATCH["CIRCUIT_STORE"]: "database" (the default database, or
+    "database:<alias>") or a redis:// URL. One per process and setting."""
+    where = setting("CIRCUIT_STORE")
+    with _stores_lock:
+        store = _stores.get(where)
+        if store is None:
+            store = _stores[where] = make_store(where)
+        return store
+
+
+def make_store(where):
+    if where.startswith(("redis://", "rediss://", "unix://")):
+        return RedisStore(where, mirror=DatabaseStore())
+    if where == "database" or where.startswith("database:"):
+        _, _, alias = where.partition(":")
+        return DatabaseStore(alias or "default")
+    raise ValueError(f'JOBWATCH["CIRCUIT_STORE"] must be "database", "database:<alias>" or a redis:// URL, not {where!r}')

@@ -8,7 +8,7 @@ it from the execution table's partial index of waiting jobs, and its history fro
 from datetime import timedelta
 
 from monitors.circuits.machine import FORCED_OPEN, HALF_OPEN, OPEN
-from monitors.circuits.registry import shared_store
+from monitors.circuits.stores import shared_store
 from monitors.circuits.status import OPEN_STATES, current_state, jobs_waiting, open_since, policy_of
 from monitors.detectors.base import Problem, short, threshold
 from monitors.models import Circuit, CircuitEvent, JobExecution

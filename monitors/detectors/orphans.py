@@ -17,6 +17,7 @@ comes from what the recorder saw at enqueue time:
 from collections import defaultdict
 from datetime import timedelta
 
+from celery import current_app
 from django.apps import apps
 from django.db import connection
 from django.db.models import Count
@@ -122,8 +123,6 @@ def recorded_waiting():
 
 def queued_messages():
     """Messages in the broker's queues (and ETA jobs workers hold), read without consuming."""
-    from celery import current_app
-
     cap = threshold("ORPHAN_SCAN_MESSAGES")
     try:
         broker = open_broker()

@@ -7,7 +7,7 @@ import sys
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
 
-from monitors.selection import FILTER_KEYS, BadSelection, JobSelection
+from monitors.actions.selection import FILTER_KEYS, BadSelection, JobSelection
 
 
 def add_user_argument(parser):

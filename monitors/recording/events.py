@@ -9,6 +9,7 @@ import traceback as tracebacks
 from datetime import UTC, datetime
 
 from django.utils.dateparse import parse_datetime
+from kombu.utils.json import dumps
 
 from monitors.conf import setting
 from monitors.recording.payload import PayloadCleaner, measure, shorten
@@ -27,7 +28,7 @@ RECEIVED_KEY = "jobwatch_received_at"
 # recording does not load the circuit breaker).
 CIRCUIT_HEADER = "jobwatch_circuit"
 WAITS_HEADER = "jobwatch_circuit_waits"
-# Set by monitors/replay.py on a replayed job's message: the task id it replays.
+# Set by monitors/actions/replay.py on a replayed job's message: the task id it replays.
 REPLAY_HEADER = "jobwatch_replay_of"
 # An event may carry a failed job's full arguments, for JobPayload (see full_payload); the
 # writer stores them apart, the execution table never sees them.
@@ -245,7 +246,6 @@ def finished_event(task_id, task, state, started_monotonic, retval, failure):
 def full_payload(args, kwargs):
     """A failed job's arguments as JSON, when what the execution table keeps of them is not the
     whole of them (redacted or truncated): replay needs the original. None when it does not."""
-    from kombu.utils.json import dumps
 
     _, _, _, complete = PayloadCleaner.from_settings().clean(args, kwargs, measure=False)
     if complete:

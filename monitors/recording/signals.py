@@ -4,6 +4,7 @@ Each handler is wrapped by `guarded`: whatever goes wrong while recording is cou
 and never raised into the user's publish or task.
 """
 
+import atexit
 import functools
 import logging
 import socket
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 
+from celery import current_app
 from celery import signals as celery_signals
 from celery._state import get_current_task
 from django.core import signals as django_signals
@@ -18,7 +20,7 @@ from django.db import connections
 
 from monitors.conf import setting
 from monitors.recording import events, origin
-from monitors.recording.writer import EventWriter
+from monitors.recording.writer import WORKER, EventWriter
 from monitors.references import resolve_references
 
 logger = logging.getLogger("monitors.recorder")
@@ -112,8 +114,6 @@ def before_task_publish(sender=None, body=None, exchange=None, routing_key=None,
 
 
 def _registered_task(name):
-    from celery import current_app
-
     return current_app.tasks.get(name)
 
 
@@ -282,8 +282,6 @@ def _header_attempt(headers):
 def worker_after_setup(sender=None, instance=None, **extra):
     """Name the worker in this process's recorder row: its node name and the queues it consumes
     (set before the pool forks, so pool processes carry them too)."""
-    from monitors.recording.writer import WORKER
-
     WORKER["node"] = str(sender or "")[:255]
     consumed = getattr(getattr(instance.app.amqp, "queues", None), "consume_from", None) or {}
     WORKER["queues"] = sorted(consumed)
@@ -340,6 +338,4 @@ def register_exit_flush():
             raise RuntimeError
         register(flush_at_shutdown)
     except RuntimeError:
-        import atexit
-
         atexit.register(flush_at_shutdown)

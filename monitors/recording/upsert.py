@@ -17,7 +17,7 @@ PostgreSQL requires of a multi-row upsert) and in SQL (to fold that row into wha
 """
 
 from monitors.db import upsert
-from monitors.models import JobExecution
+from monitors.models import JobExecution, JobPayload, JobTally, TaskCounter
 from monitors.recording.events import COUNTS_KEY, PAYLOAD_KEY
 
 FIRST, LATEST, MAX, ERROR, CAUSE = "first", "latest", "max", "error", "cause"
@@ -229,7 +229,6 @@ def write_rows(rows, connection):
 def write_payloads(events, connection):
     """Keep the full arguments some events carry (failed jobs whose recorded ones are incomplete)
     in JobPayload, the latest per task id."""
-    from monitors.models import JobPayload
 
     latest = {event["task_id"]: event for event in events if event.get(PAYLOAD_KEY)}
     rows = [{"task_id": task_id, "body": event[PAYLOAD_KEY], "recorded_at": event.get("updated_at")}
@@ -278,7 +277,6 @@ def add_increments(totals, more):
 
 def write_task_counters(increments, connection):
     """Add counter_increments() to TaskCounter, in one statement."""
-    from monitors.models import TaskCounter
 
     labels = ["metric", "name", "hostname", "queue_name", "exception", "le"]
     # In one order everywhere: every writer's batch touches the same hot counter rows, and
@@ -301,7 +299,6 @@ def tally_increments(events, minute):
 
 def write_tallies(tallies, connection):
     """Add tally_increments() to JobTally, in one statement (sorted, as for the counters)."""
-    from monitors.models import JobTally
 
     labels = ["minute", "metric", "task_name", "queue", "exception"]
     rows = [{**dict(zip(labels, key, strict=True)), "count": count, "runtime_sum": runtime_sum}

@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from monitors.conf import setting
 from monitors.db import close_quietly, is_transient, one_transaction, private_connection, upsert
+from monitors.recording.events import PAYLOAD_KEY
 
 logger = logging.getLogger("monitors.recorder")
 
@@ -180,9 +181,8 @@ class EventWriter:
         each in a transaction of its own, after the batch's rows committed: one table per
         transaction, for the reason above. What cannot be written now waits for the next flush
         (counts summed, so nothing is counted twice; payloads up to the buffer's size)."""
-        from monitors.recording.events import PAYLOAD_KEY
-        from monitors.recording.upsert import (add_increments, counter_increments, tally_increments, write_payloads,
-                                               write_tallies, write_task_counters)
+        from monitors.recording.upsert import (add_increments, counter_increments, tally_increments,  # see _write
+                                               write_payloads, write_tallies, write_task_counters)
 
         self._pending_payloads = (self._pending_payloads + [event for event in batch if event.get(PAYLOAD_KEY)])[-self.buffer_size :]
         self._pending_counts = add_increments(self._pending_counts, counter_increments(batch))
@@ -228,7 +228,7 @@ class EventWriter:
             close_quietly(self._db)
 
     def _write_counters(self, connection):
-        from monitors.models import RecorderProcess
+        from monitors.models import RecorderProcess  # see _write
 
         counters = self.counters
         values = {

@@ -1,5 +1,10 @@
 from django import template
+from django.utils import timezone
+from django.utils.html import conditional_escape, format_html, json_script
+from django.utils.safestring import mark_safe
 
+from monitors.actions import purge
+from monitors.alerts.heartbeats import stale_tasks
 from monitors.web import partials
 
 register = template.Library()
@@ -24,8 +29,6 @@ def nav(context):
 @register.inclusion_tag("jobwatch/monitor_banner.html")
 def monitor_banner():
     """A stale monitor is a banner on every page, not silence (samples and findings stop)."""
-    from monitors.alerts.heartbeats import stale_tasks
-
     try:
         return {"stale": stale_tasks()}
     except Exception:  # the banner must never take a page down with it
@@ -35,8 +38,6 @@ def monitor_banner():
 @register.filter
 def sparkline(values, size="120x24"):
     """An inline SVG line of numbers (None = gap), drawn on the server: no script, any page."""
-    from django.utils.html import format_html
-
     width, height = (int(part) for part in size.split("x"))
     points = [value for value in values if value is not None]
     if len(points) < 2:
@@ -54,8 +55,6 @@ def sparkline(values, size="120x24"):
 def chart(figure, name):
     """A plotly chart: an empty box that jobwatch.js draws into, and the figure beside it as JSON
     data (json_script: never executable, whatever a job named its task or queue)."""
-    from django.utils.html import format_html, json_script
-
     return format_html('<div class="chart" data-chart="{}"></div>{}', name, json_script(figure, name))
 
 
@@ -63,9 +62,6 @@ def chart(figure, name):
 def wbr(text):
     """Escaped text that may break after a dot or an underscore (dotted task and receiver names
     wrap at their parts, not mid-word, and not at all where there is room)."""
-    from django.utils.html import conditional_escape
-    from django.utils.safestring import mark_safe
-
     escaped = str(conditional_escape(text if text is not None else ""))
     return mark_safe(escaped.replace(".", ".<wbr>").replace("_", "_<wbr>").replace("@", "@<wbr>"))
 
@@ -104,8 +100,6 @@ def duration(seconds):
 @register.filter
 def ago(moment):
     """How long ago, to the second when it matters ("4s ago", "3m ago", "2.5h ago")."""
-    from django.utils import timezone
-
     if not moment:
         return "–"
     return f"{duration(max((timezone.now() - moment).total_seconds(), 0))} ago"
@@ -113,10 +107,8 @@ def ago(moment):
 
 @register.filter
 def message_key(raw):
-    """The key the purge form picks an undecodable message by (monitors.purge.message_key)."""
-    from monitors.purge import message_key as key
-
-    return key(raw) if raw is not None else ""
+    """The key the purge form picks an undecodable message by (monitors.actions.purge.message_key)."""
+    return purge.message_key(raw) if raw is not None else ""
 
 
 @register.filter
@@ -138,9 +130,6 @@ def when(moment):
 
 
 def moment_text(moment, ago):
-    from django.utils import timezone
-    from django.utils.html import format_html
-
     if not moment:
         return "–"
     now = timezone.now()

@@ -18,8 +18,8 @@ from monitors.actions import TooLarge, discard_jobs, force_circuit, purge_messag
 from monitors.brokers import BrokerUnavailable, PeekUnavailable
 from monitors.circuits.stores import StoreUnavailable
 from monitors.models import ActionLog, ArchivedMessage
-from monitors.purge import MessageSelection
-from monitors.selection import FILTER_KEYS, BadSelection, JobSelection
+from monitors.actions.purge import MessageSelection
+from monitors.actions.selection import FILTER_KEYS, BadSelection, JobSelection
 from monitors.web.access import staff_only
 from monitors.web.params import BadParameter, Id, Text, ids, query
 from monitors.web.respond import respond
@@ -35,7 +35,7 @@ AUDIT_PAGE = 100
 
 def carried_fields(post, selection=None):
     """The fields the confirmation posts back. A job selection made from a filter is carried as
-    pinned (monitors/selection.py), so the confirmed action acts on the jobs the preview counted."""
+    pinned (monitors/actions/selection.py), so the confirmed action acts on the jobs the preview counted."""
     if selection is None or not selection.filters:
         return [(name, value) for name in CARRIED for value in post.getlist(name) if value]
     others = [(name, value) for name in CARRIED if name not in FILTER_KEYS for value in post.getlist(name) if value]

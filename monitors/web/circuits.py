@@ -1,13 +1,13 @@
 """Circuits: one tile per service, in the spirit of the Hystrix dashboard — state, error rate
 and volume over the breaker's window, how long it has been open and the cool-down left, the jobs
 waiting behind it — with force open / force closed / reset (previewed, permission-checked and
-audited by monitors/actions.py)."""
+audited by monitors/actions/)."""
 
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from monitors.circuits.machine import OPEN
-from monitors.circuits.registry import shared_store
+from monitors.circuits.stores import shared_store
 from monitors.circuits.status import OPEN_STATES, current_state, jobs_waiting, open_since, policy_of
 from monitors.models import Circuit, CircuitEvent, CircuitState
 from monitors.web.access import staff_only

@@ -3,6 +3,7 @@ would take too long gives way to the planner's estimate, and a table's total is 
 estimate. Each count says which it is, so a page never shows a guess as a fact."""
 
 import contextlib
+import json
 from dataclasses import dataclass
 
 from django.db import DatabaseError, connections, transaction
@@ -66,8 +67,6 @@ def plan_estimate(queryset, connection):
         cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
         plan = cursor.fetchone()[0]
     if isinstance(plan, str):
-        import json
-
         plan = json.loads(plan)
     return int(plan[0]["Plan"]["Plan Rows"])
 

@@ -7,7 +7,6 @@ import json
 from django.shortcuts import get_object_or_404
 
 from monitors.models import Finding, Incident, JobExecution, Severity
-from monitors.selection import finding_task_ids
 from monitors.web.access import staff_only
 from monitors.web.params import Choice, Id, Text, query
 from monitors.web.respond import respond
@@ -48,7 +47,7 @@ def finding_list(request):
 @staff_only
 def finding_detail(request, pk):
     finding = get_object_or_404(Finding.objects.select_related("incident"), pk=pk)
-    ids = finding_task_ids(finding)
+    ids = finding.task_ids()
     sample_ids = [str(item) for item in (finding.evidence or {}).get("sample_job_ids") or []]
     jobs = list(JobExecution.objects.filter(task_id__in=(ids or sample_ids)[:JOBS_SHOWN])
                 .only("task_id", "task_name", "state", "queue", "enqueued_at", "exception_type", "origin_receiver").order_by("-id"))

@@ -22,7 +22,12 @@ from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from monitors.alerts.heartbeats import stale_tasks
+from monitors.circuits.machine import STATES
+from monitors.circuits.status import jobs_waiting
 from monitors.conf import setting
+from monitors.models import Circuit, Finding, Incident, MonitorHeartbeat, RecorderProcess, Severity, TaskCounter
+from monitors.sampling import latest_queue_rows
 
 COUNTERS = {
     "sent": "Sent when a task message is published.",
@@ -45,7 +50,6 @@ def healthz(request):
     except DatabaseError as error:
         checks["database"] = f"unreachable: {type(error).__name__}"
         return JsonResponse({"status": "fail", "checks": checks}, status=503)
-    from monitors.alerts.heartbeats import stale_tasks
 
     stale = stale_tasks(timezone.now())
     checks["monitor"] = "ok" if not stale else "stale: " + ", ".join(
@@ -80,8 +84,6 @@ class JobwatchCollector:
 
 
 def task_counters():
-    from monitors.models import TaskCounter
-
     families = {metric: CounterMetricFamily(f"celery_task_{metric}", help_text,
                                             labels=TASK_LABELS + (["exception"] if metric == "failed" else []))
                 for metric, help_text in COUNTERS.items()}
@@ -106,8 +108,6 @@ def task_counters():
 
 
 def queue_gauges():
-    from monitors.sampling import latest_queue_rows
-
     length = GaugeMetricFamily("celery_queue_length", "The number of message in broker queue.", labels=["queue_name"])
     consumers = GaugeMetricFamily("celery_active_consumer_count", "The number of active consumer in broker queue.",
                                   labels=["queue_name"])
@@ -128,10 +128,6 @@ def queue_gauges():
 
 
 def jobwatch_gauges():
-    from monitors.circuits.machine import STATES
-    from monitors.circuits.status import jobs_waiting
-    from monitors.models import Circuit, Finding, Incident, MonitorHeartbeat, RecorderProcess, Severity
-
     findings = GaugeMetricFamily("jobwatch_open_findings", "Open findings, by kind and severity.", labels=["kind", "severity"])
     for kind, severity, count in (Finding.objects.filter(status="open").values_list("kind", "severity")
                                   .annotate(count=Count("id")).order_by()):

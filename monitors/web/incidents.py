@@ -84,7 +84,7 @@ def row(incident):
 
 
 def job_links(keys, circuits=None):
-    """Where an incident's jobs are, as the jobs list's filters (monitors/selection.py) from what
+    """Where an incident's jobs are, as the jobs list's filters (monitors/actions/selection.py) from what
     its findings are about: a task, a queue, a receiver that enqueued them, a service's circuit
     (its tile, and the jobs calling through it). A service without a circuit and a model's saves
     have no filter of their own: their findings' pages list their jobs."""

@@ -1,6 +1,6 @@
 """The jobs list and a job's page: what ran, what it was called with, and what enqueued it.
 
-The list filters with the same words as replay (monitors/selection.py), pages by keyset (the
+The list filters with the same words as replay (monitors/actions/selection.py), pages by keyset (the
 cost of page 10,000 is the cost of page 1), and counts only as far as it can afford
 (monitors/web/counting.py), in a fragment of its own so the list never waits for the count."""
 
@@ -8,7 +8,7 @@ from django.db import DatabaseError
 from django.shortcuts import get_object_or_404
 
 from monitors.models import JobExecution, JobState, OriginKind
-from monitors.selection import FILTER_KEYS, BadSelection, clean, filtered, pinned
+from monitors.actions.selection import FILTER_KEYS, BadSelection, clean, filtered, pinned
 from monitors.web.access import staff_only
 from monitors.web.counting import bounded_count, with_timeout
 from monitors.web.params import BadParameter, Flag, Id, Text, query

@@ -5,7 +5,6 @@ the record is gone, so the operator says it is wanted anyway) and purge of those
 from collections import defaultdict
 
 from monitors.models import Finding, JobExecution
-from monitors.selection import finding_task_ids
 from monitors.web.access import staff_only
 from monitors.web.respond import respond
 
@@ -30,7 +29,7 @@ def orphan_list(request):
 
 def queued_by_queue(finding):
     """{queue: [task ids]} of the finding's jobs still waiting in a queue (what purge can take)."""
-    ids = finding_task_ids(finding)
+    ids = finding.task_ids()
     queued = defaultdict(list)
     if ids:
         for queue, task_id in JobExecution.objects.filter(task_id__in=ids, state="enqueued").values_list("queue", "task_id"):

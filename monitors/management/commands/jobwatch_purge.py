@@ -5,8 +5,8 @@ from django.core.management.base import BaseCommand, CommandError
 from monitors.actions import ActionRefused, TooLarge, purge_messages
 from monitors.brokers import BrokerUnavailable, PeekUnavailable
 from monitors.management.operator import acting_user, add_confirmation_arguments, add_user_argument, confirmed, report
-from monitors.purge import MessageSelection
-from monitors.selection import BadSelection, JobSelection
+from monitors.actions.purge import MessageSelection
+from monitors.actions.selection import BadSelection, JobSelection
 
 
 class Command(BaseCommand):

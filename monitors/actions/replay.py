@@ -15,9 +15,12 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from celery import current_app
 from django.apps import apps
 from django.utils import timezone
 
+from monitors.actions.gate import REFUSALS_KEPT, ActionResult, audited, check_size, hand_off, progress, runs_inline
+from monitors.conf import setting
 from monitors.models import JobPayload, ReplayRecord
 from monitors.recording.events import REPLAY_HEADER
 
@@ -153,3 +156,63 @@ def send_options(verdict, new_id):
     if verdict.priority is not None:
         options["priority"] = verdict.priority
     return options
+
+
+# -- the action ----------------------------------------------------------------------------------
+
+
+def replay_jobs(user, selection, *, force=False, dry_run=False, request_key=None, surface="dashboard",
+                allow_large=False, app=None, run_here=False):
+    """Re-enqueue the selected jobs (a JobSelection) with their original arguments under new task
+    ids; see this module's docstring for what is refused and why. `request_key` makes a retried or
+    doubled request enqueue each job once."""
+    request_key = request_key or uuid.uuid4().hex
+    parameters = {"selection": selection.describe(), "force": force, "request_key": request_key}
+    with audited(user, "replay_jobs", selection.target(), parameters, surface, dry_run) as log:
+        # The jobs that match now, and no others: a replay's own jobs match a filter too (same
+        # task, same queue), and must not be replayed by the run that sends them.
+        last_id = selection.queryset().order_by("-id").values_list("id", flat=True).first() or 0
+        log.parameters = {**parameters, "up_to_id": last_id}
+        count = selection.queryset().filter(id__lte=last_id).count()
+        log.matched = count
+        if dry_run:
+            sample = judge(selection.queryset().order_by("-id")[:20], force)
+            return ActionResult(log, count, sample)
+        check_size(count, allow_large, "jobs")
+        if not run_here and not runs_inline(count):
+            hand_off(log)
+            return ActionResult(log, count, background=True)
+        run_replay(log, selection, force, request_key, app, up_to_id=last_id)
+        return ActionResult(log, count)
+
+
+def run_replay(log, selection, force, request_key, app=None, up_to_id=None):
+
+
+    app = app or current_app
+    refusals, already, last_id = [], 0, 0
+    jobs = selection.queryset().order_by("id")
+    if up_to_id is not None:
+        jobs = jobs.filter(id__lte=up_to_id)
+    while True:
+        batch = list(jobs.filter(id__gt=last_id)[: setting("ACTION_BATCH_SIZE")])
+        if not batch:
+            break
+        last_id = batch[-1].id
+        allowed_ones = []
+        for verdict in judge(batch, force):
+            if verdict.allowed:
+                allowed_ones.append(verdict)
+                continue
+            log.failed += 1
+            if len(refusals) < REFUSALS_KEPT:
+                refusals.append({"task_id": verdict.task_id, "reason": verdict.refusal})
+        for verdict, _, outcome in send_batch(app, allowed_ones, request_key, log):
+            if isinstance(outcome, Exception):  # the broker refused or is down: count it, say why, go on
+                log.failed += 1
+                log.error = f"sending {verdict.task_id}: {type(outcome).__name__}: {outcome}"[:5000]
+                continue
+            log.succeeded += 1
+            already += outcome == "already sent"
+        progress(log)
+    log.parameters = {**log.parameters, "refused": refusals, "already_sent": already}

@@ -44,10 +44,6 @@ FILTER_KEYS = {
 TEXT_SEARCH_ROWS = 100_000
 AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$", re.ASCII)
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-# The evidence key in which a detector lists every job a finding is about (the orphans' ids);
-# "sample_job_ids" are only examples and are not a selection.
-EVIDENCE_ID_KEYS = ("job_ids",)
-
 
 class BadSelection(ValueError):
     """The filter or ids cannot be understood; the message says which part and why, `key` which
@@ -85,7 +81,7 @@ class JobSelection:
             finding = Finding.objects.get(pk=int(finding_id))
         except (ValueError, Finding.DoesNotExist) as error:
             raise BadSelection(f"no finding {finding_id!r}") from error
-        ids = finding_task_ids(finding)
+        ids = finding.task_ids()
         if not ids:
             raise BadSelection(f"finding {finding.pk} ({finding.title}) names no jobs")
         return cls(ids=ids, finding=finding.pk)
@@ -112,6 +108,14 @@ class JobSelection:
         if self.ids:
             return JobExecution.objects.filter(discarded_at__isnull=not discarded, task_id__in=self.ids)
         return filtered(self.filters, discarded=discarded)[0]
+
+    def target(self):
+        """The audit log's one-line target: the finding, the ids or the filter."""
+        if self.finding:
+            return f"finding {self.finding} ({len(self.ids)} jobs)"
+        if self.ids:
+            return f"{len(self.ids)} jobs" if len(self.ids) > 1 else f"job {self.ids[0]}"
+        return ", ".join(f"{key}={value}" for key, value in sorted(self.filters.items()))
 
     def scope(self):
         """What the selection covers, in the operator's words (the confirmation page shows it)."""
@@ -224,16 +228,3 @@ def moment(value, key):
         if isinstance(error, BadSelection):
             raise
         raise BadSelection(f"{problem}: {error}", key=key) from error
-
-
-def finding_task_ids(finding):
-    ids = []
-    for key in EVIDENCE_ID_KEYS:
-        value = (finding.evidence or {}).get(key)
-        if isinstance(value, list):
-            ids += [str(item) for item in value if item]
-        elif isinstance(value, dict):
-            for items in value.values():
-                if isinstance(items, list):
-                    ids += [str(item) for item in items if item]
-    return list(dict.fromkeys(ids))

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.utils import timezone
 
+from monitors.actions.gate import ActionResult, audited, check_size, chunked, hand_off, progress, runs_inline
+from monitors.brokers import PeekUnavailable, open_broker
 from monitors.conf import setting
-from monitors.models import ArchivedMessage, JobPayload
+from monitors.models import ArchivedMessage
 
 
 # Where a queue cannot be scanned without taking its messages (RabbitMQ), a preview looks at
@@ -80,7 +82,6 @@ def decode_raw(archived):
 
 class Archiver:
     """The archive and confirm callbacks of one purge, counting as it goes."""
-
     def __init__(self, broker, queue, action=None, on_batch=None):
         self.broker, self.queue, self.action = broker, queue, action
         self.on_batch = on_batch or (lambda archiver: None)
@@ -126,8 +127,6 @@ def purge_queue(adapter, queue, selection, action=None, batch=500, limit=None, o
 def preview_purge(adapter, queue, selection, sample=20, limit=None):
     """(how many match, a sample of them) without removing anything. On RabbitMQ, where a full
     read would take every message, only the messages the peek view can show are looked at."""
-    from monitors.brokers import PeekUnavailable
-
     matched, examples = 0, []
     try:
         messages = adapter.scan(queue, decode=True, clean=True)
@@ -172,17 +171,72 @@ def restore(adapter, archived_ids, action=None, batch=500):
     return restored, skipped
 
 
-def prune(now=None):
-    """Delete archived messages and kept arguments past ARCHIVE_RETENTION_DAYS, in batches (a
-    big purge's archive must not lock the table for long). Returns how many went."""
-    from datetime import timedelta
+# -- the actions --------------------------------------------------------------------------------
 
-    cutoff = (now or timezone.now()) - timedelta(days=setting("ARCHIVE_RETENTION_DAYS"))
-    deleted = 0
-    for model, moment in ((ArchivedMessage, "archived_at"), (JobPayload, "recorded_at")):
-        while True:
-            ids = list(model.objects.filter(**{f"{moment}__lt": cutoff}).values_list("pk", flat=True)[:5000])
-            if not ids:
-                break
-            deleted += model.objects.filter(pk__in=ids).delete()[0]
-    return deleted
+
+def purge_messages(user, queue, selection, *, dry_run=False, surface="dashboard", allow_large=False, app=None,
+                   limit=None, run_here=False):
+    """Remove the selected messages (a MessageSelection) from `queue`, each archived first."""
+    parameters = {"queue": queue, "messages": selection.describe()}
+    if limit:
+        parameters["limit"] = limit
+    with audited(user, "purge_messages", f"queue {queue}", parameters, surface, dry_run) as log:
+        adapter = open_broker(app)
+        try:
+            cap = None if allow_large else setting("ACTION_MAX_ITEMS") + 1
+            matched, sample, complete = preview_purge(adapter, queue, selection, limit=min(filter(None, (cap, limit)), default=None))
+            log.matched = matched
+            warning = adapter.purge_warning
+        finally:
+            adapter.close()
+        result = ActionResult(log, matched, sample, complete_count=complete, warning=warning)
+        if dry_run:
+            return result
+        check_size(matched, allow_large, "messages")
+        if not run_here and (not complete or not runs_inline(matched)):
+            hand_off(log)
+            result.background = True
+            return result
+        run_purge(log, queue, selection, app, limit)
+        return result
+
+
+def run_purge(log, queue, selection, app=None, limit=None):
+
+    def on_batch(archiver):
+        log.matched, log.succeeded, log.failed = archiver.archived, archiver.removed, archiver.gone
+        progress(log)
+
+    adapter = open_broker(app)
+    try:
+        archiver = purge_queue(adapter, queue, selection, action=log, batch=setting("ACTION_BATCH_SIZE"),
+                               limit=limit, on_batch=on_batch)
+    finally:
+        adapter.close()
+    log.matched, log.succeeded, log.failed = archiver.archived, archiver.removed, archiver.gone
+    if archiver.gone:
+        log.error = f"{archiver.gone} archived messages were gone from the queue before the purge removed them"
+
+
+def restore_messages(user, archived_ids, *, dry_run=False, surface="dashboard", app=None):
+    """Put archived messages back on their queues (each once)."""
+    ids = sorted({int(pk) for pk in archived_ids})
+    parameters = {"archived_ids": ids}
+    target = f"{len(ids)} archived messages" if len(ids) != 1 else f"archived message {ids[0]}"
+    with audited(user, "restore_messages", target, parameters, surface, dry_run) as log:
+        log.matched, sample = 0, []
+        for chunk in chunked(ids, 10_000):  # SQLite caps the parameters of one statement
+            restorable = ArchivedMessage.objects.filter(pk__in=chunk, restored_at__isnull=True, removed_at__isnull=False)
+            log.matched += restorable.count()
+            if len(sample) < 20:
+                sample += list(restorable.order_by("pk")[: 20 - len(sample)])
+        if dry_run:
+            return ActionResult(log, log.matched, sample)
+        adapter = open_broker(app)
+        try:
+            log.succeeded, skipped = restore(adapter, ids, action=log)
+        finally:
+            adapter.close()
+        # Already restored, or never removed from the queue: not a failure, nothing to do.
+        log.parameters = {**log.parameters, "skipped": skipped}
+        return ActionResult(log, log.matched)
