@@ -16,11 +16,20 @@ class JobState(models.TextChoices):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     RETRIED = "retried"
-    REVOKED = "revoked"
+    # Revoked by an operator (cancelled), expired, or terminated: the job's page says which.
+    REVOKED = "revoked", "Cancelled (revoked)"
     REJECTED = "rejected"
     # Jobwatch's own: the job's service circuit is open and the job waits for the cool-down to
     # end (monitors/circuits). Not a failure, and not counted against its retries.
     WAITING = "waiting", "waiting on a circuit"
+    # Jobwatch's own: an operator's purge took its message off the queue (archived; a restore puts
+    # it back, and the job is enqueued again). It will not run unless restored.
+    PURGED = "purged", "Purged"
+
+
+# The states in which a job's message sits in a queue (or with a worker, for its eta): what a
+# purge can take.
+QUEUED_STATES = (JobState.ENQUEUED, JobState.RETRIED, JobState.WAITING)
 
 
 class OriginKind(models.TextChoices):

@@ -1,7 +1,7 @@
 from django.urls import path
 
-from monitors.web import (actions, alerts, circuits, failures, fanout, findings, health, incidents, jobs, orphans, overview,
-                          queues, workers)
+from monitors.web import (actions, alerts, circuits, failures, fanout, findings, health, incidents, job_page, jobs, orphans,
+                          overview, queues, workers)
 from monitors.web.errors import answers_errors
 from monitors.web.respond import api_view
 
@@ -14,7 +14,7 @@ PAGES = [
     # <path:…>: queue and circuit names may hold a "/" (they are the operator's, not ours).
     ("queues/<path:name>/", queues.queue_detail, "queue"),
     ("jobs/", jobs.job_list, "jobs"),
-    ("jobs/<str:task_id>/", jobs.job_detail, "job"),
+    ("jobs/<str:task_id>/", job_page.job_detail, "job"),
     ("failures/", failures.failure_list, "failures"),
     ("fanout/", fanout.fanout, "fanout"),
     ("orphans/", orphans.orphan_list, "orphans"),

@@ -210,3 +210,25 @@ def test_it_records_failures_retries_eta_and_redacted_arguments():
     assert echoed.kwargs["note"].startswith("x" * 1000) and "5000 chars" in echoed.kwargs["note"]
     assert echoed.payload_complete is False
     assert echoed.payload_size > 5000
+
+
+def test_a_job_for_a_task_no_worker_has_is_a_failure_in_a_group_of_its_own(client):
+    """A deploy that renamed a task, a worker on old code, a typo in send_task: Celery drops the
+    message and marks it failed (NotRegistered). Jobwatch counts it as a failure, under its own
+    exception, on the Failures page and in the failure tallies — not as a quiet "rejected"."""
+    from celery import current_app
+
+    from monitors.models import JobTally
+
+    sent = current_app.send_task("billing.invoice_renamed", args=[7], queue="celery")
+    job = wait_for(lambda: JobExecution.objects.filter(task_id=sent.id, state="failed").first(), 30, "the drop recorded")
+    assert job.exception_type == "celery.exceptions.NotRegistered"
+    assert "has no task named 'billing.invoice_renamed'" in job.exception_message and job.worker
+    assert job.task_name == "billing.invoice_renamed" and job.queue == "celery"
+    wait_for(lambda: JobTally.objects.filter(metric="failed", task_name="billing.invoice_renamed",
+                                             exception="NotRegistered").exists(), 30, "the failure counted")
+
+    client.force_login(User.objects.create_user("ops", is_staff=True))
+    groups = client.get("/jobwatch/api/failures/?window=1h").json()["groups"]
+    assert [(group["task_name"], group["exception"], group["failures"]) for group in groups
+            if group["task_name"] == "billing.invoice_renamed"] == [("billing.invoice_renamed", "NotRegistered", 1)]

@@ -65,6 +65,8 @@ def test_purge_by_task_removes_only_its_messages_keeps_the_order_and_restore_bri
     echoes, others = sent[1::2], sent[0::2]
     wait_for(lambda: len(queued_ids(app, queue)) == 20, timeout=20, what="20 queued messages")
 
+    wait_for(lambda: JobExecution.objects.filter(task_id__in=sent, state="enqueued").count() == 20, timeout=20,
+             what="their enqueues recorded")
     selection = MessageSelection(task="demo.tasks.echo")
     preview = purge_messages(operator, queue, selection, dry_run=True, surface="command", app=app)
     assert preview.matched == 10 and queued_ids(app, queue) == sent  # the dry run changed nothing
@@ -75,10 +77,14 @@ def test_purge_by_task_removes_only_its_messages_keeps_the_order_and_restore_bri
     archived = list(ArchivedMessage.objects.order_by("pk"))
     assert sorted(row.task_id for row in archived) == sorted(echoes)
     assert all(row.removed_at and row.action_id == result.log.pk and row.queue == queue for row in archived)
+    # The purged jobs say so, not "enqueued" forever; the others are still waiting.
+    states = dict(JobExecution.objects.filter(task_id__in=sent).values_list("task_id", "state"))
+    assert {states[task_id] for task_id in echoes} == {"purged"} and {states[task_id] for task_id in others} == {"enqueued"}
 
     restored = restore_messages(operator, [row.pk for row in archived], surface="command", app=app)
     assert restored.log.succeeded == 10
     assert sorted(queued_ids(app, queue)) == sorted(sent)
+    assert set(JobExecution.objects.filter(task_id__in=echoes).values_list("state", flat=True)) == {"enqueued"}
     again = restore_messages(operator, [row.pk for row in archived], surface="command", app=app)
     assert again.log.succeeded == 0 and again.log.failed == 0 and again.matched == 0  # never twice
 

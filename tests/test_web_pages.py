@@ -72,9 +72,10 @@ def shop():
     finding = Finding.objects.create(fingerprint="orphans:shop.send_receipt:rolled_back", detector="orphans",
                                      kind="orphaned_jobs", subject="shop.send_receipt:rolled_back", severity="critical",
                                      title="2 orphaned shop.send_receipt jobs: rolled back", explanation="rolled back",
-                                     evidence={"cause": "rolled_back", "jobs": 2, "where": {"queued": 1, "failed": 1},
+                                     evidence={"cause": "rolled_back", "jobs": 2, "where": {"queue mail": 1, "failed": 1},
                                                "missing_records": {"shop.Order": [7]}, "enqueued_by": {"shop.receivers.order_saved": 2},
-                                               "job_ids": ["job-1", "replay-1"]},
+                                               "job_ids": {"failed": ["job-1"], "queue mail": ["replay-1"]},
+                                               "queued_job_ids": {"mail": ["replay-1"]}},
                                      count=2, first_seen=moment, last_seen=moment)
     Circuit.objects.create(name="payment-gateway", state="open", changed_at=moment - timedelta(seconds=10),
                            opened_at=moment - timedelta(seconds=10), consecutive_failures=5, open_count=1,

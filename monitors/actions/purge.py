@@ -11,12 +11,15 @@ import hashlib
 from dataclasses import dataclass, field
 
 from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Mod
 from django.utils import timezone
 
 from monitors.actions.gate import ActionResult, audited, check_size, chunked, hand_off, progress, runs_inline
 from monitors.brokers import PeekUnavailable, open_broker
 from monitors.conf import setting
-from monitors.models import ArchivedMessage
+from monitors.models import QUEUED_STATES, ArchivedMessage, JobExecution, JobState
+from monitors.recording.events import FINISHED_STAGE, STAGES
 
 
 # Where a queue cannot be scanned without taking its messages (RabbitMQ), a preview looks at
@@ -110,11 +113,27 @@ class Archiver:
         gone = [(self.rows.pop(id(taken)).pk, taken.note) for taken in takens if not taken.removed]
         if removed:
             ArchivedMessage.objects.filter(pk__in=removed).update(removed_at=now, note="")
+            mark_purged([taken.message.task_id for taken in takens if taken.removed and taken.message.task_id])
         for pk, note in gone:
             ArchivedMessage.objects.filter(pk=pk).update(note=note[:300])
         self.removed += len(removed)
         self.gone += len(gone)
         self.on_batch(self)
+
+
+def mark_purged(task_ids):
+    """The jobs whose messages a purge removed now read "purged", not "enqueued" forever. Their
+    progress moves to the end of the attempt they were waiting for, so that an event of that
+    attempt recorded late cannot make them "enqueued" again; a restore moves it back."""
+    JobExecution.objects.filter(task_id__in=task_ids, state__in=QUEUED_STATES).update(
+        state=JobState.PURGED, progress=F("progress") - Mod("progress", STAGES) + FINISHED_STAGE)
+
+
+def mark_restored(task_ids):
+    """Restored messages are waiting in their queues again: their jobs read "enqueued", at the
+    start of the attempt, so that the worker's events for it are recorded over it."""
+    JobExecution.objects.filter(task_id__in=task_ids, state=JobState.PURGED).update(
+        state=JobState.ENQUEUED, progress=F("progress") - Mod("progress", STAGES))
 
 
 def purge_queue(adapter, queue, selection, action=None, batch=500, limit=None, on_batch=None):
@@ -168,6 +187,7 @@ def restore(adapter, archived_ids, action=None, batch=500):
                 ArchivedMessage.objects.filter(pk__in=unsent).update(restored_at=None, restored_by=None)
                 raise
             restored += 1
+        mark_restored([row.task_id for row in claimed if row.task_id])
     return restored, skipped
 
 

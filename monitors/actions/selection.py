@@ -39,6 +39,7 @@ FILTER_KEYS = {
     "circuit": "the service circuit it calls through or waits on",
     "text": "text in the arguments or the error message",
     "up_to": "recorded up to this job id (the moment a list or preview was made)",
+    "discarded": "yes: the failed jobs an operator discarded, which every other list leaves out",
 }
 # Text in arguments or errors has no index: without a time range, only the newest jobs are searched.
 TEXT_SEARCH_ROWS = 100_000
@@ -139,6 +140,7 @@ def clean(filters):
 def filtered(filters, discarded=False):
     """(jobs, notes): the one reading of a filter as a query, for the list and every action.
     `filters` must be clean(); a bad value raises BadSelection naming its key."""
+    discarded = discarded or "discarded" in filters
     jobs = JobExecution.objects.filter(discarded_at__isnull=not discarded)
     for key, value in filters.items():
         jobs = apply_filter(jobs, key, value)
@@ -199,6 +201,10 @@ def apply_filter(jobs, key, value):
         return jobs.filter(circuit=value)
     if key == "text":
         return jobs.filter(exception_message__icontains=value) | jobs.filter(args__icontains=value)
+    if key == "discarded":  # chosen in filtered(): here only checked
+        if value != "yes":
+            raise BadSelection(f"discarded={value[:40]!r}: the only value is yes", key=key)
+        return jobs
     if key == "up_to":
         if not (value.isascii() and value.isdigit()) or int(value) > MAX_JOB_ID:
             raise BadSelection(f"up_to={value[:40]!r} is not a job id", key=key)

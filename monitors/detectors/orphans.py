@@ -12,6 +12,12 @@ comes from what the recorder saw at enqueue time:
   is gone now;
 - unknown: nothing recorded says which (e.g. a message published by a process Jobwatch does not
   watch).
+
+One truth per job and per record: a job is counted once, where it was seen first (failed, then in
+a queue, then recorded as waiting), and every job that needs the same missing record gets the
+same cause — the record's — so that one order is never "rolled back" on one line and "deleted"
+on the next. The finding's evidence lists the jobs by where they are, and the queued ones by
+queue: the Orphans page, the finding's page and its purge buttons all count from those lists.
 """
 
 from collections import defaultdict
@@ -68,16 +74,20 @@ FIXES = {
 
 
 class Candidate:
-    __slots__ = ("task_id", "task_name", "references", "where", "failed_missing", "published_at")
+    """A job that may be an orphan. `where`: "failed", "queue <name>" (seen in the broker) or
+    "recorded as waiting"; `queue`: the queue a purge would take it from, if any."""
 
-    def __init__(self, task_id, task_name, references, where, failed_missing=False, published_at=None):
-        self.task_id, self.task_name, self.references = task_id, task_name, references
-        self.where, self.failed_missing, self.published_at = where, failed_missing, published_at
+    __slots__ = ("task_id", "task_name", "references", "where", "queue", "failed_missing", "published_at")
+
+    def __init__(self, task_id, task_name, references, where, queue="", failed_missing=False, published_at=None):
+        self.task_id, self.task_name, self.references, self.where, self.queue = task_id, task_name, references, where, queue
+        self.failed_missing, self.published_at = failed_missing, published_at
 
 
 def detect(now):
     candidates = {}
-    for candidate in (*failed_with_missing_record(now), *recorded_waiting(), *queued_messages()):
+    # A job is counted where it is seen first: failed, else in a queue, else recorded as waiting.
+    for candidate in (*failed_with_missing_record(now), *queued_messages(), *recorded_waiting()):
         candidates.setdefault(candidate.task_id, candidate)
     missing = missing_references(candidates.values())
     found = []  # (candidate, the references that are gone)
@@ -87,16 +97,42 @@ def detect(now):
             found.append((candidate, gone))
     # What the recorder saw at enqueue time, for the orphans only: most queued jobs are fine.
     rows = recorded_rows({candidate.task_id for candidate, _ in found})
-    orphans = defaultdict(list)
+    judged = []  # (candidate, gone, row, the job's own cause)
     for candidate, gone in found:
         row = rows.get(candidate.task_id)
         if row is None and candidate.published_at and candidate.published_at > now - RECORDER_LAG:
             continue  # published by a watched process a moment ago: its enqueue is not written yet
-        cause = cause_of(row, now) if gone else cause_of_a_record_found_later(row, now)
+        cause = cause_of(row, now, gone) if gone else cause_of_a_record_found_later(row, now)
+        judged.append((candidate, gone, row, cause))
+    by_record = causes_of_records(judged)
+    orphans = defaultdict(list)
+    for candidate, gone, row, cause in judged:
+        if gone:  # the record's cause, which every job that needs it shares
+            cause = min((by_record[record_key(ref)] for ref in gone), key=CAUSE_ORDER.index)
         if cause is None:
             continue  # its transaction may still commit: one cause, once it is known
         orphans[(candidate.task_name, cause)].append((candidate, gone, row))
     return [orphan_problem(task, cause, found) for (task, cause), found in sorted(orphans.items())] + enqueues_in_transactions(now)
+
+
+# Which cause a record gets when its jobs tell different stories, strongest evidence first: one
+# job enqueued after the record was committed proves it existed, so it was deleted; a rollback
+# explains the rest; "unknown" only when no job says more; None (a transaction that may still
+# commit) waits only when no job has settled it.
+CAUSE_ORDER = [DELETED, ROLLED_BACK, UNKNOWN, None]
+
+
+def record_key(ref):
+    return ref["model"], str(ref["pk"])
+
+
+def causes_of_records(judged):
+    """{(model, pk): cause} for every missing record, from the causes of the jobs that need it."""
+    causes = defaultdict(set)
+    for _, gone, _, cause in judged:
+        for ref in gone:
+            causes[record_key(ref)].add(cause)
+    return {key: min(found, key=CAUSE_ORDER.index) for key, found in causes.items()}
 
 
 def failed_with_missing_record(now):
@@ -115,10 +151,10 @@ def recorded_waiting():
     cap = threshold("ORPHAN_SCAN_MESSAGES")
     waiting = (
         JobExecution.objects.filter(state="enqueued").filter(references__isnull=False)
-        .order_by("enqueued_at").values_list("task_id", "task_name", "references")[:cap]
+        .order_by("enqueued_at").values_list("task_id", "task_name", "references", "queue")[:cap]
     )
-    for task_id, task_name, references in waiting.iterator(chunk_size=2000):
-        yield Candidate(task_id, task_name, references, "recorded as waiting")
+    for task_id, task_name, references, queue in waiting.iterator(chunk_size=2000):
+        yield Candidate(task_id, task_name, references, "recorded as waiting", queue=queue)
 
 
 def queued_messages():
@@ -142,7 +178,7 @@ def queued_messages():
                 task = current_app.tasks.get(message.task_name)
                 references = resolve_references(message.task_name, task, message.args, message.kwargs)
                 if references:
-                    yield Candidate(message.task_id, message.task_name, references, f"queue {queue}",
+                    yield Candidate(message.task_id, message.task_name, references, f"queue {queue}", queue=queue,
                                     published_at=message.published_at)
     except (BrokerUnavailable, PeekUnavailable):
         return
@@ -175,7 +211,8 @@ def missing_references(candidates):
 
 
 ROW_FIELDS = ("task_id", "enqueued_at", "started_at", "origin_in_atomic", "origin_deferred", "origin_transaction",
-              "origin_committed_at", "origin_receiver", "queue", "state", "origin_request_id")
+              "origin_committed_at", "origin_receiver", "queue", "state", "origin_request_id", "origin_model", "origin_pk",
+              "origin_created")
 
 
 def recorded_rows(candidates):
@@ -196,13 +233,17 @@ def recorded_rows(candidates):
     return rows
 
 
-def cause_of(row, now):
-    """Why the record is missing; None while it cannot be told yet (the enqueuing transaction may
-    still commit), so that a job is not reported under one cause and then another."""
+def cause_of(row, now, gone=()):
+    """Why the record is missing, as this job's enqueue tells it; None while it cannot be told yet
+    (the enqueuing transaction may still commit), so that a job is not reported under one cause
+    and then another."""
     if row is None:
         return UNKNOWN
     if row["origin_committed_at"] is not None or row["origin_deferred"] or row["origin_in_atomic"] is False:
         return DELETED  # the record was committed (or never inside a transaction): deleted since
+    if row["origin_created"] is False and any(
+            (ref["model"], str(ref["pk"])) == (row["origin_model"], row["origin_pk"]) for ref in gone):
+        return DELETED  # enqueued by an update of that very record: it existed before the transaction
     if row["origin_in_atomic"] and row["origin_transaction"] and row["enqueued_at"]:
         grace = timedelta(seconds=threshold("ORPHAN_COMMIT_GRACE_SECONDS"))
         return ROLLED_BACK if row["enqueued_at"] < now - grace else None
@@ -219,8 +260,14 @@ def cause_of_a_record_found_later(row, now):
     return RAN_BEFORE_COMMIT
 
 
+def listed_by(found, place):
+    listed = defaultdict(list)
+    for candidate, _, _ in found[:JOB_IDS_KEPT]:
+        listed[place(candidate)].append(candidate.task_id)
+    return dict(listed)
+
+
 def orphan_problem(task, cause, found):
-    job_ids = [candidate.task_id for candidate, _, _ in found]
     places = defaultdict(int)
     models = defaultdict(list)
     receivers = defaultdict(int)
@@ -243,7 +290,11 @@ def orphan_problem(task, cause, found):
         "where": dict(places),
         "missing_records": dict(models),
         "enqueued_by": dict(receivers),
-        "job_ids": job_ids[:JOB_IDS_KEPT],
+        # By where each job is (the same keys as "where"), at most JOB_IDS_KEPT in all.
+        "job_ids": listed_by(found, lambda candidate: candidate.where),
+        # What a purge can take, by queue: jobs seen in a queue or recorded as waiting in one.
+        "queued_job_ids": listed_by([entry for entry in found if entry[0].queue and entry[0].where != "failed"],
+                                    lambda candidate: candidate.queue),
     }
     if commit_lags:
         evidence["commit_after_start_seconds_max"] = round(max(commit_lags), 3)

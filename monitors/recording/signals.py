@@ -15,6 +15,7 @@ import time
 from celery import current_app
 from celery import signals as celery_signals
 from celery._state import get_current_task
+from celery.exceptions import NotRegistered
 from django.core import signals as django_signals
 from django.db import connections
 
@@ -263,10 +264,19 @@ def task_rejected(sender=None, message=None, exc=None, **extra):
 
 @guarded
 def task_unknown(sender=None, name=None, id=None, message=None, exc=None, **extra):
+    """A message for a task the worker does not have (a deploy that renamed it, a worker on old
+    code, a typo in send_task). Celery drops it and marks it failed with NotRegistered; so does
+    Jobwatch: a failure, counted and grouped under NotRegistered, not a quiet "rejected"."""
     if id:
         headers = getattr(message, "headers", None) or {}
-        submit(events.lost_event(id, name, _header_attempt(headers), "rejected",
-                                 f"no worker has the task {name!r} registered", exc))
+        queue = (getattr(message, "delivery_info", None) or {}).get("routing_key") or ""
+        worker = getattr(sender, "hostname", "") or HOSTNAME
+        error = NotRegistered(name)
+        event = events.lost_event(id, name, _header_attempt(headers), "failed", "", error)
+        # The type says what happened; the message says where (NotRegistered's own is the bare name).
+        event.update(worker=worker, queue=queue,
+                     exception_message=f"the worker {worker} has no task named {name!r}: the message was dropped")
+        submit(events.counted(event, "failed", worker, queue, exception=type(error).__name__))
 
 
 def _attempt_of(request):

@@ -16,6 +16,22 @@ PAGE = 100
 JOBS_SHOWN = 50
 
 
+class UnrecordedJob:
+    """A job a finding names that is not in the execution table (never recorded, or pruned)."""
+
+    recorded = False
+    task_name = queue = enqueued_at = exception_type = origin_receiver = ""
+
+    def __init__(self, task_id):
+        self.task_id = task_id
+
+    def get_state_display(self):
+        return "not recorded"
+
+    def as_dict(self):
+        return {"task_id": self.task_id, "recorded": False}
+
+
 @staff_only
 @query(status=Choice([*Finding.Status.values, "all"], default="open"), kind=Text(), severity=Choice(Severity.values),
        detector=Text(), incident=Id(), after=Id())
@@ -49,8 +65,12 @@ def finding_detail(request, pk):
     finding = get_object_or_404(Finding.objects.select_related("incident"), pk=pk)
     ids = finding.task_ids()
     sample_ids = [str(item) for item in (finding.evidence or {}).get("sample_job_ids") or []]
-    jobs = list(JobExecution.objects.filter(task_id__in=(ids or sample_ids)[:JOBS_SHOWN])
-                .only("task_id", "task_name", "state", "queue", "enqueued_at", "exception_type", "origin_receiver").order_by("-id"))
+    shown = (ids or sample_ids)[:JOBS_SHOWN]
+    recorded = {job.task_id: job for job in JobExecution.objects.filter(task_id__in=shown).only(
+        "task_id", "task_name", "state", "queue", "enqueued_at", "exception_type", "origin_receiver")}
+    # Every job the finding names has a line, recorded or not (a message seen only in a queue,
+    # a job pruned since): the page counts what the finding counts.
+    jobs = [recorded.get(task_id) or UnrecordedJob(task_id) for task_id in shown]
     context = {
         "finding": finding, "incident": finding.incident, "jobs": jobs, "job_ids_total": len(ids), "selectable": bool(ids),
         "evidence_json": json.dumps(finding.evidence, indent=2, sort_keys=True, default=str),

@@ -1,11 +1,11 @@
-"""The jobs list and a job's page: what ran, what it was called with, and what enqueued it.
+"""The jobs list: what ran, what it was called with, and what enqueued it (a job's own page is
+job_page.py).
 
 The list filters with the same words as replay (monitors/actions/selection.py), pages by keyset (the
 cost of page 10,000 is the cost of page 1), and counts only as far as it can afford
 (monitors/web/counting.py), in a fragment of its own so the list never waits for the count."""
 
 from django.db import DatabaseError
-from django.shortcuts import get_object_or_404
 
 from monitors.models import JobExecution, JobState, OriginKind
 from monitors.actions.selection import FILTER_KEYS, BadSelection, clean, filtered, pinned
@@ -18,7 +18,7 @@ PAGE_SIZE = 50
 LIST_TIMEOUT_MS = 3000
 LIST_COLUMNS = ["id", "task_id", "task_name", "state", "queue", "enqueued_at", "started_at", "finished_at", "runtime",
                 "retries", "circuit", "worker", "exception_type", "origin_kind", "origin_model", "origin_pk",
-                "origin_update_fields", "origin_receiver", "origin_in_atomic", "origin_deferred", "replay_of"]
+                "origin_update_fields", "origin_receiver", "origin_in_atomic", "origin_deferred", "replay_of", "discarded_at"]
 
 
 @staff_only
@@ -61,42 +61,3 @@ def job_list(request):
         context["count"] = None if error else bounded_count(jobs, filtered=bool(applied), estimate_only="text" in applied)
     return respond(request, "jobwatch/jobs.html", context, fragments=["job-rows", "job-count"],
                    api=["jobs", "count", "applied", "notes", "error", "next_before"], status=400 if bad else 200)
-
-
-@staff_only
-def job_detail(request, task_id):
-    job = get_object_or_404(JobExecution, task_id=task_id)
-    context = {
-        "job": job,
-        "timeline": timeline(job),
-        "parent": JobExecution.objects.filter(task_id=job.parent_id).first() if job.parent_id else None,
-        "children": list(JobExecution.objects.filter(parent_id=task_id).order_by("id")[:100]),
-        "replays": list(JobExecution.objects.filter(replay_of=task_id).order_by("id")[:100]),
-        "replay_of": JobExecution.objects.filter(task_id=job.replay_of).first() if job.replay_of else None,
-        "same_save": list(JobExecution.objects.filter(origin_save=job.origin_save).exclude(task_id=task_id)
-                          .only(*LIST_COLUMNS).order_by("id")[:50]) if job.origin_save else [],
-    }
-    return respond(request, "jobwatch/job.html", context, fragments=["job-state"],
-                   api=["job", "timeline", "parent", "children", "replays", "replay_of", "same_save"])
-
-
-def timeline(job):
-    """[(when, what, bad)] of the moments the execution table holds for a job, in order."""
-    moments = [
-        (job.enqueued_at, "enqueued" + (f" on {job.queue}" if job.queue else ""), False),
-        (job.origin_committed_at, "its transaction committed", False),
-        (job.eta, "due (eta)", False),
-        (job.received_at, f"received by {job.worker}" if job.worker else "received", False),
-        (job.started_at, "started" + (f" (attempt {job.retries + 1})" if job.retries else ""), False),
-    ]
-    if job.finished_at:
-        bad = job.state in (JobState.FAILED, JobState.REVOKED, JobState.REJECTED)
-        runtime = f" after {job.runtime:.3f} s" if job.runtime is not None else ""
-        moments.append((job.finished_at, f"{job.get_state_display()}{runtime}", bad))
-    events = [{"at": at, "what": what, "bad": bad} for at, what, bad in moments if at]
-    events.sort(key=lambda event: event["at"])
-    if job.retries:
-        events.append({"at": None, "what": f"retried {job.retries} time{'s' if job.retries != 1 else ''}", "bad": True})
-    if job.circuit_waits:
-        events.append({"at": None, "what": f"waited {job.circuit_waits} time{'s' if job.circuit_waits != 1 else ''} for the {job.circuit} circuit", "bad": False})
-    return events

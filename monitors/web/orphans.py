@@ -2,9 +2,7 @@
 commit, deleted after enqueue), from the orphans detector's open findings, with replay (forced:
 the record is gone, so the operator says it is wanted anyway) and purge of those still queued."""
 
-from collections import defaultdict
-
-from monitors.models import Finding, JobExecution
+from monitors.models import Finding
 from monitors.web.access import staff_only
 from monitors.web.respond import respond
 
@@ -20,18 +18,9 @@ def orphan_list(request):
     for finding in open_findings:
         finding.task, _, finding.cause = finding.subject.rpartition(":")
         finding.cause_label = CAUSES.get(finding.cause, finding.cause)
-        finding.queued = queued_by_queue(finding)
+        # Straight from the finding's evidence, as the counts beside them: one set of numbers.
+        finding.queued = (finding.evidence or {}).get("queued_job_ids") or {}
     resolved = list(Finding.objects.filter(status=Finding.Status.RESOLVED, kind__in=ORPHAN_KINDS).order_by("-resolved_at")[:RESOLVED_SHOWN])
     context = {"orphans": [f for f in open_findings if f.kind == "orphaned_jobs"],
                "risky": [f for f in open_findings if f.kind == "enqueue_in_transaction"], "resolved": resolved}
     return respond(request, "jobwatch/orphans.html", context, fragments=["orphan-list"], api=["orphans", "risky", "resolved"])
-
-
-def queued_by_queue(finding):
-    """{queue: [task ids]} of the finding's jobs still waiting in a queue (what purge can take)."""
-    ids = finding.task_ids()
-    queued = defaultdict(list)
-    if ids:
-        for queue, task_id in JobExecution.objects.filter(task_id__in=ids, state="enqueued").values_list("queue", "task_id"):
-            queued[queue].append(task_id)
-    return dict(queued)
