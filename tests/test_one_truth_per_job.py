@@ -174,3 +174,47 @@ def test_the_orphans_page_and_the_findings_page_count_what_the_finding_counts(st
     JobExecution.objects.filter(task_id="inv-q2").delete()
     detail = staff.get(f"/jobwatch/findings/{finding.pk}/").content.decode()
     assert "Replay the 3 jobs it lists" in detail and "<code>inv-q2</code>" in detail and "not recorded" in detail
+
+
+def figures(page):
+    """The plotly figures a page embeds (json_script), by element id."""
+    import json
+    import re
+
+    return {name: json.loads(body) for name, body in
+            re.findall(r'<script id="([^"]+)" type="application/json">(.*?)</script>', page, re.S)}
+
+
+@pytest.mark.parametrize("path, span", [("/jobwatch/", 3600), ("/jobwatch/?window=6h", 6 * 3600),
+                                        ("/jobwatch/queues/invoices/", 3600), ("/jobwatch/failures/?window=24h", 86400),
+                                        ("/jobwatch/fanout/", 900)])
+def test_every_chart_on_a_page_spans_the_pages_window(staff, path, span):
+    """Data for only the last ten minutes: each chart still spans the page's whole window, the
+    same one on every chart of the page, rather than stretching ten minutes across its width."""
+    from datetime import datetime
+
+    from monitors.models import QueueSample
+
+    now = timezone.now()
+    for minutes in range(10):
+        at = (now - timedelta(minutes=minutes)).replace(second=0, microsecond=0)
+        JobTally.objects.create(minute=at, metric="succeeded", task_name="billing.send_invoice", queue="invoices", count=5)
+        JobTally.objects.create(minute=at, metric="failed", task_name="billing.send_invoice", exception="Timeout", count=1)
+        QueueSample.objects.create(queue="invoices", sampled_at=at, depth=minutes, oldest_age=2.0 * minutes)
+    found = figures(staff.get(path).content.decode())
+    assert found, f"no charts on {path}"
+    ranges = {name: figure["layout"]["xaxis"]["range"] for name, figure in found.items()}
+    assert len({tuple(each) for each in ranges.values()}) == 1, ranges  # one axis for the whole page
+    start, end = (datetime.fromisoformat(moment) for moment in next(iter(ranges.values())))
+    assert abs((end - start).total_seconds() - span) < 5
+
+
+def test_failures_open_on_the_last_hour_and_a_quiet_hour_points_to_the_day(staff):
+    three_hours_ago = (timezone.now() - timedelta(hours=3)).replace(second=0, microsecond=0)
+    JobTally.objects.create(minute=three_hours_ago, metric="failed", task_name="billing.send_invoice",
+                            exception="SMTPServerDisconnected", count=5)
+    page = staff.get("/jobwatch/failures/").content.decode()
+    assert "last hour" in page and "No failures in the last hour." in page
+    assert "5 in the last 24 hours</a>" in page and "window=24h" in page
+    day = staff.get("/jobwatch/api/failures/?window=24h").json()
+    assert day["total"] == 5 and day["groups"][0]["exception"] == "SMTPServerDisconnected"

@@ -17,8 +17,11 @@ COLOURS = ["#3b6fd8", "#b3261e", "#1b7f3b", "#c07a00", "#7a3bd8", "#00838f", "#5
 HEIGHT = 220
 
 
-def line_chart(series, title="", y_title="", stacked=False, height=HEIGHT):
-    """series: [(name, [x…], [y…])] → figure dict. x are datetimes (shown in the site's time zone)."""
+def line_chart(series, title="", y_title="", stacked=False, height=HEIGHT, window=None):
+    """series: [(name, [x…], [y…])] → figure dict. x are datetimes (shown in the site's time zone).
+    `window` (monitors/web/windows.Window): the x axis spans exactly the page's window, whatever
+    the data covers, so that the charts of one page line up and a series that began ten minutes
+    ago is drawn as ten minutes of an hour, not stretched across the chart."""
     data = []
     for index, (name, xs, ys) in enumerate(series):
         ys = list(ys)
@@ -31,7 +34,10 @@ def line_chart(series, title="", y_title="", stacked=False, height=HEIGHT):
         if stacked:
             trace["stackgroup"] = "one"
         data.append(trace)
-    return {"data": data, "layout": line_layout(title, y_title, height, len(series) > 1)}
+    layout = line_layout(title, y_title, height, len(series) > 1)
+    if window is not None:
+        layout["xaxis"]["range"] = [wall_time(window.since).isoformat(), wall_time(window.until).isoformat()]
+    return {"data": data, "layout": layout}
 
 
 def line_layout(title, y_title, height, legend):

@@ -1,4 +1,4 @@
-"""Failures grouped by task and exception over a window, with how they went over time, the
+"""Failures grouped by task and exception over a window (the last hour unless asked), with how they went over time, the
 latest example of each, and replay or discard of a whole group (both previewed first).
 
 Counts come from the per-minute tallies (JobTally) in one grouped query, so a day of failures
@@ -23,7 +23,7 @@ EXAMPLE_COLUMNS = ["task_id", "task_name", "exception_type", "exception_message"
 
 
 @staff_only
-@query(window=window_param("24h"), task=Text())
+@query(window=window_param("1h"), task=Text())
 def failure_list(request):
     window = window_from(request)
     task = request.query["task"]
@@ -45,14 +45,24 @@ def failure_list(request):
     for (task_name, _), trend in by_group.items():
         by_task[task_name] = [a + b for a, b in zip(by_task[task_name], trend, strict=True)]
     top_tasks = sorted(by_task.items(), key=lambda item: -sum(item[1]))[:CHART_TASKS]
+    total = sum(sum(trend) for trend in by_group.values())
     context = {
-        "window": window, "windows": WINDOWS, "task": task, "groups": groups,
-        "total": sum(sum(trend) for trend in by_group.values()),
+        "window": window, "windows": WINDOWS, "task": task, "groups": groups, "total": total,
+        # The page opens on the last hour, where a spike stands out; a quiet hour says what the
+        # day held, so that "no failures" is never read as "nothing failed today".
+        "day": failures_in(WINDOWS["24h"], task) if not total and window.span < WINDOWS["24h"].span else None,
         "chart": charts.line_chart([(name, times, counts) for name, counts in top_tasks],
-                                   title=f"Failures per {window.bucket // 60} min, by task", stacked=True),
+                                   title=f"Failures per {window.bucket // 60} min, by task", stacked=True, window=window),
     }
     return respond(request, "jobwatch/failures.html", context, fragments=["failure-groups"],
                    api=["window", "task", "groups", "total"])
+
+
+def failures_in(window, task=""):
+    tallies = JobTally.objects.filter(metric="failed", minute__gte=window.since)
+    if task:
+        tallies = tallies.filter(task_name=task)
+    return tallies.aggregate(total=Sum("count"))["total"] or 0
 
 
 def failures_by_group(window, filters):

@@ -66,4 +66,4 @@ def timeline(recent, window, origins):
             series[key][position] += row["jobs"]
     lines = [(f"{model or '?'} → {receiver.rsplit('.', 1)[-1]}", times, counts)
              for (model, receiver), counts in sorted(series.items(), key=lambda item: -sum(item[1]))]
-    return charts.line_chart(lines, title=f"Jobs enqueued per {window.bucket // 60} min, by origin")
+    return charts.line_chart(lines, title=f"Jobs enqueued per {window.bucket // 60} min, by origin", window=window)

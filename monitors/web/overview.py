@@ -90,9 +90,9 @@ def activity(window):
         "series": {"times": times, "succeeded": succeeded, "failed": failed},
         "throughput_chart": charts.line_chart(
             [("succeeded", times, per_minute(succeeded, window)), ("failed", times, per_minute(failed, window))],
-            title="Jobs finished per minute", stacked=True),
+            title="Jobs finished per minute", stacked=True, window=window),
         "failure_chart": charts.line_chart([("failed %", times, failure_rates(failed, succeeded))],
-                                           title="Failure rate (% of finished jobs)"),
+                                           title="Failure rate (% of finished jobs)", window=window),
         "age_chart": charts.line_chart([(queue, xs, ys) for queue, (xs, ys) in sorted(ages.items())],
-                                       title="Oldest waiting message per queue (s)"),
+                                       title="Oldest waiting message per queue (s)", window=window),
     }

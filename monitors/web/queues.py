@@ -82,10 +82,11 @@ def queue_summary(name, window, history, latest):
     return {
         "name": name, "latest": latest, "window": window, "windows": WINDOWS, "history": history,
         "depth_chart": charts.line_chart([("waiting", times, line("depth")), ("in flight", times, line("in_flight"))],
-                                         title="Messages waiting and in flight"),
-        "age_chart": charts.line_chart([("oldest waiting (s)", times, line("oldest_age"))], title="Age of the oldest waiting message (s)"),
+                                         title="Messages waiting and in flight", window=window),
+        "age_chart": charts.line_chart([("oldest waiting (s)", times, line("oldest_age"))], title="Age of the oldest waiting message (s)",
+                                       window=window),
         "rate_chart": charts.line_chart([("in / min", times, line("arrivals_per_minute")), ("out / min", times, line("drains_per_minute"))],
-                                        title="Arrivals and drains per minute"),
+                                        title="Arrivals and drains per minute", window=window),
     }
 
 

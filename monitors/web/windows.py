@@ -3,7 +3,7 @@ pre-aggregated rows — JobTally (jobs per minute) and QueueSample — so its co
 window, never the size of the execution table."""
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from django.db.models import BigIntegerField, Func, Sum
@@ -18,10 +18,17 @@ class Window:
     key: str
     span: timedelta
     bucket: int  # seconds per point on a chart
+    # Fixed when a request reads its window, so that every chart and count of one page ends at
+    # the same moment; unset in the WINDOWS table (then: now).
+    end: datetime | None = None
+
+    @property
+    def until(self):
+        return self.end or timezone.now()
 
     @property
     def since(self):
-        return timezone.now() - self.span
+        return self.until - self.span
 
     @property
     def label(self):
@@ -44,13 +51,13 @@ def window_param(default="1h"):
 
 
 def window_from(request):
-    """The window a page's @query(window=window_param(…)) parsed."""
-    return WINDOWS[request.query["window"]]
+    """The window a page's @query(window=window_param(…)) parsed, ending now."""
+    return replace(WINDOWS[request.query["window"]], end=timezone.now())
 
 
 def bucket_times(window, now=None):
     """The start of every bucket in the window, oldest first (empty buckets show as zero)."""
-    now = now or timezone.now()
+    now = now or window.until
     step = window.bucket
     end = now.timestamp() // step * step
     start = (now - window.span).timestamp() // step * step
