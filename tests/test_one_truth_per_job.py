@@ -17,6 +17,7 @@ from monitors.actions.selection import JobSelection
 from monitors.detectors import orphans
 from monitors.detectors.lifecycle import record_problems
 from monitors.models import ActionLog, ArchivedMessage, Finding, JobExecution, JobTally
+from tests.rows import job_row
 
 pytestmark = [pytest.mark.django_db]
 
@@ -24,11 +25,7 @@ MISSING_USER = "424242"  # no such User: the record these jobs need
 
 
 def job(task_id, **fields):
-    moment = fields.pop("at", None) or timezone.now()
-    values = {"task_name": "billing.send_invoice", "state": "succeeded", "queue": "invoices", "enqueued_at": moment,
-              "updated_at": moment, "args": [1], "kwargs": {}}
-    values.update(fields)
-    return JobExecution.objects.create(task_id=task_id, **values)
+    return job_row(task_id, **{"task_name": "billing.send_invoice", "queue": "invoices", **fields})
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from django.utils import timezone
 import monitors
 from monitors.models import (Circuit, CircuitEvent, Finding, JobExecution, JobTally, MonitorHeartbeat, QueueSample,
                              RecorderProcess)
+from tests.rows import job_row
 
 pytestmark = [pytest.mark.django_db]
 
@@ -34,11 +35,7 @@ def now():
 
 
 def job(task_id, **fields):
-    moment = fields.pop("at", None) or now()
-    values = {"task_name": "shop.send_receipt", "state": "succeeded", "queue": "mail", "enqueued_at": moment,
-              "updated_at": moment, "args": [1], "kwargs": {}}
-    values.update(fields)
-    return JobExecution.objects.create(task_id=task_id, **values)
+    return job_row(task_id, **{"task_name": "shop.send_receipt", "queue": "mail", **fields})
 
 
 @pytest.fixture
