@@ -1,7 +1,7 @@
 """The demo's incidents: does `bin/demo` ever show more active incidents than problems it planted?
 
     .venv/bin/python -m benchmarks.demo_incidents                      # 10 minutes, ~11 min in all
-    .venv/bin/python -m benchmarks.demo_incidents --screenshots        # and docs/screenshots/{overview,alerts}.png
+    .venv/bin/python -m benchmarks.demo_incidents --screenshots        # and the README's docs/screenshots/*.png
     .venv/bin/python -m benchmarks.demo_incidents --minutes 3 --keep   # keep the demo's var dir to look at
 
 (From the repository root; `.venv/bin/python benchmarks/demo_incidents.py` works too.)
@@ -28,7 +28,8 @@ With --screenshots, while the demo still runs, late in the run and in a cycle's 
 gateway outage's last seconds, when the storm's and the outage's incidents have had time to open),
 Debian's Chromium (Playwright; the launch arguments of tests/browser.py) logs in through
 /accounts/login/ as demo / demo and takes full-page screenshots, 1280 px wide and cut at 2,400 px, of
-/jobwatch/ (Overview) and /jobwatch/alerts/ (Alerts) into docs/screenshots/.
+the pages the README shows into docs/screenshots/: Overview, Alerts, Circuits, Fan-out, Failures,
+the failed jobs, the busiest queue and the newest failed job that names the service it came from.
 
 ## The target, and the problems the demo plants: 5
 
@@ -129,12 +130,17 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1280, "height": 900}
 MAX_HEIGHT = 2400
-PAGES = [("overview", "/jobwatch/"), ("alerts", "/jobwatch/alerts/")]
+PAGES = [("overview", "/jobwatch/"), ("alerts", "/jobwatch/alerts/"), ("circuits", "/jobwatch/circuits/"),
+         ("fanout", "/jobwatch/fanout/"), ("failures", "/jobwatch/failures/"), ("jobs", "/jobwatch/jobs/?state=failed")]
+# Pages whose address depends on what the run recorded: read from its database when they are taken.
+NEWEST_FAILED_JOB = ("SELECT task_id FROM monitors_jobexecution WHERE state = 'failed' AND exception_type <> '' "
+                     "ORDER BY error_target <> '' DESC, id DESC LIMIT 1")
+BUSIEST_QUEUE = "SELECT queue FROM monitors_queuesample ORDER BY sampled_at DESC, depth DESC LIMIT 1"
 # When in a cycle to take them: this long after the gateway outage begins (its last seconds; the
 # storm, which ended 10 s into the outage, and the outage have both had detector passes and the
 # hold by then). The cycle and the outage's start are read from the workload's own plan line.
 SCREENSHOT_AFTER_OUTAGE_STARTS = 28.0
-SCREENSHOT_TAKES_SECONDS = 40.0
+SCREENSHOT_TAKES_SECONDS = 60.0
 # A count in a title (not a part of an address such as 127.0.0.1:8765).
 COUNT = re.compile(r"(?<![\w.:])\d+(?:[.,]\d+)*(?![\w.:])")
 
@@ -147,7 +153,7 @@ def parse_arguments():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="how long the demo runs and is watched (default 10)")
     parser.add_argument("--screenshots", action="store_true",
-                        help="take docs/screenshots/overview.png and alerts.png late in the run, during a cycle's trouble")
+                        help="take the README's docs/screenshots/*.png late in the run, during a cycle's trouble")
     parser.add_argument("--keep", action="store_true",
                         help="keep the demo's var dir (its SQLite database), rundemo's output and the samples")
     arguments = parser.parse_args()
@@ -347,8 +353,22 @@ def history(database):
 # -- screenshots ---------------------------------------------------------------------------------
 
 
-def take_screenshots(base_url, results):
-    """Log in as demo / demo and save the Overview and Alerts pages; `results` gets paths or an error."""
+def pages_to_take(database):
+    """PAGES, and the queue and job pages of what this run recorded."""
+    pages = list(PAGES)
+    with connect(database) as db:
+        queue = db.execute(BUSIEST_QUEUE).fetchone()
+        failed = db.execute(NEWEST_FAILED_JOB).fetchone()
+    db.close()
+    if queue:
+        pages.append(("queue", f"/jobwatch/queues/{queue[0]}/"))
+    if failed:
+        pages.append(("job", f"/jobwatch/jobs/{failed[0]}/"))
+    return pages
+
+
+def take_screenshots(base_url, results, database):
+    """Log in as demo / demo and save the README's pages; `results` gets paths or an error."""
     try:
         from playwright import sync_api
 
@@ -364,7 +384,7 @@ def take_screenshots(base_url, results):
                 page.click("button[type=submit]")
                 page.wait_for_url("**/jobwatch/")
                 SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
-                for name, path in PAGES:
+                for name, path in pages_to_take(database):
                     page.goto(path)
                     try:
                         page.wait_for_load_state("networkidle", timeout=10_000)
@@ -557,7 +577,7 @@ def main():
                 if shoot_at is not None and elapsed >= shoot_at:
                     log("taking the screenshots")
                     shots["at_s"] = round(elapsed, 1)
-                    shooter = threading.Thread(target=take_screenshots, args=(f"http://127.0.0.1:{port}", shots),
+                    shooter = threading.Thread(target=take_screenshots, args=(f"http://127.0.0.1:{port}", shots, database),
                                                name="screenshots", daemon=True)
                     shooter.start()
             time.sleep(0.2)
