@@ -211,7 +211,7 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "jobwatch@localhost")
 JOBWATCH = {
     "RECORDER_ENABLED": env_bool("JOBWATCH_RECORDER_ENABLED", True),
     "RECORDER_BUFFER_SIZE": env_int("JOBWATCH_RECORDER_BUFFER_SIZE", 10_000),
-    "RECORDER_FLUSH_INTERVAL": env_float("JOBWATCH_RECORDER_FLUSH_INTERVAL", 1.0),
+    "RECORDER_FLUSH_INTERVAL": env_float("JOBWATCH_RECORDER_FLUSH_INTERVAL", 0.5),
     "SAMPLE_INTERVAL": env_float("JOBWATCH_SAMPLE_INTERVAL", 15.0),
     # Circuit breakers' shared state: "database" (this site's database) or a redis:// URL.
     "CIRCUIT_STORE": env_str("JOBWATCH_CIRCUIT_STORE", "database"),

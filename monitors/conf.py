@@ -68,7 +68,7 @@ DEFAULTS = {
     "RECORDER_BUFFER_SIZE": 10_000,
     # Rows per upsert statement, and the longest an event waits before it is written.
     "RECORDER_BATCH_SIZE": 500,
-    "RECORDER_FLUSH_INTERVAL": 1.0,
+    "RECORDER_FLUSH_INTERVAL": 0.5,
     # A worker's main process writes its recorder row at least this often, busy or idle; the
     # Workers page calls a worker alive for 3 of these.
     "WORKER_HEARTBEAT_SECONDS": 15.0,
