@@ -134,6 +134,9 @@ DEFAULTS = {
     # /metrics: with a token, Prometheus sends it as "Authorization: Bearer <token>"; without
     # one, only logged-in staff may read it.
     "METRICS_TOKEN": "",
+    # Distinct task names (and queue names) /metrics shows as labels; the rest are summed under
+    # "(other)" (monitors/web/metric_labels.py). Registered tasks are always shown.
+    "METRICS_MAX_LABEL_VALUES": 500,
     # Seconds between the upkeep tasks: sample roll-up and archive pruning, and history pruning.
     "UPKEEP_INTERVAL": 3600,
     "PRUNE_INTERVAL": 86400,

@@ -28,6 +28,7 @@ from monitors.circuits.status import jobs_waiting
 from monitors.conf import setting
 from monitors.models import Circuit, Finding, Incident, MonitorHeartbeat, RecorderProcess, Severity, TaskCounter
 from monitors.sampling import latest_queue_rows
+from monitors.web.metric_labels import OTHER, Folder, registered_tasks
 
 COUNTERS = {
     "sent": "Sent when a task message is published.",
@@ -84,27 +85,48 @@ class JobwatchCollector:
 
 
 def task_counters():
+    rows = list(TaskCounter.objects.values_list("metric", "name", "hostname", "queue_name", "exception", "le", "value"))
+    names, queues = fold_labels(rows)
     families = {metric: CounterMetricFamily(f"celery_task_{metric}", help_text,
                                             labels=TASK_LABELS + (["exception"] if metric == "failed" else []))
                 for metric, help_text in COUNTERS.items()}
-    histograms = {}
-    for row in TaskCounter.objects.values_list("metric", "name", "hostname", "queue_name", "exception", "le", "value"):
-        metric, name, hostname, queue, exception, le, value = row
-        labels = [name, hostname, queue]
+    counters, histograms = {}, {}
+    for metric, name, hostname, queue, exception, le, value in rows:
+        labels = (names(name), hostname, queues(queue))
         if metric in families:
-            families[metric].add_metric(labels + ([exception] if metric == "failed" else []), value)
+            key = (metric, labels + ((exception,) if metric == "failed" else ()))
+            counters[key] = counters.get(key, 0) + value  # folded names add up
         elif metric.startswith("runtime_"):
-            series = histograms.setdefault(tuple(labels), {"buckets": {}, "sum": 0.0})
+            series = histograms.setdefault(labels, {"buckets": {}, "sum": 0.0})
             if metric == "runtime_bucket":
-                series["buckets"][le] = value
+                series["buckets"][le] = series["buckets"].get(le, 0) + value
             elif metric == "runtime_sum":
-                series["sum"] = value
+                series["sum"] += value
+    for (metric, labels), value in counters.items():
+        families[metric].add_metric(list(labels), value)
     yield from families.values()
     runtime = HistogramMetricFamily("celery_task_runtime", "Histogram of task runtime measurements.", labels=TASK_LABELS)
     for labels, series in histograms.items():
         bounds = sorted(series["buckets"], key=lambda le: float("inf") if le == "+Inf" else float(le))
         runtime.add_metric(list(labels), [(le, series["buckets"][le]) for le in bounds], series["sum"])
     yield runtime
+    folded = GaugeMetricFamily("jobwatch_metrics_folded_label_values",
+                               f"Distinct task or queue names counted under {OTHER!r}: not a name, or past "
+                               "METRICS_MAX_LABEL_VALUES.", labels=["label"])
+    folded.add_metric(["name"], len(names.folded))
+    folded.add_metric(["queue_name"], len(queues.folded))
+    yield folded
+
+
+def fold_labels(rows):
+    """The Folders of task names and queue names: by the jobs each sent, registered tasks kept."""
+    name_activity, queue_activity = {}, {}
+    for metric, name, _, queue, _, _, value in rows:
+        weight = value if metric in COUNTERS else 0
+        name_activity[name] = name_activity.get(name, 0) + weight
+        queue_activity[queue] = queue_activity.get(queue, 0) + weight
+    cap = setting("METRICS_MAX_LABEL_VALUES")
+    return Folder(name_activity, cap, registered_tasks()), Folder(queue_activity, cap)
 
 
 def queue_gauges():
