@@ -134,6 +134,9 @@ DEFAULTS = {
     # /metrics: with a token, Prometheus sends it as "Authorization: Bearer <token>"; without
     # one, only logged-in staff may read it.
     "METRICS_TOKEN": "",
+    # How often each worker checks which of its queues are paused (a pause or resume is also
+    # broadcast to the workers at once; this catches a worker the broadcast missed).
+    "QUEUE_PAUSE_CHECK_SECONDS": 10.0,
     # Distinct task names (and queue names) /metrics shows as labels; the rest are summed under
     # "(other)" (monitors/web/metric_labels.py). Registered tasks are always shown.
     "METRICS_MAX_LABEL_VALUES": 500,

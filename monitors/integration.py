@@ -11,20 +11,28 @@ with its own schedule:
   `beat_schedule` after this line, and a database scheduler (django-celery-beat) keeps its own.
   Entries the app defines under the same names are the app's choice and are left as they are.
 
+It also keeps every worker in line with the queues an operator paused (monitors/pausing.py): a
+worker leaves them out when it starts, checks them every QUEUE_PAUSE_CHECK_SECONDS, and answers
+the `jobwatch_sync_pauses` broadcast a pause or resume sends.
+
 And because a monitor that is not scheduled is silent, a worker says so when it starts and
 Jobwatch's periodic tasks have not run (see also monitors/checks.py, /healthz and the banner).
 """
 
 import logging
 
-from celery.signals import beat_init, worker_ready
+from celery.signals import beat_init, celeryd_after_setup, worker_ready
 from celery.utils.text import match_case
+from celery.worker.control import control_command
 from django.db import DatabaseError
 
 from monitors.conf import setting
 from monitors.recording import signals
 
 logger = logging.getLogger("monitors.integration")
+
+# The remote control command a pause or resume broadcasts (monitors/actions/queues.py).
+SYNC_PAUSES_COMMAND = "jobwatch_sync_pauses"
 
 
 def watch_celery_app(app):
@@ -40,6 +48,7 @@ def watch_celery_app(app):
         app.on_after_configure.connect(add_periodic_tasks, sender=app, weak=False)
     beat_init.connect(beat_starting, weak=False, dispatch_uid="jobwatch.beat_starting")
     worker_ready.connect(worker_starting, weak=False, dispatch_uid="jobwatch.worker_starting")
+    celeryd_after_setup.connect(worker_setting_up, weak=False, dispatch_uid="jobwatch.worker_setting_up")
     return app
 
 
@@ -88,12 +97,42 @@ def schedule_on(scheduler):
     return []
 
 
+def worker_setting_up(sender=None, instance=None, **kwargs):
+    """A worker about to create its consumer: leave out the queues an operator paused."""
+    if instance is None or not getattr(instance.app, "jobwatch_watched", False):
+        return
+    from monitors import pausing  # models: see beat_starting
+
+    pausing.hold_at_start(instance)
+
+
+@control_command(name=SYNC_PAUSES_COMMAND)
+def sync_pauses(state, **kwargs):
+    """Broadcast by a pause or a resume: this worker checks its queues now."""
+    from monitors import pausing  # models: see beat_starting
+
+    return pausing.sync(state.consumer)
+
+
+def check_pauses(consumer):
+    from monitors import pausing  # models: see beat_starting
+
+    try:
+        pausing.sync(consumer)
+    except Exception:  # the consumer's timer must keep running; the next check tries again
+        logger.exception("Jobwatch could not check the paused queues")
+
+
 def worker_starting(sender=None, **kwargs):
     """A worker is ready: say so when it cannot run Jobwatch's periodic tasks, or when they have
     not been running — the one place someone reads at start-up even when beat is not running."""
     app = getattr(sender, "app", None)
     if app is None or not getattr(app, "jobwatch_watched", False):
         return
+    timer = getattr(sender, "timer", None)
+    if timer is not None and not getattr(sender, "jobwatch_checks_pauses", False):  # once, not per reconnect
+        sender.jobwatch_checks_pauses = True
+        timer.call_repeatedly(float(setting("QUEUE_PAUSE_CHECK_SECONDS")), check_pauses, (sender,))
     unknown = sorted(name for name in beat_schedule() if name not in app.tasks)
     if unknown:
         logger.warning("Jobwatch: this worker does not know the tasks %s; add 'monitors' to INSTALLED_APPS and call "

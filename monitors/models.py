@@ -452,6 +452,25 @@ class ReplayRecord(models.Model):
         ]
 
 
+class QueuePause(models.Model):
+    """A queue an operator paused: no worker consumes it until it is resumed. Workers running
+    when it is paused stop at once (a broadcast) or at their next check; a worker started while it
+    is paused never begins (monitors/pausing.py). Resuming deletes the row; the audit log keeps
+    who paused and resumed it, when and why."""
+
+    queue = models.CharField(max_length=255, unique=True)
+    paused_at = models.DateTimeField()
+    paused_by = models.CharField(max_length=150, blank=True)
+    reason = models.CharField(max_length=300, blank=True)
+    action = models.ForeignKey(ActionLog, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        permissions = [("pause_queues", "Can pause and resume a queue on every worker")]
+
+    def __str__(self):
+        return f"{self.queue} (paused by {self.paused_by or '?'})"
+
+
 class ArchivedMessage(models.Model):
     """A message taken out of a broker queue by a purge, exactly as the broker held it, so that it
     can be restored. Archived first, removed second: `removed_at` empty means the message was not

@@ -3,6 +3,7 @@
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ class WorkerProcess:
         base = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"} if inherit_env else {}
         self.env = {**base, **(env or {})}
         self.cwd = cwd
+        self.name = name
         self.command = [
             str(python), "-m", "celery", "-A", app, "worker", "-P", "prefork",
             "-c", str(concurrency), "-Q", queues, "-n", f"{name}@%h", "-l", "info",
@@ -59,6 +61,10 @@ class WorkerProcess:
         if self.process.poll() is not None:
             raise RuntimeError(f"worker exited at start:\n{self.log()[-3000:]}")
         return self
+
+    def name_on_host(self):
+        """The worker's node name, as it answers broadcasts: `-n name@%h` with the host's name."""
+        return f"{self.name}@{socket.gethostname()}"
 
     def log(self):
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

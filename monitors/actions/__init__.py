@@ -8,6 +8,7 @@ entry (allowed or refused), dry runs, the size cap and the hand-off of large set
     discard.py     hide failed jobs from the history (and bring them back)
     circuits.py    force a circuit open or closed, or reset it
     incidents.py   acknowledge or snooze incidents
+    queues.py      pause and resume a queue on every worker
     background.py  carry on an action a worker was handed
 """
 
@@ -17,10 +18,11 @@ from monitors.actions.discard import discard_jobs
 from monitors.actions.gate import PERMISSIONS, SURFACES, ActionRefused, ActionResult, TooLarge, allowed, audited
 from monitors.actions.incidents import acknowledge_incident, acknowledge_incidents
 from monitors.actions.purge import purge_messages, restore_messages
+from monitors.actions.queues import pause_queue, resume_queue
 from monitors.actions.replay import replay_jobs
 
 __all__ = [
     "CIRCUIT_CHANGES", "PERMISSIONS", "SURFACES", "ActionRefused", "ActionResult", "TooLarge", "acknowledge_incident",
-    "acknowledge_incidents", "allowed", "audited", "discard_jobs", "force_circuit", "purge_messages", "replay_jobs",
-    "restore_messages", "resume",
+    "acknowledge_incidents", "allowed", "audited", "discard_jobs", "force_circuit", "pause_queue", "purge_messages",
+    "replay_jobs", "restore_messages", "resume", "resume_queue",
 ]

@@ -30,6 +30,8 @@ PERMISSIONS = {
     "purge_messages": "monitors.purge_messages",
     "restore_messages": "monitors.restore_messages",
     "acknowledge_incident": "monitors.acknowledge_incident",
+    "pause_queue": "monitors.pause_queues",
+    "resume_queue": "monitors.pause_queues",
 }
 SURFACES = ("dashboard", "admin", "command", "api")
 REFUSALS_KEPT = 50
