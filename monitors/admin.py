@@ -8,7 +8,8 @@ from django.contrib.admin import helpers
 from django.template.response import TemplateResponse
 
 from monitors.actions import (
-    ActionRefused, TooLarge, acknowledge_incident, allowed, discard_jobs, force_circuit, replay_jobs, restore_messages,
+    ActionRefused, TooLarge, acknowledge_incident, allowed, discard_jobs, force_circuit, pause_queue, replay_jobs,
+    restore_messages, resume_queue,
 )
 from monitors.actions.selection import JobSelection
 from monitors.alerts.channels import send_test
@@ -16,7 +17,7 @@ from monitors.brokers import BrokerUnavailable
 from monitors.circuits.stores import StoreUnavailable
 from monitors.models import (
     ActionLog, ArchivedMessage, Circuit, CircuitEvent, Finding, Incident, JobExecution, MonitorHeartbeat, Notification,
-    NotificationChannel, QueueSample, RecorderProcess,
+    NotificationChannel, QueuePause, QueueSample, RecorderProcess,
 )
 
 
@@ -161,6 +162,64 @@ class CircuitAdmin(ReadOnlyAdmin):
                 self.message_user(request, f"{circuit.name}: {error}", messages.ERROR)
                 continue
             self.message_user(request, f"{circuit.name}: {verb} done (in the audit log).", messages.SUCCESS)
+        return None
+
+
+@admin.register(QueuePause)
+class QueuePauseAdmin(admin.ModelAdmin):
+    """Paused queues. "Add" pauses one on every worker and "Resume" (confirmation first) lets
+    the workers take it again — both through monitors/actions/queues.py, audited, each needing
+    monitors.pause_queues. A pause is never edited: resume it and pause it again."""
+
+    list_display = ["queue", "paused_by", "paused_at", "reason", "action"]
+    fields = ["queue", "reason"]
+    search_fields = ["queue"]
+    ordering = ["queue"]
+    actions = ["resume"]
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_staff  # as on the dashboard: every staff user sees them
+
+    def has_module_permission(self, request):
+        return self.has_view_permission(request)
+
+    def has_add_permission(self, request):
+        return allowed(request.user, "pause_queue")
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_pause_queues_permission(self, request):
+        return allowed(request.user, "resume_queue")
+
+    def save_model(self, request, obj, form, change):
+        try:
+            pause_queue(request.user, obj.queue, reason=obj.reason, surface="admin")
+        except (ActionRefused, ValueError) as error:
+            self.message_user(request, f"{obj.queue}: {error}", messages.ERROR)
+        paused = QueuePause.objects.filter(queue=obj.queue).first()
+        obj.pk = paused.pk if paused else None  # the row the action wrote, for the admin's own log line
+
+    def log_addition(self, request, obj, message):
+        if obj.pk is not None:
+            super().log_addition(request, obj, message)
+
+    @admin.action(description="Resume the selected queues (every worker a pause stopped takes them again)",
+                  permissions=["pause_queues"])
+    def resume(self, request, queryset):
+        pauses = list(queryset)
+        if request.POST.get("confirmed") != "yes":
+            return confirmation_page(self, request, queryset, "resume", pauses)
+        for pause in pauses:
+            try:
+                resume_queue(request.user, pause.queue, surface="admin")
+            except ActionRefused as error:
+                self.message_user(request, f"{pause.queue}: {error}", messages.ERROR)
+                continue
+            self.message_user(request, f"{pause.queue}: resumed (in the audit log).", messages.SUCCESS)
         return None
 
 

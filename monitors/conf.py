@@ -42,6 +42,8 @@ DEFAULT_THRESHOLDS = {
     "OLDEST_AGE_WARNING": 120,
     "OLDEST_AGE_CRITICAL": 300,
     "GROWTH_SECONDS": 600,
+    # A queue an operator paused is reported as paused (info), and as a warning once paused this long.
+    "QUEUE_PAUSED_WARNING_SECONDS": 3600,
     "STUCK_AFTER_SECONDS": 1800,
     "FAILURE_RATE": 0.05,
     "FAILURE_RATE_CRITICAL": 0.5,  # work is not getting done: critical

@@ -30,6 +30,14 @@ def paused_queues():
     return {row.queue: row for row in QueuePause.objects.order_by("queue")}
 
 
+def mark_paused(rows):
+    """Set `pause` on the queue table's rows (monitors.queues.QueueRow) of paused queues."""
+    paused = paused_queues()
+    for row in rows:
+        row.pause = paused.get(row.name)
+    return rows
+
+
 def hold_at_start(worker):
     """A worker about to start: leave out its paused queues before its consumer starts."""
     queues = worker.app.amqp.queues

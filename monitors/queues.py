@@ -37,6 +37,9 @@ class QueueRow:
     note: str = ""
     error: str = ""
     sampled_at: datetime | None = None
+    # The operator's pause (a QueuePause), set by monitors.pausing.mark_paused: its jobs wait on
+    # purpose, so "no consumer" and "growing" are not trouble.
+    pause: object = None
 
     @property
     def time_to_drain(self):
@@ -52,6 +55,8 @@ class QueueRow:
         found = []
         if self.error:
             found.append("broker unavailable")
+        if self.pause is not None:
+            return found
         if self.depth and self.consumers == 0:
             found.append("no consumer")
         if self.depth and self.trend in ("growing", "stalled"):
@@ -68,6 +73,8 @@ class QueueRow:
         data["time_to_drain"] = self.time_to_drain
         data["trend"] = self.trend
         data["troubles"] = self.troubles
+        data["pause"] = ({"paused_by": self.pause.paused_by, "paused_at": self.pause.paused_at.isoformat(),
+                          "reason": self.pause.reason} if self.pause is not None else None)
         return data
 
 

@@ -1,7 +1,7 @@
 from django.urls import path
 
 from monitors.web import (actions, alerts, circuits, failures, fanout, findings, health, incidents, job_page, jobs, orphans,
-                          overview, queues, workers)
+                          overview, queue_controls, queues, workers)
 from monitors.web.errors import answers_errors
 from monitors.web.respond import api_view
 
@@ -35,6 +35,8 @@ CHANGES = [
     ("jobs/replay/", actions.replay, "replay"),
     ("jobs/discard/", actions.discard, "discard"),
     ("queues/<path:name>/purge/", actions.purge, "purge"),
+    ("queues/<path:name>/pause/", queue_controls.queue_pause, "queue_pause"),
+    ("queues/<path:name>/resume/", queue_controls.queue_resume, "queue_resume"),
     ("archive/restore/", actions.restore, "restore"),
     ("circuits/<path:name>/force/", actions.circuit_force, "circuit_force"),
     ("alerts/<int:pk>/acknowledge/", alerts.acknowledge, "acknowledge"),

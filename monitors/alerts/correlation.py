@@ -32,6 +32,7 @@ CAUSE_RANK = {
     "fanout_storm": 1,
     "orphaned_jobs": 1,
     "queue_without_consumer": 1,
+    "queue_paused": 1,  # an operator's act: what the queue's jobs wait for
     "stuck_jobs": 1,
     "circuit_flapping": 2,
     "trivial_save_enqueues": 2,

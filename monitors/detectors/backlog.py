@@ -1,6 +1,10 @@
 """Backlog: queues too long for too long, jobs waiting too long, queues growing or with nobody
 consuming them, jobs stuck on a worker that is gone, and tasks failing too often.
 
+A queue an operator paused is reported as paused — info, a warning once paused longer than
+QUEUE_PAUSED_WARNING_SECONDS — and not as "no consumer", growing or too long: its jobs wait on
+purpose.
+
 Queue rules read QueueSample (written every ~15 s by the sampler), never the broker; the job
 rules read windows of the execution table through its indexes.
 """
@@ -11,7 +15,7 @@ from django.db.models import Count, Q
 
 from monitors.conf import setting
 from monitors.detectors.base import Problem, threshold
-from monitors.models import JobExecution, QueueSample
+from monitors.models import JobExecution, QueuePause, QueueSample
 from monitors.queues import time_to_drain
 
 NAME = "backlog"
@@ -32,8 +36,12 @@ def samples_by_queue(now, span):
 def queue_problems(now):
     longest = max(threshold("QUEUE_LENGTH_SECONDS"), threshold("GROWTH_SECONDS"), 60)
     problems = []
+    paused = {pause.queue: pause for pause in QueuePause.objects.all()}
+    latest_of = {}
     for queue, samples in samples_by_queue(now, timedelta(seconds=longest * 1.1)).items():
-        latest = samples[-1]
+        latest = latest_of[queue] = samples[-1]
+        if queue in paused:
+            continue
         if latest.sampled_at < now - timedelta(minutes=5) or latest.error:
             continue  # no fresh sample: the monitor itself is stale (reported by the alerting)
         problems += [
@@ -44,7 +52,33 @@ def queue_problems(now):
                 no_consumer(queue, latest),
             ) if problem is not None
         ]
-    return problems
+    return problems + [paused_queue(pause, latest_of.get(pause.queue), now) for pause in paused.values()]
+
+
+def paused_queue(pause, latest, now):
+    queue, waited = pause.queue, (now - pause.paused_at).total_seconds()
+    long_paused = waited >= threshold("QUEUE_PAUSED_WARNING_SECONDS", queue=queue)
+    depth = latest.depth if latest is not None else None
+    evidence = {"queue": queue, "paused_by": pause.paused_by, "paused_at": pause.paused_at.isoformat(),
+                "reason": pause.reason, "paused_seconds": round(waited), "depth": depth}
+    minutes = max(round(waited / 60), 1)
+    return Problem(
+        kind="queue_paused",
+        subject=queue,
+        severity="warning" if long_paused else "info",
+        title=f"{queue} is paused ({pause.paused_by or 'someone'}, {minutes} min)"
+              + (f"; {depth} jobs wait" if depth else ""),
+        explanation=(
+            f"{pause.paused_by or 'An operator'} paused {queue}"
+            + (f" ({pause.reason})" if pause.reason else "")
+            + ": no worker takes its jobs, which wait in it. Resume it on its page once the cause is dealt with."
+        ),
+        evidence=evidence,
+        count=depth or 0,
+        fix=f"Resume {queue} (its queue page, the admin, or manage.py jobwatch_queues --resume {queue}).",
+        keys=[f"queue:{queue}"],
+        links=waiting_tasks(queue),
+    )
 
 
 def covering(samples, now, seconds):

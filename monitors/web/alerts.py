@@ -2,7 +2,7 @@
 ticked ones at once), the recent ones, and the channels, with any that failed or were turned off
 in plain sight."""
 
-from django.http import Http404
+from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
@@ -63,6 +63,7 @@ def acknowledged(request, ids):
         raise Http404(str(missing)) from missing
     back = request.POST.get("next", "")
     if url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
-        return redirect(back)
+        # A URL, never a view name: redirect("²") would look "²" up as one and fail.
+        return HttpResponseRedirect(back)
     return redirect("monitors:alerts")
 

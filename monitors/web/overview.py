@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from monitors.alerts.heartbeats import WATCHED, stale_tasks
 from monitors.models import Circuit, CircuitState, Finding, Incident, MonitorHeartbeat, RecorderProcess
+from monitors.pausing import mark_paused
 from monitors.sampling import latest_queue_rows
 from monitors.web import charts
 from monitors.web.access import staff_only
@@ -47,7 +48,7 @@ def health():
     findings_by_severity = counts_by_severity(open_findings)
     incidents = incident_rows(in_triage_order(active)[:INCIDENTS_SHOWN])
     top = list(in_triage_order(open_findings)[:FINDINGS_SHOWN])
-    queues = latest_queue_rows()
+    queues = mark_paused(latest_queue_rows())
     since = timezone.now() - RECORDER_WINDOW
     recorder = RecorderProcess.objects.filter(last_flush_at__gte=since).aggregate(
         processes=Count("id"), recorded=Sum("events_recorded"), dropped_overflow=Sum("events_dropped_overflow"),
@@ -61,6 +62,7 @@ def health():
         "findings_by_severity": list(findings_by_severity.items()), "open_findings": open_finding_count,
         "top_findings": top, "findings_more": max(open_finding_count - len(top), 0),
         "queues_in_trouble": [row for row in queues if row.trouble],
+        "queues_paused": [row for row in queues if row.pause is not None],
         "queues_total": len(queues),
         "waiting_total": sum(row.depth or 0 for row in queues),
         "open_circuits": list(Circuit.objects.exclude(state__in=[CircuitState.CLOSED]).order_by("name")),

@@ -6,6 +6,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 from monitors.brokers import BrokerUnavailable, PeekUnavailable, open_broker
+from monitors.models import QueuePause
+from monitors.pausing import mark_paused
 from monitors.queues import snapshot
 from monitors.sampling import latest_queue_rows, queue_history
 from monitors.web import charts
@@ -25,6 +27,7 @@ def queue_list(request):
     live = not rows
     if live:  # no sampler has run yet (beat not started): read the broker once, say so
         rows = snapshot(ask_workers=False)
+    mark_paused(rows)
     trend = queue_series(WINDOWS["1h"], "depth", [row.name for row in rows])
     for row in rows:
         row.depth_trend = trend.get(row.name, ([], []))[1][-120:]
@@ -44,7 +47,7 @@ def queue_detail(request, name):
         if latest is None and is_api(request):
             raise Http404("No samples of this queue in the window")
         return respond(request, "jobwatch/queue.html", queue_summary(name, window, history, latest),
-                       fragments=["queue-facts", "queue-charts"], api=["name", "latest", "window", "history"])
+                       fragments=["queue-facts", "queue-charts"], api=["name", "latest", "pause", "window", "history"])
     offset, search = request.query["offset"], request.query["q"]
     context = {**queue_summary(name, window, history, latest), "offset": offset, "search": search,
                "messages": [], "error": "", "warning": "", "needs_confirmation": False, "now": timezone.now()}
@@ -81,6 +84,7 @@ def queue_summary(name, window, history, latest):
 
     return {
         "name": name, "latest": latest, "window": window, "windows": WINDOWS, "history": history,
+        "pause": QueuePause.objects.filter(queue=name).first(),
         "depth_chart": charts.line_chart([("waiting", times, line("depth")), ("in flight", times, line("in_flight"))],
                                          title="Messages waiting and in flight", window=window),
         "age_chart": charts.line_chart([("oldest waiting (s)", times, line("oldest_age"))], title="Age of the oldest waiting message (s)",
