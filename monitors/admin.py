@@ -8,7 +8,7 @@ from django.contrib.admin import helpers
 from django.template.response import TemplateResponse
 
 from monitors.actions import (
-    ActionRefused, TooLarge, acknowledge_incident, allowed, discard_jobs, force_circuit, pause_queue, replay_jobs,
+    ActionRefused, TooLarge, acknowledge_incident, allowed, cancel_jobs, discard_jobs, force_circuit, pause_queue, replay_jobs,
     restore_messages, resume_queue,
 )
 from monitors.actions.selection import JobSelection
@@ -37,7 +37,7 @@ class JobExecutionAdmin(ReadOnlyAdmin):
     """The execution table, with replay and discard as admin actions: a confirmation page first
     (with the preview: how many, which would be refused and why), then monitors/actions/."""
 
-    actions = ["replay", "replay_forced", "discard"]
+    actions = ["replay", "replay_forced", "discard", "cancel", "cancel_terminating"]
     list_display = ["task_name", "state", "queue", "enqueued_at", "runtime", "origin_kind", "origin_model", "origin_receiver"]
     list_filter = ["state", "origin_kind", "origin_deferred", "origin_in_atomic"]
     search_fields = ["=task_id", "task_name", "origin_receiver", "exception_type"]
@@ -56,6 +56,7 @@ class JobExecutionAdmin(ReadOnlyAdmin):
             "origin_request", "origin_task",
         ]}),
         ("Lineage", {"fields": ["parent_id", "root_id", "group_id", "replay_of", "discarded_at"]}),
+        ("Cancelled", {"fields": ["cancelled_at", "cancelled_by", "cancel_reason"]}),
     ]
 
     def has_replay_jobs_permission(self, request):
@@ -63,6 +64,38 @@ class JobExecutionAdmin(ReadOnlyAdmin):
 
     def has_discard_jobs_permission(self, request):
         return allowed(request.user, "discard_jobs")
+
+    def has_cancel_jobs_permission(self, request):
+        return allowed(request.user, "cancel_jobs")
+
+    @admin.action(description="Cancel selected jobs that have not started (taken off their queue, or revoked)",
+                  permissions=["cancel_jobs"])
+    def cancel(self, request, queryset):
+        return self.cancel_selected(request, queryset, terminate=False)
+
+    @admin.action(description="Cancel selected jobs, terminating the running ones (their work may be half done)",
+                  permissions=["cancel_jobs"])
+    def cancel_terminating(self, request, queryset):
+        return self.cancel_selected(request, queryset, terminate=True)
+
+    def cancel_selected(self, request, queryset, terminate):
+        selection = JobSelection.from_ids(list(queryset.values_list("task_id", flat=True)[:100_001]))
+        reason = request.POST.get("reason", "")[:300]
+        if request.POST.get("confirmed") != "yes":
+            preview = cancel_jobs(request.user, selection, terminate=terminate, dry_run=True, surface="admin")
+            plan = preview.log.parameters["plan"]
+            notes = [f"{plan['queued']} waiting in a queue: taken off it and archived (restorable)",
+                     f"{plan['held']} held by a worker: revoked"]
+            notes += [f"{plan['running']} running: terminated"] if terminate else ([preview.warning] if preview.warning else [])
+            return confirmation_page(self, request, queryset, "cancel", list(queryset[:50]), count=preview.matched,
+                                     notes=notes, reason_field=True)
+        try:
+            result = cancel_jobs(request.user, selection, reason=reason, terminate=terminate, surface="admin")
+        except (ActionRefused, TooLarge) as error:
+            self.message_user(request, str(error), messages.ERROR)
+            return None
+        self.message_user(request, outcome_message(result, "cancelled"), messages.SUCCESS)
+        return None
 
     @admin.action(description="Replay selected jobs", permissions=["replay_jobs"])
     def replay(self, request, queryset):

@@ -136,6 +136,8 @@ DEFAULTS = {
     # /metrics: with a token, Prometheus sends it as "Authorization: Bearer <token>"; without
     # one, only logged-in staff may read it.
     "METRICS_TOKEN": "",
+    # Cancelling a running job: SIGTERM, then SIGKILL this many seconds later if it still runs.
+    "CANCEL_GRACE_SECONDS": 10.0,
     # How often each worker checks which of its queues are paused (a pause or resume is also
     # broadcast to the workers at once; this catches a worker the broadcast missed).
     "QUEUE_PAUSE_CHECK_SECONDS": 10.0,

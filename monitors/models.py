@@ -108,6 +108,12 @@ class JobExecution(models.Model):
     group_id = models.CharField(max_length=255, blank=True)
     replay_of = models.CharField(max_length=255, blank=True, help_text="task id this job replays")
     discarded_at = models.DateTimeField(null=True, blank=True, help_text="hidden from the history by an operator (reversible)")
+    # An operator's cancel (monitors/actions/cancel.py): who, when, why. The recorder never writes
+    # these (its INSERT names its own columns: hence the database defaults); the state says what
+    # became of the job (revoked, or enqueued again once restored).
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    cancelled_by = models.CharField(max_length=150, blank=True, default="", db_default="")
+    cancel_reason = models.CharField(max_length=300, blank=True, default="", db_default="")
 
     # Origin: what caused the enqueue (monitors/recording/origin.py).
     origin_kind = models.CharField(max_length=16, choices=OriginKind.choices, blank=True)
@@ -170,6 +176,7 @@ class JobExecution(models.Model):
         permissions = [
             ("replay_jobs", "Can replay jobs (re-enqueue them under a new id)"),
             ("discard_jobs", "Can discard recorded failed jobs from the history"),
+            ("cancel_jobs", "Can cancel jobs (queued ones taken off their queue, running ones terminated)"),
         ]
 
     def __str__(self):

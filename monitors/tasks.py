@@ -5,6 +5,7 @@ from celery import shared_task
 
 from monitors import retention, sampling
 from monitors.actions import resume
+from monitors.actions.cancel import KILL_TASK, kill_if_still_running
 from monitors.actions.gate import RUN_ACTION_TASK
 from monitors.alerts import run_alerts as alert
 from monitors.alerts.heartbeats import heartbeat
@@ -39,6 +40,12 @@ def run_action(action_id):
     when done, so a worker that dies midway leaves it to another (resuming is safe)."""
     log = resume(action_id)
     return log.outcome if log else None
+
+
+@shared_task(name=KILL_TASK, ignore_result=True)
+def kill_cancelled(task_ids):
+    """Cancelled running jobs that SIGTERM did not stop within CANCEL_GRACE_SECONDS: SIGKILL."""
+    return len(kill_if_still_running(task_ids))
 
 
 # -- retention (monitors/retention.py) --------------------------------------------------------------

@@ -34,6 +34,7 @@ PAGES = [
 CHANGES = [
     ("jobs/replay/", actions.replay, "replay"),
     ("jobs/discard/", actions.discard, "discard"),
+    ("jobs/cancel/", actions.cancel, "cancel"),
     ("queues/<path:name>/purge/", actions.purge, "purge"),
     ("queues/<path:name>/pause/", queue_controls.queue_pause, "queue_pause"),
     ("queues/<path:name>/resume/", queue_controls.queue_resume, "queue_resume"),

@@ -6,6 +6,7 @@ entry (allowed or refused), dry runs, the size cap and the hand-off of large set
     replay.py      send recorded jobs again under new ids, refusing what would not be the same job
     purge.py       take messages off a queue, archived first; restore them
     discard.py     hide failed jobs from the history (and bring them back)
+    cancel.py      cancel jobs: taken off their queue, revoked, or terminated
     circuits.py    force a circuit open or closed, or reset it
     incidents.py   acknowledge or snooze incidents
     queues.py      pause and resume a queue on every worker
@@ -13,6 +14,7 @@ entry (allowed or refused), dry runs, the size cap and the hand-off of large set
 """
 
 from monitors.actions.background import resume
+from monitors.actions.cancel import cancel_jobs
 from monitors.actions.circuits import CIRCUIT_CHANGES, force_circuit
 from monitors.actions.discard import discard_jobs
 from monitors.actions.gate import PERMISSIONS, SURFACES, ActionRefused, ActionResult, TooLarge, allowed, audited
@@ -23,6 +25,7 @@ from monitors.actions.replay import replay_jobs
 
 __all__ = [
     "CIRCUIT_CHANGES", "PERMISSIONS", "SURFACES", "ActionRefused", "ActionResult", "TooLarge", "acknowledge_incident",
+    "cancel_jobs",
     "acknowledge_incidents", "allowed", "audited", "discard_jobs", "force_circuit", "pause_queue", "purge_messages",
     "replay_jobs", "restore_messages", "resume", "resume_queue",
 ]

@@ -31,6 +31,7 @@ PERMISSIONS = {
     "restore_messages": "monitors.restore_messages",
     "acknowledge_incident": "monitors.acknowledge_incident",
     "pause_queue": "monitors.pause_queues",
+    "cancel_jobs": "monitors.cancel_jobs",
     "resume_queue": "monitors.pause_queues",
 }
 SURFACES = ("dashboard", "admin", "command", "api")

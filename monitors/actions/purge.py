@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.db.models.functions import Mod
 from django.utils import timezone
 
@@ -131,9 +131,12 @@ def mark_purged(task_ids):
 
 def mark_restored(task_ids):
     """Restored messages are waiting in their queues again: their jobs read "enqueued", at the
-    start of the attempt, so that the worker's events for it are recorded over it."""
-    JobExecution.objects.filter(task_id__in=task_ids, state=JobState.PURGED).update(
-        state=JobState.ENQUEUED, progress=F("progress") - Mod("progress", STAGES))
+    start of the attempt, so that the worker's events for it are recorded over it — purged jobs,
+    and cancelled ones that were taken off their queue before they ran."""
+    back = Q(state=JobState.PURGED) | Q(state=JobState.REVOKED, cancelled_at__isnull=False, started_at__isnull=True)
+    JobExecution.objects.filter(back, task_id__in=task_ids).update(
+        state=JobState.ENQUEUED, progress=F("progress") - Mod("progress", STAGES), cancelled_at=None, cancelled_by="",
+        cancel_reason="")
 
 
 def purge_queue(adapter, queue, selection, action=None, batch=500, limit=None, on_batch=None):

@@ -248,7 +248,10 @@ def task_revoked(sender=None, request=None, terminated=None, signum=None, expire
         reason = f"terminated by signal {signum}"
     else:
         reason = "revoked"
-    event = events.lost_event(request.id, request.name, _attempt_of(request), "revoked", reason)
+    # Celery hands over a Request, or for a job terminated while it ran a task Context, which has
+    # no `name`: the sender (the task) has it.
+    name = getattr(request, "name", None) or getattr(sender, "name", None) or getattr(request, "task", "") or ""
+    event = events.lost_event(request.id, name, _attempt_of(request), "revoked", reason)
     submit(events.counted(event, "revoked", HOSTNAME))
 
 

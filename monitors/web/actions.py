@@ -14,7 +14,8 @@ from django.utils.translation import ngettext
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from monitors.actions import TooLarge, discard_jobs, force_circuit, purge_messages, replay_jobs, restore_messages
+from monitors.actions import (TooLarge, cancel_jobs, discard_jobs, force_circuit, purge_messages, replay_jobs,
+                              restore_messages)
 from monitors.brokers import BrokerUnavailable, PeekUnavailable
 from monitors.circuits.stores import StoreUnavailable
 from monitors.models import ActionLog, ArchivedMessage
@@ -29,7 +30,8 @@ FORCE_TITLES = {"open": "Force {name} open? Jobs that call it will wait instead"
                 "close": "Force {name} closed? Every call goes through, failing or not",
                 "reset": "Reset {name}? Counters cleared; the breaker decides again"}
 # The POST fields that carry the selection through the confirmation page unchanged.
-CARRIED = ("id", "finding", "force", "pick", "task", "everything", "archived", "undo", "change", "reason", *FILTER_KEYS)
+CARRIED = ("id", "finding", "force", "pick", "task", "everything", "archived", "undo", "change", "reason", "terminate",
+           *FILTER_KEYS)
 AUDIT_PAGE = 100
 
 
@@ -82,6 +84,33 @@ def replay(request):
         preview = replay_jobs(request.user, selection, force=force, dry_run=True, surface="dashboard")
         return confirmation(request, "replay", replay_title(preview.matched), preview, {"too_large": True}, str(error),
                             selection=selection)
+    return redirect("monitors:action", result.log.pk)
+
+
+@staff_only
+@require_POST
+def cancel(request):
+    """Cancel jobs: queued ones taken off their queue (archived), held ones revoked, running ones
+    terminated when asked (monitors/actions/cancel.py); the preview says which is which."""
+    selection = job_selection(request.POST, "cancel")
+    terminate = request.POST.get("terminate") == "1"
+    reason = request.POST.get("reason", "").strip()
+    if len(reason) > 300 or "\x00" in reason:
+        raise BadParameter("reason", "a reason of at most 300 characters")
+
+    def preview_page(error=""):
+        preview = cancel_jobs(request.user, selection, reason=reason, terminate=terminate, dry_run=True, surface="dashboard")
+        title = f"Cancel {preview.matched} {ngettext('job', 'jobs', preview.matched)}?"
+        return confirmation(request, "cancel", title, preview, {"plan": preview.log.parameters["plan"],
+                            "terminate": terminate, "too_large": bool(error)}, error, selection=selection)
+
+    try:
+        if request.POST.get("confirmed") != "yes":
+            return preview_page()
+        result = cancel_jobs(request.user, selection, reason=reason, terminate=terminate, surface="dashboard",
+                             allow_large=request.POST.get("allow_large") == "1")
+    except TooLarge as error:
+        return preview_page(str(error))
     return redirect("monitors:action", result.log.pk)
 
 

@@ -10,7 +10,7 @@ from django.db.models import Sum
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from monitors.models import ActionLog, ArchivedMessage, Finding, JobExecution, JobState, JobTally
+from monitors.models import QUEUED_STATES, ActionLog, ArchivedMessage, Finding, JobExecution, JobState, JobTally
 from monitors.web.access import staff_only
 from monitors.web.jobs import LIST_COLUMNS
 from monitors.web.respond import respond
@@ -31,6 +31,7 @@ def job_detail(request, task_id):
         "similar": similar_filter(job),
         "purge": purge_of(job),
         "discard": discard_of(job),
+        "cancellable": [*QUEUED_STATES, JobState.RECEIVED, JobState.STARTED],
         "parent": JobExecution.objects.filter(task_id=job.parent_id).first() if job.parent_id else None,
         "children": list(JobExecution.objects.filter(parent_id=task_id).order_by("id")[:100]),
         "replays": list(JobExecution.objects.filter(replay_of=task_id).order_by("id")[:100]),
