@@ -25,11 +25,13 @@ JOBWATCH_VAR_DIR in its environment (the worker's pool processes, beat, the web 
 killed; the JSON says how many were left (`processes_left`, 0 when all is well).
 
 With --screenshots, while the demo still runs, late in the run and in a cycle's trouble (the
-gateway outage's last seconds, when the storm's and the outage's incidents have had time to open),
-Debian's Chromium (Playwright; the launch arguments of tests/browser.py) logs in through
-/accounts/login/ as demo / demo and takes full-page screenshots, 1280 px wide and cut at 2,400 px, of
-the pages the README shows into docs/screenshots/: Overview, Alerts, Circuits, Fan-out, Failures,
-the failed jobs, the busiest queue and the newest failed job that names the service it came from.
+gateway outage, once its circuit is open and its critical incident active — the storm's has
+opened by then —, and before the circuit's cool-down ends), Debian's Chromium (Playwright; the
+launch arguments of tests/browser.py) logs in through /accounts/login/ as demo / demo and takes
+full-page screenshots, 1280 px wide and cut at 2,400 px, of the pages the README shows into
+docs/screenshots/: Circuits, Overview, Alerts, Fan-out, Failures, the failed jobs, the busiest
+queue and the newest failed job that names the service it came from. A page that does not answer
+200 at its own address is not saved (the JSON's `screenshots.failed` names it).
 
 ## The target, and the problems the demo plants: 5
 
@@ -102,6 +104,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(_HERE).parent
 SCREENSHOT_DIR = ROOT / "docs" / "screenshots"
@@ -130,17 +133,25 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1280, "height": 900}
 MAX_HEIGHT = 2400
-PAGES = [("overview", "/jobwatch/"), ("alerts", "/jobwatch/alerts/"), ("circuits", "/jobwatch/circuits/"),
+# The pages that show the outage first (the circuit is open for only its 30-s cool-down), then the rest.
+PAGES = [("circuits", "/jobwatch/circuits/"), ("overview", "/jobwatch/"), ("alerts", "/jobwatch/alerts/"),
          ("fanout", "/jobwatch/fanout/"), ("failures", "/jobwatch/failures/"), ("jobs", "/jobwatch/jobs/?state=failed")]
 # Pages whose address depends on what the run recorded: read from its database when they are taken.
 NEWEST_FAILED_JOB = ("SELECT task_id FROM monitors_jobexecution WHERE state = 'failed' AND exception_type <> '' "
                      "ORDER BY error_target <> '' DESC, id DESC LIMIT 1")
 BUSIEST_QUEUE = "SELECT queue FROM monitors_queuesample ORDER BY sampled_at DESC, depth DESC LIMIT 1"
-# When in a cycle to take them: this long after the gateway outage begins (its last seconds; the
-# storm, which ended 10 s into the outage, and the outage have both had detector passes and the
-# hold by then). The cycle and the outage's start are read from the workload's own plan line.
-SCREENSHOT_AFTER_OUTAGE_STARTS = 28.0
+# When in a cycle to take them: during the gateway outage, once the trouble shows — an active
+# critical incident (the open circuit's) and the payment-gateway circuit open in the database. The
+# circuit opens a few seconds into the outage and closes after its 30-s cool-down (demo/tasks.py),
+# about 35 s into the outage, and a detector pass may come 25 s or more into it, so Chromium is
+# started and signed in ahead (it takes several seconds on a busy machine), the trouble is awaited
+# from then, and the pages are taken at the latest SCREENSHOT_LATEST_AFTER_OUTAGE_STARTS into the
+# outage, trouble or not. The cycle and the outage's start are read from the workload's plan line.
+SCREENSHOT_READY_AFTER_OUTAGE_STARTS = 12.0
+SCREENSHOT_LATEST_AFTER_OUTAGE_STARTS = 30.0
 SCREENSHOT_TAKES_SECONDS = 60.0
+TROUBLE = ("SELECT (SELECT COUNT(*) FROM monitors_incident WHERE state IN ('pending', 'open', 'resolving') "
+           "AND severity = 'critical'), (SELECT COUNT(*) FROM monitors_circuit WHERE state IN ('open', 'forced_open'))")
 # A count in a title (not a part of an address such as 127.0.0.1:8765).
 COUNT = re.compile(r"(?<![\w.:])\d+(?:[.,]\d+)*(?![\w.:])")
 
@@ -367,8 +378,19 @@ def pages_to_take(database):
     return pages
 
 
-def take_screenshots(base_url, results, database):
-    """Log in as demo / demo and save the README's pages; `results` gets paths or an error."""
+def in_trouble(database):
+    """(active critical incidents, open circuits) in the demo's database now."""
+    with connect(database) as db:
+        critical, circuits = db.execute(TROUBLE).fetchone()
+    db.close()
+    return critical, circuits
+
+
+def take_screenshots(base_url, results, database, started, not_after):
+    """Log in as demo / demo, wait for the trouble (until `not_after`, a time.monotonic()) and save
+    the README's pages; `results` gets their paths, the pages that could not be taken, or an error.
+    A page that does not answer 200 at its own address (an error page, the sign-in page) is not
+    saved: the README keeps its previous picture and the page is named in `results["failed"]`."""
     try:
         from playwright import sync_api
 
@@ -383,13 +405,30 @@ def take_screenshots(base_url, results, database):
                 page.fill("#id_password", "demo")
                 page.click("button[type=submit]")
                 page.wait_for_url("**/jobwatch/")
+                results["signed_in_at_s"] = round(time.monotonic() - started, 1)
+                trouble = (0, 0)
+                while True:
+                    try:
+                        trouble = in_trouble(database)
+                    except sqlite3.Error:
+                        pass
+                    if all(trouble) or time.monotonic() >= not_after:
+                        break
+                    time.sleep(0.5)
+                results["at_s"] = round(time.monotonic() - started, 1)
+                results["critical_incidents"], results["open_circuits"] = trouble
                 SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
                 for name, path in pages_to_take(database):
-                    page.goto(path)
+                    response = page.goto(path)
                     try:
                         page.wait_for_load_state("networkidle", timeout=10_000)
                     except sync_api.TimeoutError:
                         pass  # a page that polls may never be idle; it has loaded
+                    status = response.status if response is not None else None
+                    landed = urlsplit(page.url).path
+                    if status != 200 or landed != urlsplit(path).path:
+                        results.setdefault("failed", {})[name] = f"{path} answered {status} at {landed}"
+                        continue
                     page.wait_for_timeout(1500)  # charts drawn
                     results[name] = str(screenshot(page, SCREENSHOT_DIR / f"{name}.png"))
             finally:
@@ -408,12 +447,13 @@ def screenshot(page, path):
 
 def screenshot_time(demo, duration):
     """Seconds since the start: the last moment before the end, with time to spare, that is
-    SCREENSHOT_AFTER_OUTAGE_STARTS into a cycle's gateway outage."""
-    latest = max(duration - SCREENSHOT_TAKES_SECONDS, 0.0)
+    SCREENSHOT_READY_AFTER_OUTAGE_STARTS into a cycle's gateway outage (when Chromium starts)."""
+    wait = SCREENSHOT_LATEST_AFTER_OUTAGE_STARTS - SCREENSHOT_READY_AFTER_OUTAGE_STARTS
+    latest = max(duration - SCREENSHOT_TAKES_SECONDS - wait, 0.0)
     if demo.workload_started is None:
         return latest
     cycle, outage = demo.trouble_cycle()
-    first = demo.workload_started + outage + SCREENSHOT_AFTER_OUTAGE_STARTS
+    first = demo.workload_started + outage + SCREENSHOT_READY_AFTER_OUTAGE_STARTS
     if first > latest:
         return latest
     return first + cycle * ((latest - first) // cycle)
@@ -572,13 +612,14 @@ def main():
             if arguments.screenshots and shooter is None:
                 if shoot_at is None and (demo.workload_started is not None or elapsed > 60):
                     shoot_at = screenshot_time(demo, duration)
-                    log(f"screenshots at {shoot_at:.0f} s (workload started at "
+                    log(f"screenshots from {shoot_at:.0f} s (workload started at "
                         f"{demo.workload_started if demo.workload_started is not None else float('nan'):.0f} s)")
                 if shoot_at is not None and elapsed >= shoot_at:
-                    log("taking the screenshots")
-                    shots["at_s"] = round(elapsed, 1)
-                    shooter = threading.Thread(target=take_screenshots, args=(f"http://127.0.0.1:{port}", shots, database),
-                                               name="screenshots", daemon=True)
+                    log("signing in for the screenshots; they are taken once the trouble shows")
+                    shots["started_at_s"] = round(elapsed, 1)
+                    not_after = time.monotonic() + SCREENSHOT_LATEST_AFTER_OUTAGE_STARTS - SCREENSHOT_READY_AFTER_OUTAGE_STARTS
+                    shooter = threading.Thread(target=take_screenshots, name="screenshots", daemon=True,
+                                               args=(f"http://127.0.0.1:{port}", shots, database, started, not_after))
                     shooter.start()
             time.sleep(0.2)
         if shooter is not None:
