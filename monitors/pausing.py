@@ -20,6 +20,7 @@ import logging
 from django.db import DatabaseError
 
 from monitors.conf import setting
+from monitors.db import close_quietly, private_connection
 from monitors.models import QueuePause
 
 logger = logging.getLogger("monitors.pausing")
@@ -38,13 +39,30 @@ def mark_paused(rows):
     return rows
 
 
+def paused_among(queues):
+    """The names among `queues` that are paused, read in a worker's main process. On a connection
+    of its own, closed at once: a connection Django's handler (or its pool) opened here before the
+    pool processes fork would be inherited by them, and their first query would find it closed."""
+    if not queues:
+        return set()
+    connection = private_connection("default", "pausing", connect_timeout=5)
+    try:
+        table = connection.ops.quote_name(QueuePause._meta.db_table)
+        marks = ", ".join(["%s"] * len(queues))
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT queue FROM {table} WHERE queue IN ({marks})", sorted(queues))
+            return {row[0] for row in cursor.fetchall()}
+    finally:
+        close_quietly(connection)
+
+
 def hold_at_start(worker):
     """A worker about to start: leave out its paused queues before its consumer starts."""
     queues = worker.app.amqp.queues
     worker.jobwatch_own_queues = set(queues.consume_from)
     worker.jobwatch_held = set()
     try:
-        paused = set(QueuePause.objects.filter(queue__in=worker.jobwatch_own_queues).values_list("queue", flat=True))
+        paused = paused_among(worker.jobwatch_own_queues)
     except DatabaseError as error:
         logger.warning("Jobwatch could not read the paused queues at start (%s): it checks again every %s s",
                        error, setting("QUEUE_PAUSE_CHECK_SECONDS"))
@@ -66,7 +84,7 @@ def sync(consumer):
         worker.jobwatch_own_queues, worker.jobwatch_held = set(queues.consume_from), set()
     own, held = worker.jobwatch_own_queues, worker.jobwatch_held
     try:
-        paused = set(QueuePause.objects.filter(queue__in=own).values_list("queue", flat=True))
+        paused = paused_among(own)
     except DatabaseError as error:
         logger.warning("Jobwatch could not read the paused queues (%s): nothing changed", error)
         return {"error": str(error)[:200]}
