@@ -1,9 +1,11 @@
 """Celery apps on real brokers for queue-inspection tests, and garbage to seed queues with."""
 
 import base64
+import contextlib
 import json
 import os
 import pickle
+import uuid
 
 from celery import Celery
 
@@ -57,3 +59,36 @@ def fill_redis_queue(url, queue, count, task_names):
     for start in range(0, count, 5000):
         client.lpush(queue, *entries[start : start + 5000])
     return set(entries)
+
+
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def staff_with(*codenames, username="oncall"):
+    """A staff user holding the given monitors permissions (fresh from the database)."""
+    from django.contrib.auth.models import Permission, User
+
+    user = User.objects.create_user(username, is_staff=True)
+    for codename in codenames:
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    return User.objects.get(pk=user.pk)
+
+
+def broker_url_of(kind, redis_db):
+    """The broker of a test parametrized over "redis" (a flushed db of its own) and "rabbitmq"."""
+    from tests.workers import fresh_redis_url
+
+    return fresh_redis_url(redis_db) if kind == "redis" else RABBITMQ_URL
+
+
+@contextlib.contextmanager
+def scratch_queue(broker_url, prefix):
+    """A queue name of its own for one test; on RabbitMQ the queue is deleted afterwards (Redis
+    drops an empty list by itself, and the test's db is flushed by the next one)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    yield name
+    if broker_url.startswith("amqp"):
+        with celery_app(broker_url).connection_for_write() as connection:
+            channel = connection.channel()
+            channel.queue_delete(name)
+            channel.close()

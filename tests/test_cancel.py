@@ -2,43 +2,33 @@
 (archived), never runs, says who cancelled it — and runs after all once its message is restored;
 a running job is terminated and its row says revoked, by whom and why."""
 
-import uuid
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 
 from monitors.actions import ActionRefused, cancel_jobs, restore_messages
 from monitors.actions.selection import JobSelection
 from monitors.models import ActionLog, ArchivedMessage, JobExecution
-from tests.brokers import celery_app
-from tests.workers import WorkerProcess, database_url_for_workers, fresh_redis_url, wait_for
+from tests.brokers import broker_url_of, celery_app, scratch_queue, staff_with
+from tests.workers import WorkerProcess, database_url_for_workers, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 @pytest.fixture
 def operator():
-    user = User.objects.create_user("oncall", is_staff=True)
-    for codename in ("cancel_jobs", "restore_messages"):
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    return User.objects.get(pk=user.pk)
+    return staff_with("cancel_jobs", "restore_messages")
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])
 def broker_url(request):
-    return fresh_redis_url(12) if request.param == "redis" else RABBITMQ_URL
+    return broker_url_of(request.param, 12)
 
 
 @pytest.fixture
 def queue(broker_url):
-    name = f"cancel-test-{uuid.uuid4().hex[:8]}"
-    yield name
-    if broker_url.startswith("amqp"):
-        with celery_app(broker_url).connection_for_write() as connection:
-            channel = connection.channel()
-            channel.queue_delete(name)
-            channel.close()
+    with scratch_queue(broker_url, "cancel-test") as name:
+        yield name
 
 
 def worker(tmp_path, broker_url, queue):

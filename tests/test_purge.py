@@ -9,45 +9,34 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import pytest
 import redis
-from django.contrib.auth.models import Permission, User
 
 from monitors.actions import purge_messages, restore_messages
 from monitors.brokers import open_broker
 from monitors.models import ArchivedMessage, JobExecution
 from monitors.actions.purge import MessageSelection, decode_raw
-from tests.brokers import celery_app, fill_redis_queue
+from tests.brokers import broker_url_of, celery_app, fill_redis_queue, scratch_queue, staff_with
 from tests.workers import REPO, WorkerProcess, database_url_for_workers, fresh_redis_url, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 @pytest.fixture
 def operator():
-    user = User.objects.create_user("oncall", is_staff=True)
-    for codename in ("purge_messages", "restore_messages"):
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-    return User.objects.get(pk=user.pk)
+    return staff_with("purge_messages", "restore_messages")
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])
 def broker_url(request):
-    return fresh_redis_url(8) if request.param == "redis" else RABBITMQ_URL
+    return broker_url_of(request.param, 8)
 
 
 @pytest.fixture
 def queue(broker_url):
-    name = f"purge-test-{uuid.uuid4().hex[:8]}"
-    yield name
-    if broker_url.startswith("amqp"):
-        with celery_app(broker_url).connection_for_write() as connection:
-            channel = connection.channel()
-            channel.queue_delete(name)
-            channel.close()
+    with scratch_queue(broker_url, "purge-test") as name:
+        yield name
 
 
 def queued_ids(app, queue):

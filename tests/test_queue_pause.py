@@ -7,40 +7,32 @@ import time
 import uuid
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.utils import timezone
 
 from monitors.actions import ActionRefused, pause_queue, resume_queue
 from monitors.models import ActionLog, JobExecution, QueuePause
-from tests.brokers import celery_app
+from tests.brokers import broker_url_of, celery_app, scratch_queue, staff_with
 from tests.workers import WorkerProcess, database_url_for_workers, fresh_redis_url, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 QUIET_SECONDS = 3  # long enough for a worker that still consumed the queue to start a job
 
 
 @pytest.fixture
 def operator():
-    user = User.objects.create_user("oncall", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="pause_queues"))
-    return User.objects.get(pk=user.pk)
+    return staff_with("pause_queues")
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])
 def broker_url(request):
-    return fresh_redis_url(11) if request.param == "redis" else RABBITMQ_URL
+    return broker_url_of(request.param, 11)
 
 
 @pytest.fixture
 def queue(broker_url):
-    name = f"pause-test-{uuid.uuid4().hex[:8]}"
-    yield name
-    if broker_url.startswith("amqp"):
-        with celery_app(broker_url).connection_for_write() as connection:
-            channel = connection.channel()
-            channel.queue_delete(name)
-            channel.close()
+    with scratch_queue(broker_url, "pause-test") as name:
+        yield name
 
 
 def worker(tmp_path, broker_url, queue, name, check_seconds=3600):
