@@ -12,6 +12,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from monitors.models import ActionLog, JobExecution
+from tests.brokers import staff_with
 from tests.rows import job_row
 
 pytestmark = [pytest.mark.django_db]
@@ -23,10 +24,8 @@ def job(task_id, **fields):
 
 @pytest.fixture
 def operator():
-    user = User.objects.create_user("oncall", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="cancel_jobs"))
     client = Client()
-    client.force_login(User.objects.get(pk=user.pk))
+    client.force_login(staff_with("cancel_jobs"))
     return client
 
 

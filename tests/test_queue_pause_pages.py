@@ -6,22 +6,21 @@ when; the backlog detector calls it paused (info, then a warning), not "nobody c
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
 from monitors.detectors import backlog
 from monitors.models import ActionLog, QueuePause, QueueSample
+from tests.brokers import staff_with
 
 pytestmark = [pytest.mark.django_db]
 
 
 @pytest.fixture
 def operator():
-    user = User.objects.create_user("oncall", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="pause_queues"))
     client = Client()
-    client.force_login(User.objects.get(pk=user.pk))
+    client.force_login(staff_with("pause_queues"))
     return client
 
 
