@@ -70,8 +70,6 @@ def run_cancel(log, jobs, reason, terminate, app):
     if running and terminate:
         app.control.revoke(running, terminate=True, signal="SIGTERM")
         app.send_task(KILL_TASK, args=[running], countdown=setting("CANCEL_GRACE_SECONDS"))
-    # A job taken off its queue will not run: it reads revoked now (a restore makes it enqueued).
-    JobExecution.objects.filter(task_id__in=taken).update(state=JobState.REVOKED)
     log.succeeded = len(taken) + len(revoke) + (len(running) if terminate else 0)
     log.parameters = {**log.parameters, "taken_off_queue": len(taken), "revoked": len(revoke),
                       "terminated": len(running) if terminate else 0}
@@ -88,8 +86,10 @@ def take_off_queues(log, queued, app):
         return set()
     try:
         for queue, task_ids in sorted(queued.items()):
+            # Taken off the queue, it will not run: it reads revoked at once (a restore makes it
+            # enqueued again).
             purge_queue(adapter, queue, MessageSelection(task_ids=task_ids), action=log,
-                        batch=setting("ACTION_BATCH_SIZE"))
+                        batch=setting("ACTION_BATCH_SIZE"), taken_state=JobState.REVOKED)
     except BrokerUnavailable as error:
         log.error = f"the broker went away ({error}): the jobs not taken off their queue were revoked instead"[:5000]
     finally:

@@ -84,9 +84,10 @@ def decode_raw(archived):
 
 
 class Archiver:
-    """The archive and confirm callbacks of one purge, counting as it goes."""
-    def __init__(self, broker, queue, action=None, on_batch=None):
-        self.broker, self.queue, self.action = broker, queue, action
+    """The archive and confirm callbacks of one purge, counting as it goes. `taken_state`: what
+    the jobs whose messages it removed now read (purged; revoked for a cancel)."""
+    def __init__(self, broker, queue, action=None, on_batch=None, taken_state=JobState.PURGED):
+        self.broker, self.queue, self.action, self.taken_state = broker, queue, action, taken_state
         self.on_batch = on_batch or (lambda archiver: None)
         self.rows = {}
         self.archived = self.removed = self.gone = 0
@@ -113,7 +114,8 @@ class Archiver:
         gone = [(self.rows.pop(id(taken)).pk, taken.note) for taken in takens if not taken.removed]
         if removed:
             ArchivedMessage.objects.filter(pk__in=removed).update(removed_at=now, note="")
-            mark_purged([taken.message.task_id for taken in takens if taken.removed and taken.message.task_id])
+            mark_taken([taken.message.task_id for taken in takens if taken.removed and taken.message.task_id],
+                       self.taken_state)
         for pk, note in gone:
             ArchivedMessage.objects.filter(pk=pk).update(note=note[:300])
         self.removed += len(removed)
@@ -121,12 +123,13 @@ class Archiver:
         self.on_batch(self)
 
 
-def mark_purged(task_ids):
-    """The jobs whose messages a purge removed now read "purged", not "enqueued" forever. Their
-    progress moves to the end of the attempt they were waiting for, so that an event of that
-    attempt recorded late cannot make them "enqueued" again; a restore moves it back."""
+def mark_taken(task_ids, state=JobState.PURGED):
+    """The jobs whose messages were taken off their queue now read `state` (purged, or revoked
+    for a cancel), not "enqueued" forever. Their progress moves to the end of the attempt they
+    were waiting for, so that an event of that attempt recorded late cannot make them "enqueued"
+    again; a restore moves it back."""
     JobExecution.objects.filter(task_id__in=task_ids, state__in=QUEUED_STATES).update(
-        state=JobState.PURGED, progress=F("progress") - Mod("progress", STAGES) + FINISHED_STAGE)
+        state=state, progress=F("progress") - Mod("progress", STAGES) + FINISHED_STAGE)
 
 
 def mark_restored(task_ids):
@@ -139,9 +142,10 @@ def mark_restored(task_ids):
         cancel_reason="")
 
 
-def purge_queue(adapter, queue, selection, action=None, batch=500, limit=None, on_batch=None):
+def purge_queue(adapter, queue, selection, action=None, batch=500, limit=None, on_batch=None,
+                taken_state=JobState.PURGED):
     """Archive, then remove, the selected messages of `queue`. Returns the Archiver (counts)."""
-    archiver = Archiver(adapter.kind, queue, action, on_batch)
+    archiver = Archiver(adapter.kind, queue, action, on_batch, taken_state)
     adapter.take(queue, selection.matches, archiver.archive, archiver.confirm, batch=batch, limit=limit)
     return archiver
 
