@@ -20,11 +20,12 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime, timedelta
 
 from benchmarks.databases import recreate_database
+from monitors import timing
 
 DEFAULT_ROWS = 10_000_000
 DEFAULT_DATABASE = "jobwatch_bench_dashboard"
 REDIS_URL = "redis://127.0.0.1:6379/6"
-DATA_VERSION = "dashboard-data-3"  # change when the generator changes: reused databases are rebuilt
+DATA_VERSION = "dashboard-data-4"  # change when the generator changes: reused databases are rebuilt
 
 DAY = 86400
 SPAN = 30 * DAY  # the history of jobs
@@ -432,6 +433,43 @@ ON CONFLICT (minute, metric, task_name, queue, exception) DO UPDATE
     SET count = monitors_jobtally.count + EXCLUDED.count, runtime_sum = monitors_jobtally.runtime_sum + EXCLUDED.runtime_sum
 """
 
+# JobHistogram as the recorder's writer keeps it: the runtime of succeeded and failed jobs when
+# they finished, the queue wait (enqueued → started) when they started, in monitors/timing.py's
+# buckets, per hour (`unit` hour, resolution 3600) or per minute (minute, 60).
+HISTOGRAM_SQL = """
+INSERT INTO monitors_jobhistogram (start, resolution, task_name, measure, upper_ms, count, total)
+SELECT date_trunc(%(unit)s, v.at), %(resolution)s, j.task_name, v.measure,
+       (%(uppers)s::bigint[])[width_bucket(v.seconds * 1000, %(bounds)s::float8[]) + 1], count(*), sum(v.seconds)
+FROM monitors_jobexecution j CROSS JOIN LATERAL (VALUES
+    (CASE WHEN j.state IN ('succeeded', 'failed') THEN j.finished_at END, 'runtime', j.runtime),
+    (j.started_at, 'wait', greatest(extract(epoch FROM j.started_at - j.enqueued_at)::float8, 0))
+) AS v(at, measure, seconds)
+WHERE j.id BETWEEN %(lo)s AND %(hi)s AND v.at IS NOT NULL AND v.seconds IS NOT NULL AND v.at >= %(since)s
+GROUP BY 1, 2, 3, 4, 5
+ON CONFLICT (task_name, resolution, start, measure, upper_ms) DO UPDATE
+    SET count = monitors_jobhistogram.count + EXCLUDED.count, total = monitors_jobhistogram.total + EXCLUDED.total
+"""
+MINUTE_HISTOGRAM_SECONDS = 2 * DAY  # monitors.retention.MINUTE_HISTOGRAM_DAYS
+
+
+def histogram_statements(rate_rows, t0, now, since=None, last_id=None):
+    """Hourly histograms of every job (or those since `since`, from the start of its hour) and
+    per-minute ones of the last 2 days."""
+    last_id = last_id or rate_rows
+    statements = []
+    hourly_since = math.floor(since / 3600) * 3600 if since else 0
+    minute_since = max(since or 0, now - MINUTE_HISTOGRAM_SECONDS)
+    for label, unit, resolution, start in (("hourly histograms", "hour", 3600, hourly_since),
+                                            ("per-minute histograms", "minute", 60, minute_since)):
+        # Jobs enqueued up to 6 hours before may have started or finished in the range.
+        first = max(job_at(start - 6 * 3600 - t0, rate_rows, t0), 1) if start else 1
+        statements.append((label, HISTOGRAM_SQL, {
+            "unit": unit, "resolution": resolution, "lo": first, "hi": last_id,
+            "since": datetime.fromtimestamp(start, UTC), "bounds": [float(bound) for bound in timing.BOUNDS_MS],
+            "uppers": list(timing.UPPER_BOUNDS_MS)}))
+    return statements
+
+
 # Queue samples every `step` from `start` to `end` for every queue: arrivals follow the jobs'
 # daily cycle; the crm queue has been growing for BACKLOG_SECONDS with one consumer left; the
 # payment queue's jobs wait in workers (scheduled) while its circuit is open.
@@ -549,6 +587,7 @@ def build(name, rows, jobs):
     statements = [(create.split(" ON ")[0].replace("CREATE ", ""), create, None) for _, create, _ in indexes]
     statements.sort(key=lambda statement: "task_id" not in statement[1])  # the widest first
     statements.append(("tallies", TALLY_SQL, {"lo": 1, "hi": rows, "since": datetime.fromtimestamp(0, UTC)}))
+    statements += histogram_statements(rows, t0, now)
     statements += sample_statements(rows, now)
     log("  indexes, tallies and samples:")
     run_statements(name, statements, jobs, settings=[
@@ -563,6 +602,7 @@ def build(name, rows, jobs):
         connection.execute("SELECT setval(pg_get_serial_sequence('monitors_jobexecution', 'id'), %s)", [rows])
         connection.execute("VACUUM (ANALYZE) monitors_jobexecution")
         connection.execute("VACUUM (ANALYZE) monitors_jobtally")
+        connection.execute("VACUUM (ANALYZE) monitors_jobhistogram")
         connection.execute("VACUUM (ANALYZE) monitors_queuesample")
     vacuumed = time.perf_counter() - phase
     fill_small_tables(now, t0, rows, rows)
@@ -620,6 +660,13 @@ def refresh(name, marker, jobs):
         connection.execute("DELETE FROM monitors_jobtally WHERE minute >= %s OR minute < %s",
                            [since, datetime.fromtimestamp(now - SPAN, UTC)])
         connection.execute(TALLY_SQL, {"lo": job_at(regenerated_from - 6 * 3600 - t0, rate_rows, t0), "hi": max_id, "since": since})
+        since_hour = datetime.fromtimestamp(math.floor(since.timestamp() / 3600) * 3600, UTC)
+        connection.execute("DELETE FROM monitors_jobhistogram WHERE (resolution = 3600 AND (start >= %s OR start < %s))"
+                           " OR (resolution = 60 AND (start >= %s OR start < %s))",
+                           [since_hour, datetime.fromtimestamp(now - SPAN, UTC), since,
+                            datetime.fromtimestamp(now - MINUTE_HISTOGRAM_SECONDS, UTC)])
+        for _, sql, histogram_params in histogram_statements(rate_rows, t0, now, since=since.timestamp(), last_id=max_id):
+            connection.execute(sql, histogram_params)
         last_raw = connection.execute("SELECT extract(epoch FROM max(sampled_at)) FROM monitors_queuesample").fetchone()[0]
         for _, sql, sample_params in sample_statements(rate_rows, now, since=float(last_raw) + 15):
             connection.execute(sql, sample_params)
@@ -627,7 +674,7 @@ def refresh(name, marker, jobs):
         connection.execute("DELETE FROM monitors_queuesample WHERE resolution = 0 AND sampled_at < to_timestamp(%s)",
                            [now - RAW_SAMPLE_SECONDS])
         connection.execute("DELETE FROM monitors_queuesample WHERE sampled_at < to_timestamp(%s)", [now - SAMPLE_YEAR])
-        for table in ("monitors_jobexecution", "monitors_jobtally", "monitors_queuesample"):
+        for table in ("monitors_jobexecution", "monitors_jobtally", "monitors_jobhistogram", "monitors_queuesample"):
             connection.execute(f"ANALYZE {table}")
     seconds = time.perf_counter() - started
     log(f"  {last_new - first_new + 1:,} jobs generated (from {datetime.fromtimestamp(regenerated_from, UTC):%H:%M} UTC), "
@@ -640,6 +687,7 @@ def refresh(name, marker, jobs):
 
 def table_counts(name):
     tables = {"jobs": "monitors_jobexecution", "queue_samples": "monitors_queuesample", "tallies": "monitors_jobtally",
+              "histograms": "monitors_jobhistogram",
               "findings": "monitors_finding", "incidents": "monitors_incident", "circuits": "monitors_circuit",
               "recorder_processes": "monitors_recorderprocess", "action_logs": "monitors_actionlog",
               "archived_messages": "monitors_archivedmessage"}

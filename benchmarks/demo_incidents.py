@@ -30,7 +30,8 @@ opened by then —, and before the circuit's cool-down ends), Debian's Chromium 
 launch arguments of tests/browser.py) logs in through /accounts/login/ as demo / demo and takes
 full-page screenshots, 1280 px wide and cut at 2,400 px, of the pages the README shows into
 docs/screenshots/: Circuits, Overview, Alerts, Fan-out, Failures, the failed jobs, the busiest
-queue and the newest failed job that names the service it came from. A page that does not answer
+queue, the newest failed job that names the service it came from, and the speed page of the task
+whose runtimes spread the most. A page that does not answer
 200 at its own address is not saved (the JSON's `screenshots.failed` names it).
 
 ## The target, and the problems the demo plants: 5
@@ -140,6 +141,10 @@ PAGES = [("circuits", "/jobwatch/circuits/"), ("overview", "/jobwatch/"), ("aler
 NEWEST_FAILED_JOB = ("SELECT task_id FROM monitors_jobexecution WHERE state = 'failed' AND exception_type <> '' "
                      "ORDER BY error_target <> '' DESC, id DESC LIMIT 1")
 BUSIEST_QUEUE = "SELECT queue FROM monitors_queuesample ORDER BY sampled_at DESC, depth DESC LIMIT 1"
+# The task whose runtime spread the most this run (its speed page has the most to show): the most
+# distinct runtime buckets, then the most jobs.
+WIDEST_TASK = ("SELECT task_name FROM monitors_jobhistogram WHERE resolution = 60 AND measure = 'runtime' "
+               "GROUP BY task_name ORDER BY count(DISTINCT upper_ms) DESC, sum(count) DESC LIMIT 1")
 # When in a cycle to take them: during the gateway outage, once the trouble shows — an active
 # critical incident (the open circuit's) and the payment-gateway circuit open in the database. The
 # circuit opens a few seconds into the outage and closes after its 30-s cool-down (demo/tasks.py),
@@ -365,12 +370,15 @@ def history(database):
 
 
 def pages_to_take(database):
-    """PAGES, and the queue and job pages of what this run recorded."""
+    """PAGES, and the queue, job and task pages of what this run recorded."""
     pages = list(PAGES)
     with connect(database) as db:
         queue = db.execute(BUSIEST_QUEUE).fetchone()
         failed = db.execute(NEWEST_FAILED_JOB).fetchone()
+        task = db.execute(WIDEST_TASK).fetchone()
     db.close()
+    if task:
+        pages.append(("task", f"/jobwatch/tasks/{task[0]}/?window=15m"))
     if queue:
         pages.append(("queue", f"/jobwatch/queues/{queue[0]}/"))
     if failed:

@@ -4,6 +4,8 @@ Read through `setting(name)` so defaults live in one place and a typo in a key n
 instead of being ignored.
 """
 
+import itertools
+
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
@@ -144,6 +146,12 @@ DEFAULTS = {
     # Distinct task names (and queue names) /metrics shows as labels; the rest are summed under
     # "(other)" (monitors/web/metric_labels.py). Registered tasks are always shown.
     "METRICS_MAX_LABEL_VALUES": 500,
+    # The bounds (seconds) of /metrics' two histograms, celery-exporter's --buckets (runtime) and
+    # --queue-wait-buckets, both Prometheus's defaults unless set. The dashboard's own speed pages
+    # use fixed buckets of their own (monitors/timing.py). A change applies to jobs counted after
+    # it: /metrics shows the buckets set now (Prometheus sees it as a reset of the histogram).
+    "METRICS_RUNTIME_BUCKETS": [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0],
+    "METRICS_QUEUE_WAIT_BUCKETS": [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0],
     # Seconds between the upkeep tasks: sample roll-up and archive pruning, and history pruning.
     "UPKEEP_INTERVAL": 3600,
     "PRUNE_INTERVAL": 86400,
@@ -170,6 +178,21 @@ def check_settings():
     for scope in ("QUEUE_THRESHOLDS", "TASK_THRESHOLDS"):
         for name, overrides in configured.get(scope, {}).items():
             check_keys(f"settings.JOBWATCH['{scope}'][{name!r}]", overrides, DEFAULT_THRESHOLDS)
+    for name in ("METRICS_RUNTIME_BUCKETS", "METRICS_QUEUE_WAIT_BUCKETS"):
+        check_buckets(f"settings.JOBWATCH[{name!r}]", configured.get(name, DEFAULTS[name]))
+
+
+def check_buckets(where, bounds):
+    """Histogram bounds: a non-empty list of positive numbers in increasing order (+Inf is added)."""
+    try:
+        values = [float(bound) for bound in bounds]
+    except (TypeError, ValueError):
+        raise ImproperlyConfigured(f"{where} must be a list of numbers of seconds, like [0.1, 1, 10]") from None
+    finite = all(0 < value < float("inf") for value in values)  # NaN compares false: refused too
+    increasing = all(a < b for a, b in itertools.pairwise(values))
+    if not values or not finite or not increasing:
+        raise ImproperlyConfigured(f"{where} must hold positive, finite numbers of seconds in increasing order "
+                                   f"(+Inf is added by itself), not {bounds!r}")
 
 
 def check_keys(where, given, known):

@@ -687,3 +687,39 @@ class JobTally(models.Model):
 
     def __str__(self):
         return f"{self.minute:%H:%M} {self.metric} {self.task_name}: {self.count}"
+
+
+class JobHistogram(models.Model):
+    """How long jobs ran and waited, per task, as counts in fixed buckets (monitors/timing.py):
+    one row per task, measure and bucket that saw a job, per minute (kept two days) and per hour
+    (kept as long as the history). The recorder's writer adds to them with every batch, so a
+    task's percentiles over any window read a few hundred rows, whatever the size of the
+    execution table."""
+
+    class Measure(models.TextChoices):
+        RUNTIME = "runtime", "runtime"  # started → finished, of jobs that succeeded or failed
+        WAIT = "wait", "queue wait"  # published (or its eta) → started, of every delivery
+
+    start = models.DateTimeField(help_text="start of the minute or hour the counts were written in")
+    resolution = models.PositiveIntegerField(help_text="seconds the row stands for: 60 or 3600")
+    task_name = models.CharField(max_length=255)
+    measure = models.CharField(max_length=10, choices=Measure.choices)
+    upper_ms = models.BigIntegerField(help_text="the bucket's upper bound in milliseconds (timing.OVERFLOW_MS: no bound)")
+    count = models.BigIntegerField(default=0)
+    total = models.FloatField(default=0, help_text="seconds, summed over the counted jobs")
+
+    class Meta:
+        constraints = [
+            # Also the task page's index: one task's rows of one resolution over a window.
+            models.UniqueConstraint(fields=["task_name", "resolution", "start", "measure", "upper_ms"],
+                                    name="jobwatch_one_histogram_bucket"),
+        ]
+        indexes = [
+            # Every task's rows over a window (the slowest tasks), read from the index alone.
+            # Key columns rather than INCLUDE, which SQLite does not have.
+            models.Index(fields=["resolution", "measure", "start", "task_name", "upper_ms", "count"],
+                         name="jobwatch_histogram_window"),
+        ]
+
+    def __str__(self):
+        return f"{self.start:%Y-%m-%d %H:%M} {self.task_name} {self.measure} ≤{self.upper_ms} ms: {self.count}"

@@ -1,12 +1,14 @@
 """Keeping the history bounded. Every deletion by age is here, in batches (a big delete must not
 hold locks for long or bloat one transaction), each kind with its own retention setting:
 
-- jobs, their per-minute tallies, circuit transitions, resolved findings (with their incidents and
+- jobs, their per-minute tallies and hourly time histograms, circuit transitions, resolved findings (with their incidents and
   notifications) and recorder processes gone quiet: HISTORY_RETENTION_DAYS (30) — prune_history,
   daily;
 - the audit log: AUDIT_RETENTION_DAYS (365) — prune_history;
 - archived messages and the kept arguments of failed jobs: ARCHIVE_RETENTION_DAYS — prune_archive,
   hourly;
+- per-minute time histograms: MINUTE_HISTOGRAM_DAYS (2; the speed pages read hourly ones beyond
+  a day) — prune_history;
 - queue samples: raw for SAMPLE_RAW_DAYS, then folded into 10-minute ones kept for
   SAMPLE_RETENTION_DAYS — roll_up_samples, hourly.
 
@@ -19,11 +21,15 @@ from django.db.models import Q
 from django.utils import timezone
 
 from monitors.conf import setting
-from monitors.models import (ActionLog, ArchivedMessage, CircuitEvent, Finding, JobExecution, JobPayload, JobTally,
-                             QueueSample, RecorderProcess)
+from monitors import timing
+from monitors.models import (ActionLog, ArchivedMessage, CircuitEvent, Finding, JobExecution, JobHistogram, JobPayload,
+                             JobTally, QueueSample, RecorderProcess)
 from monitors.sampling import bucket
 
 ROLLUP_RESOLUTION = 600  # seconds in one rolled-up sample
+# Per-minute histograms serve windows up to a day (and the same window a day before); longer
+# ones read the hourly rows.
+MINUTE_HISTOGRAM_DAYS = 2
 
 BATCH = 5000
 
@@ -38,6 +44,9 @@ def prune_history(now=None):
         "jobs": delete_in_batches(JobExecution.objects.filter(
             Q(enqueued_at__lt=history) | Q(enqueued_at__isnull=True, finished_at__lt=history))),
         "job_tallies": delete_in_batches(JobTally.objects.filter(minute__lt=history)),
+        "job_histograms": delete_in_batches(JobHistogram.objects.filter(
+            Q(resolution=timing.HOUR, start__lt=history)
+            | Q(resolution=timing.MINUTE, start__lt=now - timedelta(days=MINUTE_HISTOGRAM_DAYS)))),
         "circuit_events": delete_in_batches(CircuitEvent.objects.filter(at__lt=history)),
         "findings": delete_in_batches(Finding.objects.filter(status=Finding.Status.RESOLVED, resolved_at__lt=history)),
         "recorder_processes": delete_in_batches(RecorderProcess.objects.filter(last_flush_at__lt=history)),

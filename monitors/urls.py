@@ -1,7 +1,7 @@
 from django.urls import path
 
 from monitors.web import (actions, alerts, circuits, failures, fanout, findings, health, incidents, job_page, jobs, orphans,
-                          overview, queue_controls, queues, workers)
+                          overview, queue_controls, queues, task_speed, workers)
 from monitors.web.errors import answers_errors
 from monitors.web.respond import api_view
 
@@ -16,6 +16,9 @@ PAGES = [
     ("jobs/", jobs.job_list, "jobs"),
     ("jobs/<str:task_id>/", job_page.job_detail, "job"),
     ("failures/", failures.failure_list, "failures"),
+    ("tasks/", task_speed.task_list, "tasks"),
+    # <path:…>: a task's name is the sender's to write.
+    ("tasks/<path:name>/", task_speed.task_detail, "task"),
     ("fanout/", fanout.fanout, "fanout"),
     ("orphans/", orphans.orphan_list, "orphans"),
     ("circuits/", circuits.circuit_list, "circuits"),

@@ -33,17 +33,34 @@ REPLAY_HEADER = "jobwatch_replay_of"
 # An event may carry a failed job's full arguments, for JobPayload (see full_payload); the
 # writer stores them apart, the execution table never sees them.
 PAYLOAD_KEY = "_payload"
-# An event may carry counts for the Prometheus counters (TaskCounter): [(metric, name, hostname,
-# queue, exception, runtime)], counted once per job event by the handler that knows it happened.
+# An event may carry counts for the Prometheus counters (TaskCounter), the per-minute tallies
+# (JobTally) and the time histograms (JobHistogram): [(metric, name, hostname, queue, exception,
+# seconds)], counted once per job event by the handler that knows it happened. `seconds` is the
+# runtime of a finished job, the queue wait of a started one (see queue_wait), else None.
 COUNTS_KEY = "_counts"
 FINAL_METRIC = {"succeeded": "succeeded", "failed": "failed", "retried": "retried", "waiting": "retried",
                 "revoked": "revoked", "rejected": "rejected"}
 
 
-def counted(event, metric, hostname, queue="", exception="", runtime=None):
+def counted(event, metric, hostname, queue="", exception="", seconds=None):
     event.setdefault(COUNTS_KEY, []).append(
-        (metric, event.get("task_name") or "", hostname or "", queue or "", exception or "", runtime))
+        (metric, event.get("task_name") or "", hostname or "", queue or "", exception or "", seconds))
     return event
+
+
+def queue_wait(request, started):
+    """Seconds this delivery waited for a worker: from its publish (the header every publish
+    stamps, a retry's republish included) or, for a job told to wait, from its eta — the time
+    it was meant to wait is not queue wait — to `started` (epoch seconds), never below zero
+    (clocks of two hosts). None when the message was published without Jobwatch's header."""
+    published = getattr(request, PUBLISHED_HEADER, None)
+    try:
+        published = float(published)
+    except (TypeError, ValueError):
+        return None
+    eta = as_datetime(getattr(request, "eta", None))
+    ready = max(published, eta.timestamp()) if eta is not None else published
+    return max(started - ready, 0.0)
 
 # task_postrun's `state` → our state.
 POSTRUN_STATES = {

@@ -162,7 +162,8 @@ def task_received(sender=None, request=None, **extra):
 def task_prerun(sender=None, task_id=None, task=None, args=None, kwargs=None, **extra):
     _started[task_id] = time.monotonic()
     event = events.started_event(task_id, task, args, kwargs)
-    submit(events.counted(event, "started", event["worker"], event["queue"]))
+    wait = events.queue_wait(task.request, event["started_at"].timestamp())
+    submit(events.counted(event, "started", event["worker"], event["queue"], seconds=wait))
 
 
 @guarded

@@ -16,8 +16,10 @@ PostgreSQL requires of a multi-row upsert) and in SQL (to fold that row into wha
 "Known" means not NULL, and for text columns not empty. The same SQL runs on PostgreSQL and SQLite.
 """
 
+from monitors import timing
+from monitors.conf import setting
 from monitors.db import upsert
-from monitors.models import JobExecution, JobPayload, JobTally, TaskCounter
+from monitors.models import JobExecution, JobHistogram, JobPayload, JobTally, TaskCounter
 from monitors.recording.events import COUNTS_KEY, PAYLOAD_KEY
 
 FIRST, LATEST, MAX, ERROR, CAUSE = "first", "latest", "max", "error", "cause"
@@ -236,29 +238,36 @@ def write_payloads(events, connection):
     upsert(connection, JobPayload, rows, conflict=["task_id"], replace=["body", "recorded_at"])
 
 
-# celery-exporter's runtime buckets (Prometheus's defaults).
-RUNTIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
-
-
-def counter_increments(events):
-    """{(metric, name, hostname, queue, exception, le): increment} of a batch's counts."""
+def counter_increments(events, runtime_buckets=None, wait_buckets=None):
+    """{(metric, name, hostname, queue, exception, le): increment} of a batch's counts: the
+    counters, and celery-exporter's two histograms — runtime of finished jobs and queue wait of
+    started ones — in the buckets the settings name (METRICS_RUNTIME_BUCKETS and
+    METRICS_QUEUE_WAIT_BUCKETS, celery-exporter's --buckets and --queue-wait-buckets)."""
+    runtime_buckets = runtime_buckets if runtime_buckets is not None else metric_buckets("METRICS_RUNTIME_BUCKETS")
+    wait_buckets = wait_buckets if wait_buckets is not None else metric_buckets("METRICS_QUEUE_WAIT_BUCKETS")
     totals = {}
 
     def add(key, value):
         totals[key] = totals.get(key, 0) + value
 
     for event in events:
-        for metric, name, hostname, queue, exception, runtime in event.get(COUNTS_KEY) or ():
+        for metric, name, hostname, queue, exception, seconds in event.get(COUNTS_KEY) or ():
             labels = (name[:255], hostname[:255], queue[:255])
             add((metric, *labels, exception[:255], ""), 1)
-            if runtime is not None:
-                add(("runtime_count", *labels, "", ""), 1)
-                add(("runtime_sum", *labels, "", ""), runtime)
-                for bound in RUNTIME_BUCKETS:
-                    if runtime <= bound:
-                        add(("runtime_bucket", *labels, "", repr(bound)), 1)
-                add(("runtime_bucket", *labels, "", "+Inf"), 1)
+            if seconds is None:
+                continue
+            histogram, bounds = ("queue_wait", wait_buckets) if metric == "started" else ("runtime", runtime_buckets)
+            add((f"{histogram}_count", *labels, "", ""), 1)
+            add((f"{histogram}_sum", *labels, "", ""), seconds)
+            for bound in bounds:
+                if seconds <= bound:
+                    add((f"{histogram}_bucket", *labels, "", repr(bound)), 1)
+            add((f"{histogram}_bucket", *labels, "", "+Inf"), 1)
     return totals
+
+
+def metric_buckets(name):
+    return tuple(float(bound) for bound in setting(name))
 
 
 def add_increments(totals, more):
@@ -290,10 +299,11 @@ def tally_increments(events, minute):
     JobTally; `minute` is when the batch is written (within a flush interval of the events)."""
     totals = {}
     for event in events:
-        for metric, name, _hostname, queue, exception, runtime in event.get(COUNTS_KEY) or ():
+        for metric, name, _hostname, queue, exception, seconds in event.get(COUNTS_KEY) or ():
             key = (minute, metric, name[:255], queue[:255], exception[:255])
             count, runtime_sum = totals.get(key, (0, 0.0))
-            totals[key] = (count + 1, runtime_sum + (runtime or 0.0))
+            runtime = seconds if metric != "started" and seconds is not None else 0.0  # a start's is its wait
+            totals[key] = (count + 1, runtime_sum + runtime)
     return totals
 
 
@@ -304,3 +314,32 @@ def write_tallies(tallies, connection):
     rows = [{**dict(zip(labels, key, strict=True)), "count": count, "runtime_sum": runtime_sum}
             for key, (count, runtime_sum) in sorted(tallies.items())]
     upsert(connection, JobTally, rows, conflict=labels, add=["count", "runtime_sum"])
+
+
+def histogram_increments(events, moment):
+    """{(start, resolution, task, measure, upper_ms): (count, seconds)} of a batch's times, for
+    JobHistogram: each time counted in its minute's row and its hour's row (`moment`, when the
+    batch is written, floored to each)."""
+    minute = moment.replace(second=0, microsecond=0)
+    hour = minute.replace(minute=0)
+    totals = {}
+    for event in events:
+        for metric, name, _hostname, _queue, _exception, seconds in event.get(COUNTS_KEY) or ():
+            if seconds is None:
+                continue
+            measure = "wait" if metric == "started" else "runtime"
+            upper = timing.bucket_of(seconds)
+            for start, resolution in ((minute, timing.MINUTE), (hour, timing.HOUR)):
+                key = (start, resolution, name[:255], measure, upper)
+                count, total = totals.get(key, (0, 0.0))
+                totals[key] = (count + 1, total + seconds)
+    return totals
+
+
+def write_histograms(increments, connection):
+    """Add histogram_increments() to JobHistogram, in one statement (sorted, as for the counters)."""
+
+    labels = ["start", "resolution", "task_name", "measure", "upper_ms"]
+    rows = [{**dict(zip(labels, key, strict=True)), "count": count, "total": total}
+            for key, (count, total) in sorted(increments.items())]
+    upsert(connection, JobHistogram, rows, conflict=labels, add=["count", "total"])

@@ -70,6 +70,7 @@ class EventWriter:
         self._pending_payloads = []
         self._pending_counts = {}
         self._pending_tallies = {}
+        self._pending_histograms = {}
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
@@ -177,20 +178,25 @@ class EventWriter:
         self._counters_dirty = False
 
     def _write_side_data(self, batch, connection):
-        """A failed job's full arguments (JobPayload) and the Prometheus counts (TaskCounter),
-        each in a transaction of its own, after the batch's rows committed: one table per
-        transaction, for the reason above. What cannot be written now waits for the next flush
-        (counts summed, so nothing is counted twice; payloads up to the buffer's size)."""
-        from monitors.recording.upsert import (add_increments, counter_increments, tally_increments,  # see _write
-                                               write_payloads, write_tallies, write_task_counters)
+        """A failed job's full arguments (JobPayload), the Prometheus counts (TaskCounter), the
+        per-minute tallies (JobTally) and the time histograms (JobHistogram), each in a
+        transaction of its own, after the batch's rows committed: one table per transaction, for
+        the reason above. What cannot be written now waits for the next flush (counts summed, so
+        nothing is counted twice; payloads up to the buffer's size)."""
+        from monitors.recording.upsert import (add_increments, counter_increments, histogram_increments,  # see _write
+                                               tally_increments, write_histograms, write_payloads, write_tallies,
+                                               write_task_counters)
 
         self._pending_payloads = (self._pending_payloads + [event for event in batch if event.get(PAYLOAD_KEY)])[-self.buffer_size :]
         self._pending_counts = add_increments(self._pending_counts, counter_increments(batch))
-        minute = timezone.now().replace(second=0, microsecond=0)
+        moment = timezone.now()
+        minute = moment.replace(second=0, microsecond=0)
         self._pending_tallies = add_increments(self._pending_tallies, tally_increments(batch, minute))
+        self._pending_histograms = add_increments(self._pending_histograms, histogram_increments(batch, moment))
         for what, write, pending in (("payloads", write_payloads, "_pending_payloads"),
                                      ("counts", write_task_counters, "_pending_counts"),
-                                     ("tallies", write_tallies, "_pending_tallies")):
+                                     ("tallies", write_tallies, "_pending_tallies"),
+                                     ("time histograms", write_histograms, "_pending_histograms")):
             data = getattr(self, pending)
             if not data:
                 continue

@@ -3,6 +3,7 @@ from django.utils import timezone
 from django.utils.html import conditional_escape, format_html, json_script
 from django.utils.safestring import mark_safe
 
+from monitors import timing
 from monitors.actions import purge
 from monitors.alerts.heartbeats import stale_tasks
 from monitors.web import partials
@@ -15,7 +16,7 @@ if not partials.BUILT_IN:  # Django 5.2: {% partialdef %} for the templates that
 # The pages in the header, in the order an operator paged at night looks at them.
 NAV_PAGES = [
     ("monitors:overview", "Overview"), ("monitors:queues", "Queues"), ("monitors:jobs", "Jobs"),
-    ("monitors:failures", "Failures"), ("monitors:fanout", "Fan-out"), ("monitors:orphans", "Orphans"),
+    ("monitors:failures", "Failures"), ("monitors:tasks", "Tasks"), ("monitors:fanout", "Fan-out"), ("monitors:orphans", "Orphans"),
     ("monitors:circuits", "Circuits"), ("monitors:workers", "Workers"), ("monitors:findings", "Findings"),
     ("monitors:alerts", "Alerts"), ("monitors:archive", "Archive"), ("monitors:actions", "Audit log"),
 ]
@@ -95,6 +96,24 @@ def duration(seconds):
     if seconds < 7200:
         return f"{seconds / 60:.0f}m"
     return f"{seconds / 3600:.1f}h"
+
+
+@register.filter
+def took(seconds):
+    """3.2 ms, 1.5 s, 2 min: a job's runtime or wait, to three figures (timing.duration)."""
+    return timing.duration(seconds)
+
+
+@register.filter
+def change(ratio):
+    """A speed now against before (now / before): "3.2× slower", "half the time", "same"."""
+    if ratio is None:
+        return "–"
+    if 0.9 <= ratio <= 1.1:
+        return "about the same"
+    if ratio > 1:
+        return format_html('<span class="warn">{}× slower</span>', f"{ratio:.3g}")
+    return f"{1 / ratio:.3g}× faster"
 
 
 @register.filter

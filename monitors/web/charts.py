@@ -78,3 +78,24 @@ def wall_time(moment):
     if isinstance(moment, datetime.datetime) and timezone.is_aware(moment):
         return timezone.localtime(moment).replace(tzinfo=None)
     return moment
+
+
+def bar_chart(categories, series, title="", y_title="", height=HEIGHT):
+    """Grouped bars: categories are the x labels (text), series [(name, [y per category])]."""
+    data = [{"type": "bar", "name": as_text(name), "x": [as_text(label) for label in categories], "y": list(ys),
+             "marker": {"color": COLOURS[index % len(COLOURS)]}}
+            for index, (name, ys) in enumerate(series)]
+    layout = copy.deepcopy(_bar_layout(title, y_title, height, len(series) > 1))
+    return {"data": data, "layout": layout}
+
+
+@functools.lru_cache(maxsize=64)
+def _bar_layout(title, y_title, height, legend):
+    return plain(go.Layout(
+        title=heading(title), height=height, margin={"l": 44, "r": 8, "t": 28 if title else 8, "b": 48},
+        yaxis={"title": {"text": y_title}, "rangemode": "tozero", "fixedrange": True},
+        xaxis={"type": "category", "tickangle": -40, "fixedrange": True},
+        legend={"orientation": "h", "y": 1.12, "font": {"size": 11}}, barmode="group",
+        showlegend=legend, hovermode="x unified",
+        paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)",
+    ))

@@ -5,7 +5,8 @@
 
 /metrics speaks the Prometheus text format with celery-exporter's metric names and labels
 (celery_task_sent_total{name,hostname,queue_name}, celery_task_failed_total{…,exception},
-celery_task_runtime{…} histogram, celery_queue_length{queue_name}, …) so that dashboards and alert
+celery_task_runtime{…} and celery_task_queue_wait_time{…} histograms, celery_queue_length{queue_name},
+…) so that dashboards and alert
 rules written for it keep working, plus what it lacks (jobwatch_*): the oldest message's age per
 queue, open findings by kind, circuit state and jobs waiting, recorder drops, the monitor's last
 runs. Everything is read from the database at scrape time (a few hundred rows), never from the
@@ -40,6 +41,14 @@ COUNTERS = {
     "rejected": "The task was rejected by the worker, possibly to be re-queued or moved to a dead letter queue.",
 }
 TASK_LABELS = ["name", "hostname", "queue_name"]
+# The histograms the recorder counts (monitors/recording/upsert.counter_increments): their
+# TaskCounter metric prefix → celery-exporter's name, help and the setting with their bounds.
+HISTOGRAMS = {
+    "runtime": ("celery_task_runtime", "Histogram of task runtime measurements.", "METRICS_RUNTIME_BUCKETS"),
+    "queue_wait": ("celery_task_queue_wait_time",
+                   "Histogram of task queue wait time measurements (published, or its eta, to started).",
+                   "METRICS_QUEUE_WAIT_BUCKETS"),
+}
 
 
 def healthz(request):
@@ -90,26 +99,32 @@ def task_counters():
     families = {metric: CounterMetricFamily(f"celery_task_{metric}", help_text,
                                             labels=TASK_LABELS + (["exception"] if metric == "failed" else []))
                 for metric, help_text in COUNTERS.items()}
-    counters, histograms = {}, {}
+    counters = {}
+    histograms = {histogram: {} for histogram in HISTOGRAMS}
     for metric, name, hostname, queue, exception, le, value in rows:
         labels = (names(name), hostname, queues(queue))
         if metric in families:
             key = (metric, labels + ((exception,) if metric == "failed" else ()))
             counters[key] = counters.get(key, 0) + value  # folded names add up
-        elif metric.startswith("runtime_"):
-            series = histograms.setdefault(labels, {"buckets": {}, "sum": 0.0})
-            if metric == "runtime_bucket":
+            continue
+        histogram, _, part = metric.rpartition("_")
+        if histogram in histograms:
+            series = histograms[histogram].setdefault(labels, {"buckets": {}, "sum": 0.0})
+            if part == "bucket":
                 series["buckets"][le] = series["buckets"].get(le, 0) + value
-            elif metric == "runtime_sum":
+            elif part == "sum":
                 series["sum"] += value
     for (metric, labels), value in counters.items():
         families[metric].add_metric(list(labels), value)
     yield from families.values()
-    runtime = HistogramMetricFamily("celery_task_runtime", "Histogram of task runtime measurements.", labels=TASK_LABELS)
-    for labels, series in histograms.items():
-        bounds = sorted(series["buckets"], key=lambda le: float("inf") if le == "+Inf" else float(le))
-        runtime.add_metric(list(labels), [(le, series["buckets"][le]) for le in bounds], series["sum"])
-    yield runtime
+    for histogram, (name, help_text, setting_name) in HISTOGRAMS.items():
+        family = HistogramMetricFamily(name, help_text, labels=TASK_LABELS)
+        # The bounds set now: counts kept under bounds set before are left out (a bucket list
+        # must be the same in every series of a histogram).
+        bounds = [repr(float(bound)) for bound in setting(setting_name)] + ["+Inf"]
+        for labels, series in histograms[histogram].items():
+            family.add_metric(list(labels), [(le, series["buckets"].get(le, 0)) for le in bounds], series["sum"])
+        yield family
     folded = GaugeMetricFamily("jobwatch_metrics_folded_label_values",
                                f"Distinct task or queue names counted under {OTHER!r}: not a name, or past "
                                "METRICS_MAX_LABEL_VALUES.", labels=["label"])

@@ -1,6 +1,7 @@
 """The overview: is anything wrong, and since when? The open incidents first (in triage order,
 with their usual fix and where their jobs are), then open findings, queues in trouble, open
-circuits, throughput and failure rate (from the per-minute tallies), queue age (from the samples),
+circuits, throughput and failure rate (from the per-minute tallies), the slowest tasks (from the
+time histograms), queue age (from the samples),
 jobs the recorder lost, and the periodic monitor's own health."""
 
 from datetime import timedelta
@@ -16,6 +17,7 @@ from monitors.web import charts
 from monitors.web.access import staff_only
 from monitors.web.incidents import incident_rows
 from monitors.web.respond import htmx_target, respond
+from monitors.web.task_speed import slowest_tasks
 from monitors.web.triage import in_triage_order
 from monitors.web.params import query
 from monitors.web.windows import WINDOWS, failure_rates, per_minute, queue_series, tally_series, window_from, window_param
@@ -38,7 +40,7 @@ def overview(request):
     return respond(request, "jobwatch/overview.html", context, fragments=["overview-health", "overview-charts"],
                    api=["window", "incidents", "incidents_more", "open_incidents", "incidents_by_severity", "findings_by_severity",
                         "open_findings", "top_findings", "findings_more", "queues_in_trouble", "open_circuits", "recorder",
-                        "monitor", "stale", "throughput_now", "failure_rate_now", "series"])
+                        "monitor", "stale", "throughput_now", "failure_rate_now", "series", "slowest_tasks"])
 
 
 def health():
@@ -90,6 +92,7 @@ def activity(window):
         "throughput_now": round((good + bad) / minutes, 1),
         "failure_rate_now": round(100 * bad / (good + bad), 1) if good + bad else None,
         "series": {"times": times, "succeeded": succeeded, "failed": failed},
+        "slowest_tasks": slowest_tasks(window),
         "throughput_chart": charts.line_chart(
             [("succeeded", times, per_minute(succeeded, window)), ("failed", times, per_minute(failed, window))],
             title="Jobs finished per minute", stacked=True, window=window),

@@ -1,0 +1,158 @@
+"""Each task's speed: the Tasks page (every task over the window, slowest first) and a task's
+page (its runtime and queue-wait percentiles, how they went over time, the histogram of both,
+and the same window a day before, to answer "is this task slower than yesterday?").
+
+Runtime is started → finished of jobs that succeeded or failed; queue wait is published (or the
+eta it was told to wait for) → started, of every delivery, retries included. Both come from the
+recorder's fixed-bucket histograms (JobHistogram, monitors/web/speeds.py), so they cost the same
+at any history size; percentiles are estimates within a bucket (monitors/timing.py)."""
+
+from django.db.models import Sum
+
+from monitors import timing
+from monitors.models import JobExecution, JobTally
+from monitors.web import charts
+from monitors.web.access import staff_only
+from monitors.web.params import Choice, query
+from monitors.web.respond import respond
+from monitors.web.speeds import RUNTIME, WAIT, counts_by_task, earlier, percentile_series, speeds_by_task, task_speed
+from monitors.web.windows import WINDOWS, window_from, window_param
+
+SORTS = {
+    "p95": "runtime p95, slowest first",
+    "wait": "queue wait p95, longest first",
+    "time": "time spent in all (runtime × jobs), most first",
+    "jobs": "jobs finished, most first",
+    "name": "name",
+}
+SLOWEST_OF = 2000  # a task's page lists the slowest of its newest this many finished jobs
+SLOWEST_SHOWN = 10
+
+
+@staff_only
+@query(window=window_param("1h"), sort=Choice(SORTS, default="p95"))
+def task_list(request):
+    window = window_from(request)
+    rows = task_rows(window)
+    sort = request.query["sort"]
+    rows.sort(key=SORT_KEYS[sort])
+    context = {"window": window, "windows": WINDOWS, "sort": sort, "sorts": SORTS, "tasks": rows,
+               "before_label": before_label(window)}
+    return respond(request, "jobwatch/tasks.html", context, fragments=["task-table"], api=["window", "sort", "tasks"])
+
+
+SORT_KEYS = {
+    "p95": lambda row: (-(row["runtime"].p95 or -1), row["name"]),
+    "wait": lambda row: (-(row["wait"].p95 or -1), row["name"]),
+    "time": lambda row: (-(row["runtime_total"] or 0), row["name"]),
+    "jobs": lambda row: (-row["runtime"].count, row["name"]),
+    "name": lambda row: row["name"],
+}
+
+
+def task_rows(window):
+    """Every task with a job that finished or started in the window: its runtime and wait, its
+    failures, and its runtime p95 in the window before."""
+    runtime = counts_by_task(window, RUNTIME)
+    waits = speeds_by_task(window, WAIT)
+    before = speeds_by_task(earlier(window)[0], RUNTIME)
+    failed = dict(JobTally.objects.filter(metric="failed", minute__gte=window.since, minute__lte=window.until)
+                  .values_list("task_name").annotate(n=Sum("count")).order_by())
+    rows = []
+    for name in sorted(set(runtime) | set(waits)):
+        counts, seconds = runtime.get(name, ({}, 0.0))
+        speed = timing.Speed.of(counts, seconds)
+        rows.append({
+            "name": name, "runtime": speed, "wait": waits.get(name) or timing.Speed.of({}),
+            "runtime_total": seconds, "failed": failed.get(name, 0),
+            "p95_before": before[name].p95 if name in before else None,
+            "p95_change": change(speed.p95, before[name].p95 if name in before else None),
+        })
+    return rows
+
+
+def slowest_tasks(window, shown=5):
+    """The `shown` tasks with the highest runtime p95 over the window (for the Overview)."""
+    runtime = speeds_by_task(window, RUNTIME)
+    ranked = sorted(runtime.items(), key=lambda item: (-(item[1].p95 or 0), item[0]))
+    return [{"name": name, "runtime": speed} for name, speed in ranked[:shown] if speed.count]
+
+
+def change(now, before):
+    """now / before, when both are known (1.0 = the same)."""
+    if now is None or not before:
+        return None
+    return round(now / before, 2)
+
+
+def before_label(window):
+    _, shift = earlier(window)
+    return "the week before" if shift.days >= 7 else "a day before"
+
+
+@staff_only
+@query(window=window_param("1h"))
+def task_detail(request, name):
+    window = window_from(request)
+    runtime, runtime_counts = task_speed(window, name, RUNTIME)
+    wait, wait_counts = task_speed(window, name, WAIT)
+    before_window, _ = earlier(window)
+    runtime_before, _ = task_speed(before_window, name, RUNTIME)
+    wait_before, _ = task_speed(before_window, name, WAIT)
+    histogram = histogram_rows(runtime_counts, wait_counts)
+    times, runtime_lines = percentile_series(window, name, RUNTIME, (0.5, 0.95, 0.99))
+    _, wait_lines = percentile_series(window, name, WAIT, (0.5, 0.95))
+    context = {
+        "name": name, "window": window, "windows": WINDOWS, "before_label": before_label(window),
+        "runtime": runtime, "wait": wait, "runtime_before": runtime_before, "wait_before": wait_before,
+        "measures": [
+            {"label": "Runtime", "now": runtime, "before": runtime_before,
+             "change": change(runtime.p95, runtime_before.p95)},
+            {"label": "Queue wait", "now": wait, "before": wait_before, "change": change(wait.p95, wait_before.p95)},
+        ],
+        "histogram": histogram,
+        "series": {"times": times, "runtime": {str(key): value for key, value in runtime_lines.items()},
+                   "wait": {str(key): value for key, value in wait_lines.items()}},
+        "histogram_chart": charts.bar_chart(
+            [row["label"] for row in histogram],
+            [("runtime", [row["runtime"] for row in histogram]), ("queue wait", [row["wait"] for row in histogram])],
+            title=f"Jobs by time, last {window.label}", y_title="jobs"),
+        "runtime_chart": charts.line_chart(
+            [(f"p{round(fraction * 100)}", times, line) for fraction, line in runtime_lines.items()],
+            title=f"Runtime percentiles per {minutes(window.bucket)} (s)", window=window),
+        "wait_chart": charts.line_chart(
+            [(f"p{round(fraction * 100)}", times, line) for fraction, line in wait_lines.items()],
+            title=f"Queue wait percentiles per {minutes(window.bucket)} (s)", window=window),
+        "slowest": slowest_recent_jobs(name, window.until),
+        "slowest_of": SLOWEST_OF,
+    }
+    return respond(request, "jobwatch/task.html", context, fragments=["task-speed"],
+                   api=["name", "window", "runtime", "wait", "runtime_before", "wait_before", "histogram", "series",
+                        "slowest"])
+
+
+def minutes(seconds):
+    return f"{seconds // 3600} h" if seconds >= 3600 else f"{seconds // 60} min"
+
+
+def histogram_rows(runtime_counts, wait_counts):
+    """One row per bucket from the first to the last that counted a job (either measure)."""
+    used = [upper for upper in timing.UPPER_BOUNDS_MS if runtime_counts.get(upper) or wait_counts.get(upper)]
+    if not used:
+        return []
+    bounds = [upper for upper in timing.UPPER_BOUNDS_MS if used[0] <= upper <= used[-1]]
+    return [{"upper_ms": upper, "label": timing.bucket_label(upper), "runtime": runtime_counts.get(upper, 0),
+             "wait": wait_counts.get(upper, 0)} for upper in bounds]
+
+
+def slowest_recent_jobs(name, until):
+    """The slowest of the task's newest SLOWEST_OF jobs enqueued by `until`: their ids and
+    runtimes through the task-and-time index (a bounded read, however many jobs the task has),
+    then the few shown. (A range on enqueued_at rather than IS NOT NULL, which the planner would
+    rather serve from the time-only index, filtering on the task.)"""
+    newest = (JobExecution.objects.filter(task_name=name, enqueued_at__lte=until).order_by("-enqueued_at")
+              .values_list("id", "runtime")[:SLOWEST_OF])
+    slowest = sorted((row for row in newest if row[1] is not None), key=lambda row: -row[1])[:SLOWEST_SHOWN]
+    jobs = (JobExecution.objects.only("task_id", "task_name", "state", "runtime", "started_at", "worker", "args", "kwargs")
+            .in_bulk([pk for pk, _ in slowest]))
+    return [jobs[pk] for pk, _ in slowest if pk in jobs]

@@ -1,0 +1,169 @@
+"""Task speed without workers: the bucket and percentile arithmetic, the writer's histogram rows
+(per minute and per hour, added up across batches), windows read from hourly rows in the middle
+and per-minute rows at the ends, the comparison with the day before, and the pages' input and
+escaping. (The times real workers measure: tests/test_task_speed.py.)"""
+
+from datetime import UTC, datetime, timedelta
+from unittest import mock
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
+from django.utils import timezone
+
+from monitors import timing
+from monitors.conf import check_buckets
+from monitors.models import JobHistogram
+from monitors.recording.events import COUNTS_KEY
+from monitors.recording.upsert import add_increments, histogram_increments, write_histograms
+from monitors.web.speeds import RUNTIME, WAIT, counts_by_task, window_rows
+from monitors.web.windows import WINDOWS, Window
+from tests.brokers import staff_with
+
+pytestmark = [pytest.mark.django_db]
+
+HOSTILE = "ux.<svg onload=alert(3)>"
+
+
+def event(task, metric, seconds):
+    return {"task_id": "x", COUNTS_KEY: [(metric, task, "w@h", "default", "", seconds)]}
+
+
+def record(moment, task, runtimes=(), waits=()):
+    """What the recorder's writer would write for these jobs at `moment`."""
+    events = [event(task, "succeeded", seconds) for seconds in runtimes] + [event(task, "started", seconds) for seconds in waits]
+    write_histograms(histogram_increments(events, moment), connection)
+
+
+# -- the arithmetic --------------------------------------------------------------------------------
+
+
+def test_a_time_falls_in_the_first_bucket_whose_bound_is_not_below_it():
+    assert timing.bucket_of(0) == 1 and timing.bucket_of(0.001) == 1 and timing.bucket_of(0.0011) == 2
+    assert timing.bucket_of(0.3) == 300 and timing.bucket_of(0.301) == 500
+    assert timing.bucket_of(86_400) == 86_400_000 and timing.bucket_of(86_401) == timing.OVERFLOW_MS
+    assert timing.bucket_label(500) == "≤ 500 ms" and timing.bucket_label(90_000) == "≤ 1.5 min"
+    assert timing.bucket_label(timing.OVERFLOW_MS) == "> 24 h"
+
+
+def test_percentiles_interpolate_within_the_bucket_holding_the_rank():
+    # 100 jobs: 90 in (200, 300] ms, 10 in (1, 1.5] s.
+    counts = {300: 90, 1500: 10}
+    assert timing.percentile(counts, 0.5) == pytest.approx(0.2 + 0.1 * 50 / 90)
+    assert timing.percentile(counts, 0.9) == pytest.approx(0.3)
+    assert timing.percentile(counts, 0.95) == pytest.approx(1.0 + 0.5 * 5 / 10)
+    assert timing.percentile({}, 0.5) is None
+    assert timing.percentile({timing.OVERFLOW_MS: 3}, 0.99) == 86_400  # "more than a day"
+    speed = timing.Speed.of(counts, total_seconds=45.0)
+    assert (speed.count, speed.mean) == (100, 0.45)
+
+
+def test_the_estimate_stays_within_its_bucket_of_the_true_percentile():
+    import random
+
+    generator = random.Random(7)
+    for _ in range(20):
+        scale = 10 ** generator.uniform(-3, 3)
+        times = [generator.lognormvariate(0, 1) * scale for _ in range(2000)]
+        counts = {}
+        for seconds in times:
+            upper = timing.bucket_of(seconds)
+            counts[upper] = counts.get(upper, 0) + 1
+        true = sorted(times)[int(0.95 * len(times)) - 1]
+        estimate = timing.percentile(counts, 0.95)
+        upper = timing.bucket_of(true) / 1000
+        lower = timing.lower_bound_ms(timing.bucket_of(true)) / 1000
+        assert lower * 0.999 <= estimate <= timing.UPPER_BOUNDS_MS[timing.UPPER_BOUNDS_MS.index(upper * 1000) + 1] / 1000
+
+
+def test_metric_bucket_settings_are_checked():
+    check_buckets("x", [0.1, 1, 10])
+    for bad in ([], [1, 1], [2, 1], [0, 1], ["a"], None, [1, float("inf")]):
+        with pytest.raises(ImproperlyConfigured):
+            check_buckets("x", bad)
+
+
+# -- the writer's rows -----------------------------------------------------------------------------
+
+
+def test_the_writer_counts_each_time_per_minute_and_per_hour_and_adds_up_batches():
+    moment = datetime(2026, 11, 30, 10, 17, 42, tzinfo=UTC)
+    first = histogram_increments([event("a.t", "succeeded", 0.25), event("a.t", "started", 2.0)], moment)
+    second = histogram_increments([event("a.t", "succeeded", 0.26), event("a.t", "failed", 9.0),
+                                   event("a.t", "sent", None), event("a.t", "retried", None)], moment)
+    write_histograms(add_increments(first, second), connection)
+    write_histograms(histogram_increments([event("a.t", "succeeded", 0.27)], moment + timedelta(minutes=1)), connection)
+    rows = {(row.start, row.resolution, row.measure, row.upper_ms): (row.count, row.total)
+            for row in JobHistogram.objects.all()}
+    minute, hour = datetime(2026, 11, 30, 10, 17, tzinfo=UTC), datetime(2026, 11, 30, 10, tzinfo=UTC)
+    assert rows[(minute, 60, RUNTIME, 300)] == (2, pytest.approx(0.51))
+    assert rows[(minute + timedelta(minutes=1), 60, RUNTIME, 300)] == (1, pytest.approx(0.27))
+    assert rows[(hour, 3600, RUNTIME, 300)] == (3, pytest.approx(0.78))
+    assert rows[(hour, 3600, RUNTIME, 10_000)] == (1, 9.0)  # failed jobs' runtime counts too
+    assert rows[(minute, 60, WAIT, 2000)] == (1, 2.0)
+    assert len(rows) == 7  # nothing for sent or retried, which carry no time
+
+
+# -- windows ---------------------------------------------------------------------------------------
+
+
+def test_a_window_reads_whole_hours_from_hourly_rows_and_its_ends_from_minute_rows():
+    now = timezone.now().replace(minute=30, second=0, microsecond=0)
+    for minutes_ago in range(0, 24 * 60, 7):  # a job every 7 minutes for a day
+        moment = now - timedelta(minutes=minutes_ago)
+        record(moment, "a.t", runtimes=[0.1])
+    window = Window("6h", timedelta(hours=6), 300, end=now)
+    counts, seconds = counts_by_task(window, RUNTIME)["a.t"]
+    expected = sum(1 for minutes_ago in range(0, 24 * 60, 7) if minutes_ago <= 6 * 60)
+    assert sum(counts.values()) == expected and seconds == pytest.approx(0.1 * expected)
+    where = str(JobHistogram.objects.filter(window_rows(window.since, window.until)).query)
+    assert "3600" in where and "60" in where
+    # Beyond the two days of per-minute rows, a window starts at a whole hour.
+    week = Window("7d", timedelta(days=7), 7200, end=now)
+    counts, _ = counts_by_task(week, RUNTIME)["a.t"]
+    assert sum(counts.values()) == len(range(0, 24 * 60, 7))
+
+
+def test_a_task_page_compares_with_the_same_window_a_day_before(client):
+    now = timezone.now()
+    record(now - timedelta(minutes=5), "a.slow", runtimes=[2.0] * 20, waits=[0.1] * 20)
+    record(now - timedelta(days=1, minutes=5), "a.slow", runtimes=[0.2] * 20, waits=[0.1] * 20)
+    client.force_login(staff_with())
+    speed = client.get("/jobwatch/api/tasks/a.slow/?window=1h").json()
+    assert 1.5 <= speed["runtime"]["p95"] <= 2.0 and 0.1 <= speed["runtime_before"]["p95"] <= 0.2
+    page = client.get("/jobwatch/tasks/a.slow/?window=1h").content.decode()
+    assert "× slower" in page
+    listing = client.get("/jobwatch/api/tasks/?window=1h").json()["tasks"]
+    [row] = listing
+    assert row["p95_change"] >= 7
+
+
+def test_the_pages_escape_task_names_refuse_bad_input_and_need_staff(client):
+    record(timezone.now(), HOSTILE, runtimes=[0.5], waits=[1.0])
+    assert client.get("/jobwatch/tasks/").status_code == 302  # to the sign-in page
+    client.force_login(staff_with())
+    for url in ("/jobwatch/tasks/", "/jobwatch/", f"/jobwatch/tasks/{HOSTILE}/"):
+        page = client.get(url)
+        assert page.status_code == 200, url
+        assert b"<svg onload" not in page.content and b"&lt;svg onload=alert(3)&gt;" in page.content
+    assert client.get("/jobwatch/tasks/?sort=bogus").status_code == 400
+    assert client.get("/jobwatch/tasks/?window=2y").status_code == 400
+    assert client.get("/jobwatch/api/tasks/?sort=bogus").json()["error"]
+    # A task nothing is known of: an empty page, not an error.
+    quiet = client.get("/jobwatch/tasks/never.ran/")
+    assert quiet.status_code == 200 and b"No job of this task" in quiet.content
+
+
+def test_pages_take_the_same_time_whatever_is_in_the_histograms(client, django_assert_max_num_queries):
+    now = timezone.now()
+    for task in range(30):
+        record(now - timedelta(minutes=task), f"t.{task}", runtimes=[0.01 * (task + 1)] * 3, waits=[0.5])
+    client.force_login(staff_with())
+    with django_assert_max_num_queries(12):
+        assert client.get("/jobwatch/tasks/?window=24h").status_code == 200
+    with mock.patch("monitors.web.task_speed.SLOWEST_OF", 5), django_assert_max_num_queries(14):
+        assert client.get("/jobwatch/tasks/t.3/?window=7d").status_code == 200
+    tasks = client.get("/jobwatch/api/tasks/?window=1h&sort=p95").json()["tasks"]
+    p95s = [row["runtime"]["p95"] for row in tasks]
+    assert len(tasks) == 30 and p95s == sorted(p95s, reverse=True) and tasks[-1]["name"] == "t.0"
+    assert WINDOWS["7d"].bucket % 3600 == 0  # a week's chart reads hourly rows
