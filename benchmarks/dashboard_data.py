@@ -435,11 +435,15 @@ ON CONFLICT (minute, metric, task_name, queue, exception) DO UPDATE
 
 # JobHistogram as the recorder's writer keeps it: the runtime of succeeded and failed jobs when
 # they finished, the queue wait (enqueued → started) when they started, in monitors/timing.py's
-# buckets, per hour (`unit` hour, resolution 3600) or per minute (minute, 60).
+# buckets, per hour (`unit` hour, resolution 3600) or per minute (minute, 60), in UTC whatever the
+# server's time zone. A time's bucket is the first bound at or above it (timing.bucket_of): the
+# number of bounds ≥ x is width_bucket(-x, the bounds negated, ascending), which counts from the
+# top.
 HISTOGRAM_SQL = """
 INSERT INTO monitors_jobhistogram (start, resolution, task_name, measure, upper_ms, count, total)
-SELECT date_trunc(%(unit)s, v.at), %(resolution)s, j.task_name, v.measure,
-       (%(uppers)s::bigint[])[width_bucket(v.seconds * 1000, %(bounds)s::float8[]) + 1], count(*), sum(v.seconds)
+SELECT date_trunc(%(unit)s, v.at, 'UTC'), %(resolution)s, j.task_name, v.measure,
+       (%(uppers)s::bigint[])[%(bound_count)s + 1 - width_bucket(-v.seconds * 1000, %(negated)s::float8[])],
+       count(*), sum(v.seconds)
 FROM monitors_jobexecution j CROSS JOIN LATERAL (VALUES
     (CASE WHEN j.state IN ('succeeded', 'failed') THEN j.finished_at END, 'runtime', j.runtime),
     (j.started_at, 'wait', greatest(extract(epoch FROM j.started_at - j.enqueued_at)::float8, 0))
@@ -449,12 +453,12 @@ GROUP BY 1, 2, 3, 4, 5
 ON CONFLICT (task_name, resolution, start, measure, upper_ms) DO UPDATE
     SET count = monitors_jobhistogram.count + EXCLUDED.count, total = monitors_jobhistogram.total + EXCLUDED.total
 """
-MINUTE_HISTOGRAM_SECONDS = 2 * DAY  # monitors.retention.MINUTE_HISTOGRAM_DAYS
+MINUTE_HISTOGRAM_SECONDS = 3 * DAY  # monitors.retention.MINUTE_HISTOGRAM_DAYS
 
 
 def histogram_statements(rate_rows, t0, now, since=None, last_id=None):
     """Hourly histograms of every job (or those since `since`, from the start of its hour) and
-    per-minute ones of the last 2 days."""
+    per-minute ones of the last 3 days."""
     last_id = last_id or rate_rows
     statements = []
     hourly_since = math.floor(since / 3600) * 3600 if since else 0
@@ -465,8 +469,8 @@ def histogram_statements(rate_rows, t0, now, since=None, last_id=None):
         first = max(job_at(start - 6 * 3600 - t0, rate_rows, t0), 1) if start else 1
         statements.append((label, HISTOGRAM_SQL, {
             "unit": unit, "resolution": resolution, "lo": first, "hi": last_id,
-            "since": datetime.fromtimestamp(start, UTC), "bounds": [float(bound) for bound in timing.BOUNDS_MS],
-            "uppers": list(timing.UPPER_BOUNDS_MS)}))
+            "since": datetime.fromtimestamp(start, UTC), "bound_count": len(timing.BOUNDS_MS),
+            "negated": [-float(bound) for bound in reversed(timing.BOUNDS_MS)], "uppers": list(timing.UPPER_BOUNDS_MS)}))
     return statements
 
 

@@ -105,7 +105,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 ROOT = Path(_HERE).parent
 SCREENSHOT_DIR = ROOT / "docs" / "screenshots"
@@ -378,7 +378,7 @@ def pages_to_take(database):
         task = db.execute(WIDEST_TASK).fetchone()
     db.close()
     if task:
-        pages.append(("task", f"/jobwatch/tasks/{task[0]}/?window=15m"))
+        pages.append(("task", f"/jobwatch/task/?{urlencode({'name': task[0], 'window': '15m'})}"))
     if queue:
         pages.append(("queue", f"/jobwatch/queues/{queue[0]}/"))
     if failed:

@@ -185,7 +185,7 @@ def check_settings():
 def check_buckets(where, bounds):
     """Histogram bounds: a non-empty list of positive numbers in increasing order (+Inf is added)."""
     try:
-        values = [float(bound) for bound in bounds]
+        values = [float(f"{float(bound):.9g}") for bound in bounds]  # as /metrics uses them
     except (TypeError, ValueError):
         raise ImproperlyConfigured(f"{where} must be a list of numbers of seconds, like [0.1, 1, 10]") from None
     finite = all(0 < value < float("inf") for value in values)  # NaN compares false: refused too

@@ -81,26 +81,33 @@ def write_transaction(connection, durable=True):
 
 
 def upsert(connection, model, rows, conflict, replace=(), add=()):
-    """INSERT … ON CONFLICT (conflict) DO UPDATE in one statement, on a private connection (the
-    ORM's bulk_create needs the handler's): `replace` columns take the new value, `add` columns
-    add it to the stored one. `rows` are dicts with the same keys; values are prepared by the
-    model's fields, as the ORM would."""
+    """INSERT … ON CONFLICT (conflict) DO UPDATE, on a private connection (the ORM's bulk_create
+    needs the handler's): `replace` columns take the new value, `add` columns add it to the stored
+    one. `rows` are dicts with the same keys; values are prepared by the model's fields, as the
+    ORM would. One statement per UPSERT_PARAMETERS values (SQLite takes at most 32,766 in one);
+    the caller's transaction holds them together."""
     if not rows:
         return
     columns = list(rows[0])
     fields = [model._meta.get_field(name) for name in columns]
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
-    params = [field.get_db_prep_save(row[field.name], connection) for row in rows for field in fields]
     placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
     updates = [f"{quote(name)} = excluded.{quote(name)}" for name in replace]
     updates += [f"{quote(name)} = {table}.{quote(name)} + excluded.{quote(name)}" for name in add]
-    sql = (
-        f"INSERT INTO {table} ({', '.join(quote(name) for name in columns)}) VALUES {', '.join([placeholders] * len(rows))} "
-        f"ON CONFLICT ({', '.join(quote(name) for name in conflict)}) DO UPDATE SET {', '.join(updates)}"
-    )
+    per_statement = max(UPSERT_PARAMETERS // len(columns), 1)
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            params = [field.get_db_prep_save(row[field.name], connection) for row in chunk for field in fields]
+            cursor.execute(
+                f"INSERT INTO {table} ({', '.join(quote(name) for name in columns)}) "
+                f"VALUES {', '.join([placeholders] * len(chunk))} "
+                f"ON CONFLICT ({', '.join(quote(name) for name in conflict)}) DO UPDATE SET {', '.join(updates)}",
+                params)
+
+
+UPSERT_PARAMETERS = 30_000
 
 
 def is_transient(error, vendor):

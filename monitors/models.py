@@ -691,7 +691,7 @@ class JobTally(models.Model):
 
 class JobHistogram(models.Model):
     """How long jobs ran and waited, per task, as counts in fixed buckets (monitors/timing.py):
-    one row per task, measure and bucket that saw a job, per minute (kept two days) and per hour
+    one row per task, measure and bucket that saw a job, per minute (kept three days) and per hour
     (kept as long as the history). The recorder's writer adds to them with every batch, so a
     task's percentiles over any window read a few hundred rows, whatever the size of the
     execution table."""

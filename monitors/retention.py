@@ -7,8 +7,8 @@ hold locks for long or bloat one transaction), each kind with its own retention 
 - the audit log: AUDIT_RETENTION_DAYS (365) — prune_history;
 - archived messages and the kept arguments of failed jobs: ARCHIVE_RETENTION_DAYS — prune_archive,
   hourly;
-- per-minute time histograms: MINUTE_HISTOGRAM_DAYS (2; the speed pages read hourly ones beyond
-  a day) — prune_history;
+- per-minute time histograms: MINUTE_HISTOGRAM_DAYS (3; the speed pages read them for the ends
+  of a window in the last 3 days, hourly rows for the rest) — prune_history;
 - queue samples: raw for SAMPLE_RAW_DAYS, then folded into 10-minute ones kept for
   SAMPLE_RETENTION_DAYS — roll_up_samples, hourly.
 
@@ -27,9 +27,9 @@ from monitors.models import (ActionLog, ArchivedMessage, CircuitEvent, Finding, 
 from monitors.sampling import bucket
 
 ROLLUP_RESOLUTION = 600  # seconds in one rolled-up sample
-# Per-minute histograms serve windows up to a day (and the same window a day before); longer
-# ones read the hourly rows.
-MINUTE_HISTOGRAM_DAYS = 2
+# Per-minute histograms give the exact ends of windows up to a day and of the same window a day
+# before; kept 3 days so that, pruned once a day, the last 3 days are always there.
+MINUTE_HISTOGRAM_DAYS = 3
 
 BATCH = 5000
 

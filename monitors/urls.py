@@ -17,8 +17,9 @@ PAGES = [
     ("jobs/<str:task_id>/", job_page.job_detail, "job"),
     ("failures/", failures.failure_list, "failures"),
     ("tasks/", task_speed.task_list, "tasks"),
-    # <path:…>: a task's name is the sender's to write.
-    ("tasks/<path:name>/", task_speed.task_detail, "task"),
+    # ?name=: a task's name is the sender's to write (a newline, "..", anything) — a query value
+    # takes any of it, where a path segment could not, or would walk out of the path.
+    ("task/", task_speed.task_detail, "task"),
     ("fanout/", fanout.fanout, "fanout"),
     ("orphans/", orphans.orphan_list, "orphans"),
     ("circuits/", circuits.circuit_list, "circuits"),

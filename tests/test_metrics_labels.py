@@ -5,6 +5,7 @@ site's registered tasks are always shown, and no count is lost in the folding.""
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from monitors import metric_histograms
 from monitors.models import TaskCounter
 from monitors.web.metric_labels import OTHER, kept_values
 
@@ -18,8 +19,11 @@ def counts(name, sent, queue="default", failed=0):
     if failed:
         TaskCounter.objects.create(metric="failed", name=name, hostname="w@h", queue_name=queue,
                                    exception="NotRegistered", value=failed)
-    TaskCounter.objects.create(metric="runtime_bucket", name=name, hostname="w@h", queue_name=queue, le="+Inf", value=sent)
-    TaskCounter.objects.create(metric="runtime_sum", name=name, hostname="w@h", queue_name=queue, value=0.01 * sent)
+    bounds = metric_histograms.bounds("runtime")
+    TaskCounter.objects.create(metric=metric_histograms.stored_metric("runtime", "bucket", bounds), name=name,
+                               hostname="w@h", queue_name=queue, le="+Inf", value=sent)
+    TaskCounter.objects.create(metric=metric_histograms.stored_metric("runtime", "sum", bounds), name=name,
+                               hostname="w@h", queue_name=queue, value=0.01 * sent)
 
 
 def scrape(client, settings):

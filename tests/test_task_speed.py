@@ -8,6 +8,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from monitors.conf import DEFAULTS
 from monitors.models import JobExecution, JobHistogram
 from tests.brokers import broker_url_of, celery_app, scratch_queue, staff_with
 from tests.workers import WorkerProcess, database_url_for_workers, wait_for
@@ -68,7 +69,7 @@ def test_runtime_and_queue_wait_of_each_task_from_real_workers(tmp_path, broker_
 
     user = staff_with()
     client.force_login(user)
-    speed = client.get("/jobwatch/api/tasks/demo.tasks.sleep_for/?window=15m").json()
+    speed = client.get("/jobwatch/api/task/?name=demo.tasks.sleep_for&window=15m").json()
     assert speed["runtime"]["count"] == 4 and speed["wait"]["count"] == 4
     assert 0.3 <= speed["runtime"]["p50"] <= 0.5 and 1.0 <= speed["runtime"]["p99"] <= 1.5
     assert (0.3 * 3 + 1.2) / 4 <= speed["runtime"]["mean"] <= (0.3 * 3 + 1.2) / 4 + 0.1  # from the exact sums
@@ -78,7 +79,7 @@ def test_runtime_and_queue_wait_of_each_task_from_real_workers(tmp_path, broker_
     assert {job["task_id"] for job in speed["slowest"]} == set(sleepy)
     assert speed["slowest"][0]["runtime"] >= 1.2
 
-    page = client.get("/jobwatch/tasks/demo.tasks.sleep_for/?window=1h")
+    page = client.get("/jobwatch/task/?name=demo.tasks.sleep_for&window=1h")
     assert page.status_code == 200 and b"Queue wait" in page.content and b"histogram-chart" in page.content
     listing = client.get("/jobwatch/api/tasks/?window=15m&sort=p95").json()["tasks"]
     names = [row["name"] for row in listing]
@@ -86,15 +87,24 @@ def test_runtime_and_queue_wait_of_each_task_from_real_workers(tmp_path, broker_
     overview = client.get("/jobwatch/api/?window=15m").json()
     assert overview["slowest_tasks"][0]["name"] == "demo.tasks.sleep_for"
 
-    settings.JOBWATCH = {**settings.JOBWATCH, "METRICS_TOKEN": "t", "METRICS_QUEUE_WAIT_BUCKETS": [1, 2, 30]}
-    text = client.get("/jobwatch/metrics", HTTP_AUTHORIZATION="Bearer t").content.decode()
-    families = {family.name: family for family in text_string_to_metric_families(text)}
-    samples = [sample for sample in families["celery_task_queue_wait_time"].samples
-               if sample.labels["name"] == "demo.tasks.sleep_for"]
+    settings.JOBWATCH = {**settings.JOBWATCH, "METRICS_TOKEN": "t"}
+    samples = wait_samples(client, "demo.tasks.sleep_for")
     assert {sample.labels["queue_name"] for sample in samples} == {queue}
     assert all(sample.labels["hostname"].startswith("test@") for sample in samples)
-    count = sum(sample.value for sample in samples if sample.name.endswith("_count"))
-    assert count == 4
-    buckets = {sample.labels["le"]: sample.value for sample in samples if sample.name.endswith("_bucket")}
-    # The bounds set now (recorded with the defaults; the ones not recorded read 0, +Inf counts all).
-    assert set(buckets) == {"1.0", "2.0", "30.0", "+Inf"} and buckets["+Inf"] == 4
+    assert sum(sample.value for sample in samples if sample.name.endswith("_count")) == 4
+    assert sum(sample.value for sample in samples if sample.name.endswith("_sum")) >= 4 * WAITED
+    buckets = [(sample.labels["le"], sample.value) for sample in samples if sample.name.endswith("_bucket")]
+    # celery-exporter's default bounds (Prometheus's), cumulative, +Inf last and counting all.
+    assert [le for le, _ in buckets] == [repr(bound) for bound in DEFAULTS["METRICS_QUEUE_WAIT_BUCKETS"]] + ["+Inf"]
+    assert [value for _, value in buckets] == sorted(value for _, value in buckets) and buckets[-1][1] == 4
+    assert dict(buckets)["1.0"] == 0 and dict(buckets)["10.0"] == 4  # each waited 2.5 s or more
+
+    # Other bounds: the histogram starts again from zero, rather than mixing two sets of bounds.
+    settings.JOBWATCH = {**settings.JOBWATCH, "METRICS_QUEUE_WAIT_BUCKETS": [1, 2, 30]}
+    assert wait_samples(client, "demo.tasks.sleep_for") == []
+
+
+def wait_samples(client, task):
+    text = client.get("/jobwatch/metrics", HTTP_AUTHORIZATION="Bearer t").content.decode()
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    return [sample for sample in families["celery_task_queue_wait_time"].samples if sample.labels["name"] == task]

@@ -3,8 +3,11 @@
 and per-minute rows at the ends, the comparison with the day before, and the pages' input and
 escaping. (The times real workers measure: tests/test_task_speed.py.)"""
 
+import re
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from unittest import mock
+from urllib.parse import urlencode
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -14,7 +17,7 @@ from django.utils import timezone
 from monitors import timing
 from monitors.conf import check_buckets
 from monitors.models import JobHistogram
-from monitors.recording.events import COUNTS_KEY
+from monitors.recording.events import COUNTS_KEY, queue_wait
 from monitors.recording.upsert import add_increments, histogram_increments, write_histograms
 from monitors.web.speeds import RUNTIME, WAIT, counts_by_task, window_rows
 from monitors.web.windows import WINDOWS, Window
@@ -76,9 +79,26 @@ def test_the_estimate_stays_within_its_bucket_of_the_true_percentile():
         assert lower * 0.999 <= estimate <= timing.UPPER_BOUNDS_MS[timing.UPPER_BOUNDS_MS.index(upper * 1000) + 1] / 1000
 
 
+def test_a_wait_is_measured_only_from_a_plausible_publish_time():
+    started = 1_800_000_000.0
+
+    def request(published, eta=None, redelivered=False):
+        return SimpleNamespace(jobwatch_published_at=published, eta=eta, delivery_info={"redelivered": redelivered})
+
+    assert queue_wait(request(started - 2.5), started) == pytest.approx(2.5)
+    assert queue_wait(request(started + 1), started) == 0.0  # another host's clock a little ahead
+    eta = datetime.fromtimestamp(started - 1, UTC)
+    assert queue_wait(request(started - 100, eta=eta.isoformat()), started) == pytest.approx(1.0)
+    assert queue_wait(request(started - 100, eta=eta), started) == pytest.approx(1.0)
+    for garbage in (None, "soon", "nan", float("nan"), float("-inf"), 10**400, started + 7200, 0, [1]):
+        assert queue_wait(request(garbage), started) is None, garbage
+    assert queue_wait(request(started - 5, redelivered=True), started) is None
+    assert queue_wait(request(started - 5, eta="not a date"), started) == pytest.approx(5.0)
+
+
 def test_metric_bucket_settings_are_checked():
     check_buckets("x", [0.1, 1, 10])
-    for bad in ([], [1, 1], [2, 1], [0, 1], ["a"], None, [1, float("inf")]):
+    for bad in ([], [1, 1], [2, 1], [0, 1], ["a"], None, [1, float("inf")], [0.3, 0.1 * 3]):
         with pytest.raises(ImproperlyConfigured):
             check_buckets("x", bad)
 
@@ -129,29 +149,56 @@ def test_a_task_page_compares_with_the_same_window_a_day_before(client):
     record(now - timedelta(minutes=5), "a.slow", runtimes=[2.0] * 20, waits=[0.1] * 20)
     record(now - timedelta(days=1, minutes=5), "a.slow", runtimes=[0.2] * 20, waits=[0.1] * 20)
     client.force_login(staff_with())
-    speed = client.get("/jobwatch/api/tasks/a.slow/?window=1h").json()
+    speed = client.get("/jobwatch/api/task/?name=a.slow&window=1h").json()
     assert 1.5 <= speed["runtime"]["p95"] <= 2.0 and 0.1 <= speed["runtime_before"]["p95"] <= 0.2
-    page = client.get("/jobwatch/tasks/a.slow/?window=1h").content.decode()
+    page = client.get("/jobwatch/task/?name=a.slow&window=1h").content.decode()
     assert "× slower" in page
     listing = client.get("/jobwatch/api/tasks/?window=1h").json()["tasks"]
     [row] = listing
     assert row["p95_change"] >= 7
 
 
+ODD_NAMES = [HOSTILE, "../../admin", "a/b c%20&x=1#frag", "line\nbreak", "ünï.cødé", "a" * 255]
+
+
 def test_the_pages_escape_task_names_refuse_bad_input_and_need_staff(client):
-    record(timezone.now(), HOSTILE, runtimes=[0.5], waits=[1.0])
+    for name in ODD_NAMES:
+        record(timezone.now(), name, runtimes=[0.5], waits=[1.0])
     assert client.get("/jobwatch/tasks/").status_code == 302  # to the sign-in page
     client.force_login(staff_with())
-    for url in ("/jobwatch/tasks/", "/jobwatch/", f"/jobwatch/tasks/{HOSTILE}/"):
+    for url in ("/jobwatch/tasks/", "/jobwatch/", f"/jobwatch/task/?{urlencode({'name': HOSTILE})}"):
         page = client.get(url)
         assert page.status_code == 200, url
         assert b"<svg onload" not in page.content and b"&lt;svg onload=alert(3)&gt;" in page.content
+    # Every name's link from the Tasks page leads to that task's page, whatever it holds.
+    listing = client.get("/jobwatch/tasks/?window=1h").content.decode()
+    links = re.findall(r'href="(/jobwatch/task/\?[^"]+)"', listing)
+    reached = set()
+    for link in links:
+        speed = client.get(link.replace("&amp;", "&").replace("/jobwatch/", "/jobwatch/api/", 1)).json()
+        assert speed["runtime"]["count"] == 1, link
+        reached.add(speed["name"])
+    assert reached == set(ODD_NAMES)
+    for name in ODD_NAMES:  # the jobs list filtered to one task links to it too
+        page = client.get(f"/jobwatch/jobs/?{urlencode({'task': name})}")
+        assert page.status_code in (200, 400), name  # a filter may refuse a name; never a 500
     assert client.get("/jobwatch/tasks/?sort=bogus").status_code == 400
     assert client.get("/jobwatch/tasks/?window=2y").status_code == 400
+    assert client.get("/jobwatch/task/").status_code == 400  # which task?
     assert client.get("/jobwatch/api/tasks/?sort=bogus").json()["error"]
     # A task nothing is known of: an empty page, not an error.
-    quiet = client.get("/jobwatch/tasks/never.ran/")
+    quiet = client.get("/jobwatch/task/?name=never.ran")
     assert quiet.status_code == 200 and b"No job of this task" in quiet.content
+
+
+def test_a_task_far_faster_than_before_reads_so(client):
+    now = timezone.now()
+    record(now - timedelta(minutes=5), "a.fast", runtimes=[0.001] * 20, waits=[0.001] * 20)
+    record(now - timedelta(days=1, minutes=5), "a.fast", runtimes=[40.0] * 20, waits=[3000.0] * 20)
+    client.force_login(staff_with())
+    for url in ("/jobwatch/tasks/", "/jobwatch/task/?name=a.fast"):
+        page = client.get(url)
+        assert page.status_code == 200 and "× faster" in page.content.decode(), url
 
 
 def test_pages_take_the_same_time_whatever_is_in_the_histograms(client, django_assert_max_num_queries):
@@ -162,7 +209,7 @@ def test_pages_take_the_same_time_whatever_is_in_the_histograms(client, django_a
     with django_assert_max_num_queries(12):
         assert client.get("/jobwatch/tasks/?window=24h").status_code == 200
     with mock.patch("monitors.web.task_speed.SLOWEST_OF", 5), django_assert_max_num_queries(14):
-        assert client.get("/jobwatch/tasks/t.3/?window=7d").status_code == 200
+        assert client.get("/jobwatch/task/?name=t.3&window=7d").status_code == 200
     tasks = client.get("/jobwatch/api/tasks/?window=1h&sort=p95").json()["tasks"]
     p95s = [row["runtime"]["p95"] for row in tasks]
     assert len(tasks) == 30 and p95s == sorted(p95s, reverse=True) and tasks[-1]["name"] == "t.0"

@@ -3,6 +3,13 @@
 from django.db import migrations, models
 
 
+def forget_unfingerprinted_histograms(apps, schema_editor):
+    """/metrics' histograms are now stored under the fingerprint of their bounds
+    (monitors/metric_histograms.py); the rows counted before are never shown again."""
+    apps.get_model("monitors", "TaskCounter").objects.filter(
+        metric__in=["runtime_bucket", "runtime_sum", "runtime_count"]).delete()
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -27,4 +34,5 @@ class Migration(migrations.Migration):
                 'constraints': [models.UniqueConstraint(fields=('task_name', 'resolution', 'start', 'measure', 'upper_ms'), name='jobwatch_one_histogram_bucket')],
             },
         ),
+        migrations.RunPython(forget_unfingerprinted_histograms, migrations.RunPython.noop),
     ]

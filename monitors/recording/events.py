@@ -52,15 +52,27 @@ def queue_wait(request, started):
     """Seconds this delivery waited for a worker: from its publish (the header every publish
     stamps, a retry's republish included) or, for a job told to wait, from its eta — the time
     it was meant to wait is not queue wait — to `started` (epoch seconds), never below zero
-    (clocks of two hosts). None when the message was published without Jobwatch's header."""
-    published = getattr(request, PUBLISHED_HEADER, None)
+    (clocks of two hosts). None when it cannot be told: a message published without Jobwatch's
+    header or with one that is not a plausible time, and a redelivery (a lost worker's job, a
+    visibility timeout), whose header is its first publish's."""
+    if ((getattr(request, "delivery_info", None) or {}).get("redelivered")):
+        return None
     try:
-        published = float(published)
-    except (TypeError, ValueError):
+        published = float(getattr(request, PUBLISHED_HEADER, None))
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not (started - MAX_QUEUE_WAIT <= published <= started + MAX_CLOCK_SKEW):  # NaN fails too
         return None
     eta = as_datetime(getattr(request, "eta", None))
     ready = max(published, eta.timestamp()) if eta is not None else published
     return max(started - ready, 0.0)
+
+
+# A publish header further back than this, or ahead of the worker's clock by more than that, is
+# not a time this job was published at.
+MAX_QUEUE_WAIT = 400 * 86400
+MAX_CLOCK_SKEW = 3600
+
 
 # task_postrun's `state` → our state.
 POSTRUN_STATES = {

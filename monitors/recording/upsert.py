@@ -16,8 +16,7 @@ PostgreSQL requires of a multi-row upsert) and in SQL (to fold that row into wha
 "Known" means not NULL, and for text columns not empty. The same SQL runs on PostgreSQL and SQLite.
 """
 
-from monitors import timing
-from monitors.conf import setting
+from monitors import metric_histograms, timing
 from monitors.db import upsert
 from monitors.models import JobExecution, JobHistogram, JobPayload, JobTally, TaskCounter
 from monitors.recording.events import COUNTS_KEY, PAYLOAD_KEY
@@ -238,13 +237,15 @@ def write_payloads(events, connection):
     upsert(connection, JobPayload, rows, conflict=["task_id"], replace=["body", "recorded_at"])
 
 
-def counter_increments(events, runtime_buckets=None, wait_buckets=None):
+def counter_increments(events, runtime_bounds=None, wait_bounds=None):
     """{(metric, name, hostname, queue, exception, le): increment} of a batch's counts: the
     counters, and celery-exporter's two histograms — runtime of finished jobs and queue wait of
-    started ones — in the buckets the settings name (METRICS_RUNTIME_BUCKETS and
-    METRICS_QUEUE_WAIT_BUCKETS, celery-exporter's --buckets and --queue-wait-buckets)."""
-    runtime_buckets = runtime_buckets if runtime_buckets is not None else metric_buckets("METRICS_RUNTIME_BUCKETS")
-    wait_buckets = wait_buckets if wait_buckets is not None else metric_buckets("METRICS_QUEUE_WAIT_BUCKETS")
+    started ones — in the bounds the settings name (monitors/metric_histograms.py)."""
+    histograms = {}
+    for kind, given in (("runtime", runtime_bounds), ("queue_wait", wait_bounds)):
+        kind_bounds = given if given is not None else metric_histograms.bounds(kind)
+        histograms[kind] = (kind_bounds, {part: metric_histograms.stored_metric(kind, part, kind_bounds)
+                                          for part in ("bucket", "sum")})
     totals = {}
 
     def add(key, value):
@@ -256,18 +257,13 @@ def counter_increments(events, runtime_buckets=None, wait_buckets=None):
             add((metric, *labels, exception[:255], ""), 1)
             if seconds is None:
                 continue
-            histogram, bounds = ("queue_wait", wait_buckets) if metric == "started" else ("runtime", runtime_buckets)
-            add((f"{histogram}_count", *labels, "", ""), 1)
-            add((f"{histogram}_sum", *labels, "", ""), seconds)
-            for bound in bounds:
+            kind_bounds, stored = histograms["queue_wait" if metric == "started" else "runtime"]
+            add((stored["sum"], *labels, "", ""), seconds)  # the count is the +Inf bucket's
+            for bound in kind_bounds:
                 if seconds <= bound:
-                    add((f"{histogram}_bucket", *labels, "", repr(bound)), 1)
-            add((f"{histogram}_bucket", *labels, "", "+Inf"), 1)
+                    add((stored["bucket"], *labels, "", metric_histograms.le_label(bound)), 1)
+            add((stored["bucket"], *labels, "", "+Inf"), 1)
     return totals
-
-
-def metric_buckets(name):
-    return tuple(float(bound) for bound in setting(name))
 
 
 def add_increments(totals, more):

@@ -30,6 +30,9 @@ logger = logging.getLogger("monitors.recorder")
 
 
 MAX_BACKOFF = 10.0
+# Rows of counts, tallies or histograms kept for the next flush while the database is away: an
+# hour of a busy site's minutes; past it they are dropped (and logged) rather than grow forever.
+PENDING_KEYS_KEPT = 50_000
 # The Celery worker this process belongs to (set in the worker's main process before its pool
 # forks, so pool processes inherit it); empty in web servers and scripts.
 WORKER = {"node": "", "queues": [], "main_pid": None}
@@ -181,8 +184,10 @@ class EventWriter:
         """A failed job's full arguments (JobPayload), the Prometheus counts (TaskCounter), the
         per-minute tallies (JobTally) and the time histograms (JobHistogram), each in a
         transaction of its own, after the batch's rows committed: one table per transaction, for
-        the reason above. What cannot be written now waits for the next flush (counts summed, so
-        nothing is counted twice; payloads up to the buffer's size)."""
+        the reason above. What cannot be written now for a passing reason (the database away)
+        waits for the next flush — counts summed, so nothing is counted twice; payloads up to the
+        buffer's size, counts up to PENDING_KEYS_KEPT keys —; what the database refuses for its
+        content is dropped and logged, as a batch of jobs is, so that it cannot fail forever."""
         from monitors.recording.upsert import (add_increments, counter_increments, histogram_increments,  # see _write
                                                tally_increments, write_histograms, write_payloads, write_tallies,
                                                write_task_counters)
@@ -204,8 +209,12 @@ class EventWriter:
                 with one_transaction(connection):
                     write(data, connection)
             except DatabaseError as error:
-                logger.warning("Jobwatch recorder could not write job %s (kept for the next flush): %s", what, error)
-                continue
+                if is_transient(error, connection.vendor) and len(data) <= PENDING_KEYS_KEPT:
+                    logger.warning("Jobwatch recorder could not write job %s (kept for the next flush): %s", what, error)
+                    continue
+                self.counters.last_error = f"write {what}: {error!r}"[:2000]
+                self._counters_dirty = True
+                logger.warning("Jobwatch recorder dropped %d rows of job %s it could not write: %s", len(data), what, error)
             setattr(self, pending, type(data)())
 
     def _heartbeat_due(self):

@@ -113,7 +113,7 @@ def change(ratio):
         return "about the same"
     if ratio > 1:
         return format_html('<span class="warn">{}× slower</span>', f"{ratio:.3g}")
-    return f"{1 / ratio:.3g}× faster"
+    return f"{1 / ratio:.3g}× faster" if ratio >= 0.001 else "over 1000× faster"
 
 
 @register.filter

@@ -23,6 +23,7 @@ from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from monitors import metric_histograms
 from monitors.alerts.heartbeats import stale_tasks
 from monitors.circuits.machine import STATES
 from monitors.circuits.status import jobs_waiting
@@ -41,14 +42,6 @@ COUNTERS = {
     "rejected": "The task was rejected by the worker, possibly to be re-queued or moved to a dead letter queue.",
 }
 TASK_LABELS = ["name", "hostname", "queue_name"]
-# The histograms the recorder counts (monitors/recording/upsert.counter_increments): their
-# TaskCounter metric prefix → celery-exporter's name, help and the setting with their bounds.
-HISTOGRAMS = {
-    "runtime": ("celery_task_runtime", "Histogram of task runtime measurements.", "METRICS_RUNTIME_BUCKETS"),
-    "queue_wait": ("celery_task_queue_wait_time",
-                   "Histogram of task queue wait time measurements (published, or its eta, to started).",
-                   "METRICS_QUEUE_WAIT_BUCKETS"),
-}
 
 
 def healthz(request):
@@ -100,30 +93,31 @@ def task_counters():
                                             labels=TASK_LABELS + (["exception"] if metric == "failed" else []))
                 for metric, help_text in COUNTERS.items()}
     counters = {}
-    histograms = {histogram: {} for histogram in HISTOGRAMS}
+    # The rows of each histogram counted with the bounds set now: {stored metric: (kind, part)}.
+    current = {kind: metric_histograms.bounds(kind) for kind in metric_histograms.HISTOGRAMS}
+    parts = {metric_histograms.stored_metric(kind, part, kind_bounds): (kind, part)
+             for kind, kind_bounds in current.items() for part in ("bucket", "sum")}
+    histograms = {kind: {} for kind in current}
     for metric, name, hostname, queue, exception, le, value in rows:
         labels = (names(name), hostname, queues(queue))
         if metric in families:
             key = (metric, labels + ((exception,) if metric == "failed" else ()))
             counters[key] = counters.get(key, 0) + value  # folded names add up
-            continue
-        histogram, _, part = metric.rpartition("_")
-        if histogram in histograms:
-            series = histograms[histogram].setdefault(labels, {"buckets": {}, "sum": 0.0})
+        elif metric in parts:
+            kind, part = parts[metric]
+            series = histograms[kind].setdefault(labels, {"buckets": {}, "sum": 0.0})
             if part == "bucket":
                 series["buckets"][le] = series["buckets"].get(le, 0) + value
-            elif part == "sum":
+            else:
                 series["sum"] += value
     for (metric, labels), value in counters.items():
         families[metric].add_metric(list(labels), value)
     yield from families.values()
-    for histogram, (name, help_text, setting_name) in HISTOGRAMS.items():
+    for kind, (name, help_text, _) in metric_histograms.HISTOGRAMS.items():
         family = HistogramMetricFamily(name, help_text, labels=TASK_LABELS)
-        # The bounds set now: counts kept under bounds set before are left out (a bucket list
-        # must be the same in every series of a histogram).
-        bounds = [repr(float(bound)) for bound in setting(setting_name)] + ["+Inf"]
-        for labels, series in histograms[histogram].items():
-            family.add_metric(list(labels), [(le, series["buckets"].get(le, 0)) for le in bounds], series["sum"])
+        les = [metric_histograms.le_label(bound) for bound in current[kind]] + ["+Inf"]
+        for labels, series in histograms[kind].items():
+            family.add_metric(list(labels), [(le, series["buckets"].get(le, 0)) for le in les], series["sum"])
         yield family
     folded = GaugeMetricFamily("jobwatch_metrics_folded_label_values",
                                f"Distinct task or queue names counted under {OTHER!r}: not a name, or past "

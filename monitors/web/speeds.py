@@ -3,7 +3,8 @@ one, and percentiles over time.
 
 A window reads hourly rows for the whole hours it covers and per-minute rows for the minutes at
 its two ends, so a week costs 168 rows per task and bucket, not 10,080; per-minute rows are kept
-two days (monitors/retention.py), so a window reaching further back starts at a whole hour.
+three days (monitors/retention.py), so a window reaching further back starts at the whole hour
+it starts in (up to 59 minutes more: 1 % of a week).
 """
 
 from collections import defaultdict

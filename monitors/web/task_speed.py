@@ -13,7 +13,7 @@ from monitors import timing
 from monitors.models import JobExecution, JobTally
 from monitors.web import charts
 from monitors.web.access import staff_only
-from monitors.web.params import Choice, query
+from monitors.web.params import BadParameter, Choice, Text, query
 from monitors.web.respond import respond
 from monitors.web.speeds import RUNTIME, WAIT, counts_by_task, earlier, percentile_series, speeds_by_task, task_speed
 from monitors.web.windows import WINDOWS, window_from, window_param
@@ -82,7 +82,7 @@ def change(now, before):
     """now / before, when both are known (1.0 = the same)."""
     if now is None or not before:
         return None
-    return round(now / before, 2)
+    return now / before
 
 
 def before_label(window):
@@ -91,9 +91,12 @@ def before_label(window):
 
 
 @staff_only
-@query(window=window_param("1h"))
-def task_detail(request, name):
+@query(window=window_param("1h"), name=Text(max_length=255))
+def task_detail(request):
     window = window_from(request)
+    name = request.query["name"]
+    if not name:
+        raise BadParameter("name", "which task? (?name=the task's name, as on the Tasks page)")
     runtime, runtime_counts = task_speed(window, name, RUNTIME)
     wait, wait_counts = task_speed(window, name, WAIT)
     before_window, _ = earlier(window)
