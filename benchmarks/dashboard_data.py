@@ -25,7 +25,7 @@ from monitors import timing
 DEFAULT_ROWS = 10_000_000
 DEFAULT_DATABASE = "jobwatch_bench_dashboard"
 REDIS_URL = "redis://127.0.0.1:6379/6"
-DATA_VERSION = "dashboard-data-4"  # change when the generator changes: reused databases are rebuilt
+DATA_VERSION = "dashboard-data-6"  # change when the generator changes: reused databases are rebuilt
 
 DAY = 86400
 SPAN = 30 * DAY  # the history of jobs
@@ -435,35 +435,37 @@ ON CONFLICT (minute, metric, task_name, queue, exception) DO UPDATE
 
 # JobHistogram as the recorder's writer keeps it: the runtime of succeeded and failed jobs when
 # they finished, the queue wait (enqueued → started) when they started, in monitors/timing.py's
-# buckets, per hour (`unit` hour, resolution 3600) or per minute (minute, 60), in UTC whatever the
-# server's time zone. A time's bucket is the first bound at or above it (timing.bucket_of): the
-# number of bounds ≥ x is width_bucket(-x, the bounds negated, ascending), which counts from the
-# top.
+# buckets, per day (`unit` day, resolution 86400), hour (hour, 3600) or minute (minute, 60), in
+# UTC whatever the server's time zone. A time's bucket is the first bound at or above it
+# (timing.bucket_of): the number of bounds ≥ x is width_bucket(-x, the bounds negated,
+# ascending), which counts from the top.
 HISTOGRAM_SQL = """
-INSERT INTO monitors_jobhistogram (start, resolution, task_name, measure, upper_ms, count, total)
-SELECT date_trunc(%(unit)s, v.at, 'UTC'), %(resolution)s, j.task_name, v.measure,
+INSERT INTO monitors_jobhistogram (start, resolution, task_name, measure, outcome, upper_ms, count, total)
+SELECT date_trunc(%(unit)s, v.at, 'UTC'), %(resolution)s, j.task_name, v.measure, v.outcome,
        (%(uppers)s::bigint[])[%(bound_count)s + 1 - width_bucket(-v.seconds * 1000, %(negated)s::float8[])],
        count(*), sum(v.seconds)
 FROM monitors_jobexecution j CROSS JOIN LATERAL (VALUES
-    (CASE WHEN j.state IN ('succeeded', 'failed') THEN j.finished_at END, 'runtime', j.runtime),
-    (j.started_at, 'wait', greatest(extract(epoch FROM j.started_at - j.enqueued_at)::float8, 0))
-) AS v(at, measure, seconds)
+    (CASE WHEN j.state IN ('succeeded', 'failed') THEN j.finished_at END, 'runtime', j.state, j.runtime),
+    (j.started_at, 'wait', '', greatest(extract(epoch FROM j.started_at - j.enqueued_at)::float8, 0))
+) AS v(at, measure, outcome, seconds)
 WHERE j.id BETWEEN %(lo)s AND %(hi)s AND v.at IS NOT NULL AND v.seconds IS NOT NULL AND v.at >= %(since)s
-GROUP BY 1, 2, 3, 4, 5
-ON CONFLICT (task_name, resolution, start, measure, upper_ms) DO UPDATE
+GROUP BY 1, 2, 3, 4, 5, 6
+ON CONFLICT (task_name, resolution, start, measure, outcome, upper_ms) DO UPDATE
     SET count = monitors_jobhistogram.count + EXCLUDED.count, total = monitors_jobhistogram.total + EXCLUDED.total
 """
 MINUTE_HISTOGRAM_SECONDS = 3 * DAY  # monitors.retention.MINUTE_HISTOGRAM_DAYS
 
 
 def histogram_statements(rate_rows, t0, now, since=None, last_id=None):
-    """Hourly histograms of every job (or those since `since`, from the start of its hour) and
-    per-minute ones of the last 3 days."""
+    """Daily and hourly histograms of every job (or those since `since`, from the start of its
+    day and hour) and per-minute ones of the last 3 days."""
     last_id = last_id or rate_rows
     statements = []
+    daily_since = math.floor(since / DAY) * DAY if since else 0
     hourly_since = math.floor(since / 3600) * 3600 if since else 0
     minute_since = max(since or 0, now - MINUTE_HISTOGRAM_SECONDS)
-    for label, unit, resolution, start in (("hourly histograms", "hour", 3600, hourly_since),
+    for label, unit, resolution, start in (("daily histograms", "day", DAY, daily_since),
+                                            ("hourly histograms", "hour", 3600, hourly_since),
                                             ("per-minute histograms", "minute", 60, minute_since)):
         # Jobs enqueued up to 6 hours before may have started or finished in the range.
         first = max(job_at(start - 6 * 3600 - t0, rate_rows, t0), 1) if start else 1
@@ -665,9 +667,12 @@ def refresh(name, marker, jobs):
                            [since, datetime.fromtimestamp(now - SPAN, UTC)])
         connection.execute(TALLY_SQL, {"lo": job_at(regenerated_from - 6 * 3600 - t0, rate_rows, t0), "hi": max_id, "since": since})
         since_hour = datetime.fromtimestamp(math.floor(since.timestamp() / 3600) * 3600, UTC)
-        connection.execute("DELETE FROM monitors_jobhistogram WHERE (resolution = 3600 AND (start >= %s OR start < %s))"
+        since_day = datetime.fromtimestamp(math.floor(since.timestamp() / DAY) * DAY, UTC)
+        connection.execute("DELETE FROM monitors_jobhistogram WHERE (resolution = 86400 AND (start >= %s OR start < %s))"
+                           " OR (resolution = 3600 AND (start >= %s OR start < %s))"
                            " OR (resolution = 60 AND (start >= %s OR start < %s))",
-                           [since_hour, datetime.fromtimestamp(now - SPAN, UTC), since,
+                           [since_day, datetime.fromtimestamp(now - SPAN, UTC), since_hour,
+                            datetime.fromtimestamp(now - SPAN, UTC), since,
                             datetime.fromtimestamp(now - MINUTE_HISTOGRAM_SECONDS, UTC)])
         for _, sql, histogram_params in histogram_statements(rate_rows, t0, now, since=since.timestamp(), last_id=max_id):
             connection.execute(sql, histogram_params)

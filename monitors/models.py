@@ -691,8 +691,8 @@ class JobTally(models.Model):
 
 class JobHistogram(models.Model):
     """How long jobs ran and waited, per task, as counts in fixed buckets (monitors/timing.py):
-    one row per task, measure and bucket that saw a job, per minute (kept three days) and per hour
-    (kept as long as the history). The recorder's writer adds to them with every batch, so a
+    one row per task, measure and bucket that saw a job, per minute (kept three days), per hour
+    and per UTC day (kept as long as the history). The recorder's writer adds to them with every batch, so a
     task's percentiles over any window read a few hundred rows, whatever the size of the
     execution table."""
 
@@ -701,9 +701,12 @@ class JobHistogram(models.Model):
         WAIT = "wait", "queue wait"  # published (or its eta) → started, of every delivery
 
     start = models.DateTimeField(help_text="start of the minute or hour the counts were written in")
-    resolution = models.PositiveIntegerField(help_text="seconds the row stands for: 60 or 3600")
+    resolution = models.PositiveIntegerField(help_text="seconds the row stands for: 60, 3600 or 86400")
     task_name = models.CharField(max_length=255)
     measure = models.CharField(max_length=10, choices=Measure.choices)
+    # A runtime's job succeeded or failed (so the Tasks page counts failures from these rows, and
+    # a failure's runtime can be told from a success's); empty for a wait.
+    outcome = models.CharField(max_length=10, blank=True, default="")
     upper_ms = models.BigIntegerField(help_text="the bucket's upper bound in milliseconds (timing.OVERFLOW_MS: no bound)")
     count = models.BigIntegerField(default=0)
     total = models.FloatField(default=0, help_text="seconds, summed over the counted jobs")
@@ -711,13 +714,13 @@ class JobHistogram(models.Model):
     class Meta:
         constraints = [
             # Also the task page's index: one task's rows of one resolution over a window.
-            models.UniqueConstraint(fields=["task_name", "resolution", "start", "measure", "upper_ms"],
+            models.UniqueConstraint(fields=["task_name", "resolution", "start", "measure", "outcome", "upper_ms"],
                                     name="jobwatch_one_histogram_bucket"),
         ]
         indexes = [
             # Every task's rows over a window (the slowest tasks), read from the index alone.
             # Key columns rather than INCLUDE, which SQLite does not have.
-            models.Index(fields=["resolution", "measure", "start", "task_name", "upper_ms", "count"],
+            models.Index(fields=["resolution", "measure", "start", "task_name", "outcome", "upper_ms", "count"],
                          name="jobwatch_histogram_window"),
         ]
 

@@ -1,7 +1,7 @@
 """Keeping the history bounded. Every deletion by age is here, in batches (a big delete must not
 hold locks for long or bloat one transaction), each kind with its own retention setting:
 
-- jobs, their per-minute tallies and hourly time histograms, circuit transitions, resolved findings (with their incidents and
+- jobs, their per-minute tallies and hourly and daily time histograms, circuit transitions, resolved findings (with their incidents and
   notifications) and recorder processes gone quiet: HISTORY_RETENTION_DAYS (30) — prune_history,
   daily;
 - the audit log: AUDIT_RETENTION_DAYS (365) — prune_history;
@@ -45,7 +45,7 @@ def prune_history(now=None):
             Q(enqueued_at__lt=history) | Q(enqueued_at__isnull=True, finished_at__lt=history))),
         "job_tallies": delete_in_batches(JobTally.objects.filter(minute__lt=history)),
         "job_histograms": delete_in_batches(JobHistogram.objects.filter(
-            Q(resolution=timing.HOUR, start__lt=history)
+            Q(resolution__in=[timing.HOUR, timing.DAY], start__lt=history)
             | Q(resolution=timing.MINUTE, start__lt=now - timedelta(days=MINUTE_HISTOGRAM_DAYS)))),
         "circuit_events": delete_in_batches(CircuitEvent.objects.filter(at__lt=history)),
         "findings": delete_in_batches(Finding.objects.filter(status=Finding.Status.RESOLVED, resolved_at__lt=history)),

@@ -23,7 +23,7 @@ BOUNDS_MS = (
 )
 OVERFLOW_MS = 10**15  # "more than a day": sorts after every bound
 UPPER_BOUNDS_MS = (*BOUNDS_MS, OVERFLOW_MS)
-MINUTE, HOUR = 60, 3600  # the resolutions JobHistogram keeps
+MINUTE, HOUR, DAY = 60, 3600, 86400  # the resolutions JobHistogram keeps (a day is a UTC day)
 
 
 def bucket_of(seconds):

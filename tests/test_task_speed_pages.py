@@ -3,6 +3,7 @@
 and per-minute rows at the ends, the comparison with the day before, and the pages' input and
 escaping. (The times real workers measure: tests/test_task_speed.py.)"""
 
+import itertools
 import re
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -19,7 +20,7 @@ from monitors.conf import check_buckets
 from monitors.models import JobHistogram
 from monitors.recording.events import COUNTS_KEY, queue_wait
 from monitors.recording.upsert import add_increments, histogram_increments, write_histograms
-from monitors.web.speeds import RUNTIME, WAIT, counts_by_task, window_rows
+from monitors.web.speeds import RUNTIME, WAIT, spans, times_by_task, window_rows
 from monitors.web.windows import WINDOWS, Window
 from tests.brokers import staff_with
 
@@ -32,9 +33,10 @@ def event(task, metric, seconds):
     return {"task_id": "x", COUNTS_KEY: [(metric, task, "w@h", "default", "", seconds)]}
 
 
-def record(moment, task, runtimes=(), waits=()):
+def record(moment, task, runtimes=(), waits=(), failed=()):
     """What the recorder's writer would write for these jobs at `moment`."""
-    events = [event(task, "succeeded", seconds) for seconds in runtimes] + [event(task, "started", seconds) for seconds in waits]
+    events = ([event(task, "succeeded", seconds) for seconds in runtimes] + [event(task, "started", seconds) for seconds in waits]
+              + [event(task, "failed", seconds) for seconds in failed])
     write_histograms(histogram_increments(events, moment), connection)
 
 
@@ -106,25 +108,40 @@ def test_metric_bucket_settings_are_checked():
 # -- the writer's rows -----------------------------------------------------------------------------
 
 
-def test_the_writer_counts_each_time_per_minute_and_per_hour_and_adds_up_batches():
+def test_the_writer_counts_each_time_per_minute_hour_and_day_and_adds_up_batches():
     moment = datetime(2026, 11, 30, 10, 17, 42, tzinfo=UTC)
     first = histogram_increments([event("a.t", "succeeded", 0.25), event("a.t", "started", 2.0)], moment)
     second = histogram_increments([event("a.t", "succeeded", 0.26), event("a.t", "failed", 9.0),
                                    event("a.t", "sent", None), event("a.t", "retried", None)], moment)
     write_histograms(add_increments(first, second), connection)
     write_histograms(histogram_increments([event("a.t", "succeeded", 0.27)], moment + timedelta(minutes=1)), connection)
-    rows = {(row.start, row.resolution, row.measure, row.upper_ms): (row.count, row.total)
+    rows = {(row.start, row.resolution, row.measure, row.outcome, row.upper_ms): (row.count, row.total)
             for row in JobHistogram.objects.all()}
     minute, hour = datetime(2026, 11, 30, 10, 17, tzinfo=UTC), datetime(2026, 11, 30, 10, tzinfo=UTC)
-    assert rows[(minute, 60, RUNTIME, 300)] == (2, pytest.approx(0.51))
-    assert rows[(minute + timedelta(minutes=1), 60, RUNTIME, 300)] == (1, pytest.approx(0.27))
-    assert rows[(hour, 3600, RUNTIME, 300)] == (3, pytest.approx(0.78))
-    assert rows[(hour, 3600, RUNTIME, 10_000)] == (1, 9.0)  # failed jobs' runtime counts too
-    assert rows[(minute, 60, WAIT, 2000)] == (1, 2.0)
-    assert len(rows) == 7  # nothing for sent or retried, which carry no time
+    assert rows[(minute, 60, RUNTIME, "succeeded", 300)] == (2, pytest.approx(0.51))
+    assert rows[(minute + timedelta(minutes=1), 60, RUNTIME, "succeeded", 300)] == (1, pytest.approx(0.27))
+    assert rows[(hour, 3600, RUNTIME, "succeeded", 300)] == (3, pytest.approx(0.78))
+    assert rows[(hour, 3600, RUNTIME, "failed", 10_000)] == (1, 9.0)  # failed jobs' runtime counts too
+    assert rows[(minute, 60, WAIT, "", 2000)] == (1, 2.0)
+    day = datetime(2026, 11, 30, tzinfo=UTC)
+    assert rows[(day, 86400, RUNTIME, "succeeded", 300)] == (3, pytest.approx(0.78))
+    assert len(rows) == 10  # nothing for sent or retried, which carry no time
 
 
 # -- windows ---------------------------------------------------------------------------------------
+
+
+def test_a_window_is_covered_once_by_days_then_hours_then_minutes():
+    since = datetime(2026, 11, 20, 13, 47, 30, tzinfo=UTC)
+    until = datetime(2026, 11, 27, 13, 47, 30, tzinfo=UTC)
+    covered = spans(since, until)
+    assert [resolution for resolution, _, _ in covered] == [60, 3600, 86400, 3600, 60]
+    assert covered[2][1:] == (datetime(2026, 11, 21, tzinfo=UTC), datetime(2026, 11, 27, tzinfo=UTC))
+    assert covered[0][1] == datetime(2026, 11, 20, 13, 47, tzinfo=UTC)  # the minute `since` is in
+    for (_, _, end), (_, start, _) in itertools.pairwise(covered):
+        assert end == start  # no gap, no overlap
+    assert spans(since, since + timedelta(minutes=10)) == [(60, since.replace(second=0), since + timedelta(minutes=10))]
+    assert spans(since, since) == []
 
 
 def test_a_window_reads_whole_hours_from_hourly_rows_and_its_ends_from_minute_rows():
@@ -133,14 +150,15 @@ def test_a_window_reads_whole_hours_from_hourly_rows_and_its_ends_from_minute_ro
         moment = now - timedelta(minutes=minutes_ago)
         record(moment, "a.t", runtimes=[0.1])
     window = Window("6h", timedelta(hours=6), 300, end=now)
-    counts, seconds = counts_by_task(window, RUNTIME)["a.t"]
+    times = times_by_task(window, RUNTIME)["a.t"]
+    counts, seconds = times.counts, times.seconds
     expected = sum(1 for minutes_ago in range(0, 24 * 60, 7) if minutes_ago <= 6 * 60)
     assert sum(counts.values()) == expected and seconds == pytest.approx(0.1 * expected)
     where = str(JobHistogram.objects.filter(window_rows(window.since, window.until)).query)
     assert "3600" in where and "60" in where
     # Beyond the two days of per-minute rows, a window starts at a whole hour.
     week = Window("7d", timedelta(days=7), 7200, end=now)
-    counts, _ = counts_by_task(week, RUNTIME)["a.t"]
+    counts = times_by_task(week, RUNTIME)["a.t"].counts
     assert sum(counts.values()) == len(range(0, 24 * 60, 7))
 
 
@@ -153,9 +171,10 @@ def test_a_task_page_compares_with_the_same_window_a_day_before(client):
     assert 1.5 <= speed["runtime"]["p95"] <= 2.0 and 0.1 <= speed["runtime_before"]["p95"] <= 0.2
     page = client.get("/jobwatch/task/?name=a.slow&window=1h").content.decode()
     assert "× slower" in page
+    record(now - timedelta(minutes=3), "a.slow", failed=[30.0] * 2)
     listing = client.get("/jobwatch/api/tasks/?window=1h").json()["tasks"]
     [row] = listing
-    assert row["p95_change"] >= 7
+    assert row["p95_change"] >= 7 and row["failed"] == 2 and row["runtime"]["count"] == 22
 
 
 ODD_NAMES = [HOSTILE, "../../admin", "a/b c%20&x=1#frag", "line\nbreak", "ünï.cødé", "a" * 255]

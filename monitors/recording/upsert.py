@@ -16,6 +16,8 @@ PostgreSQL requires of a multi-row upsert) and in SQL (to fold that row into wha
 "Known" means not NULL, and for text columns not empty. The same SQL runs on PostgreSQL and SQLite.
 """
 
+from datetime import UTC
+
 from monitors import metric_histograms, timing
 from monitors.db import upsert
 from monitors.models import JobExecution, JobHistogram, JobPayload, JobTally, TaskCounter
@@ -313,20 +315,21 @@ def write_tallies(tallies, connection):
 
 
 def histogram_increments(events, moment):
-    """{(start, resolution, task, measure, upper_ms): (count, seconds)} of a batch's times, for
-    JobHistogram: each time counted in its minute's row and its hour's row (`moment`, when the
-    batch is written, floored to each)."""
-    minute = moment.replace(second=0, microsecond=0)
+    """{(start, resolution, task, measure, outcome, upper_ms): (count, seconds)} of a batch's
+    times, for JobHistogram: each time counted in its minute's, its hour's and its (UTC) day's row
+    (`moment`, when the batch is written, floored to each)."""
+    minute = moment.astimezone(UTC).replace(second=0, microsecond=0)
     hour = minute.replace(minute=0)
+    day = hour.replace(hour=0)
     totals = {}
     for event in events:
         for metric, name, _hostname, _queue, _exception, seconds in event.get(COUNTS_KEY) or ():
             if seconds is None:
                 continue
-            measure = "wait" if metric == "started" else "runtime"
+            measure, outcome = ("wait", "") if metric == "started" else ("runtime", metric)
             upper = timing.bucket_of(seconds)
-            for start, resolution in ((minute, timing.MINUTE), (hour, timing.HOUR)):
-                key = (start, resolution, name[:255], measure, upper)
+            for start, resolution in ((minute, timing.MINUTE), (hour, timing.HOUR), (day, timing.DAY)):
+                key = (start, resolution, name[:255], measure, outcome, upper)
                 count, total = totals.get(key, (0, 0.0))
                 totals[key] = (count + 1, total + seconds)
     return totals
@@ -335,7 +338,7 @@ def histogram_increments(events, moment):
 def write_histograms(increments, connection):
     """Add histogram_increments() to JobHistogram, in one statement (sorted, as for the counters)."""
 
-    labels = ["start", "resolution", "task_name", "measure", "upper_ms"]
+    labels = ["start", "resolution", "task_name", "measure", "outcome", "upper_ms"]
     rows = [{**dict(zip(labels, key, strict=True)), "count": count, "total": total}
             for key, (count, total) in sorted(increments.items())]
     upsert(connection, JobHistogram, rows, conflict=labels, add=["count", "total"])

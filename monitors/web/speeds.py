@@ -1,15 +1,16 @@
 """Reading tasks' speeds back from JobHistogram: bucket counts over a window, per task or for
 one, and percentiles over time.
 
-A window reads hourly rows for the whole hours it covers and per-minute rows for the minutes at
-its two ends, so a week costs 168 rows per task and bucket, not 10,080; per-minute rows are kept
-three days (monitors/retention.py), so a window reaching further back starts at the whole hour
-it starts in (up to 59 minutes more: 1 % of a week).
+A window reads the coarsest rows that fit: daily ones for the whole (UTC) days it covers, hourly
+ones for the whole hours around them, per-minute ones for the minutes at its two ends — a week
+costs about 6 + 46 rows per task and bucket, not 10,080. Per-minute rows are kept three days
+(monitors/retention.py), so a window reaching further back starts at the whole hour it starts in
+(up to 59 minutes more: 1 % of a week).
 """
 
 from collections import defaultdict
-from dataclasses import replace
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
 from django.db.models import Q, Sum
 from django.utils import timezone
@@ -21,50 +22,81 @@ from monitors.timing import Speed
 from monitors.web.windows import Bucket, bucket_of, bucket_times
 
 RUNTIME, WAIT = JobHistogram.Measure.RUNTIME.value, JobHistogram.Measure.WAIT.value
+RESOLUTIONS = (timing.DAY, timing.HOUR, timing.MINUTE)  # coarsest first
 
 
-def floor_hour(moment):
-    return moment.replace(minute=0, second=0, microsecond=0)
+def floor_to(moment, seconds):
+    return datetime.fromtimestamp(moment.timestamp() // seconds * seconds, UTC)
+
+
+def ceil_to(moment, seconds):
+    floor = floor_to(moment, seconds)
+    return floor if floor == moment else floor + timedelta(seconds=seconds)
+
+
+def spans(since, until, resolutions=RESOLUTIONS):
+    """[(resolution, start, end)]: which rows cover [since, until) — the coarsest for the middle,
+    finer ones for the ends; the finest takes every row that starts in its span."""
+    if since >= until:
+        return []
+    resolution, *finer = resolutions
+    if not finer:
+        return [(resolution, floor_to(since, resolution), until)]
+    first, last = ceil_to(since, resolution), floor_to(until, resolution)
+    if first >= last:
+        return spans(since, until, finer)
+    return [*spans(since, first, finer), (resolution, first, last), *spans(last, until, finer)]
 
 
 def window_rows(since, until):
-    """The Q that picks a window's rows: hourly for whole hours, per-minute at the ends."""
-    first_hour = floor_hour(since)
-    if first_hour < since:
-        first_hour += timedelta(hours=1)
-    last_hour = floor_hour(until)
+    """The Q that picks the rows of the window [since, until] (spans)."""
     if since < timezone.now() - timedelta(days=MINUTE_HISTOGRAM_DAYS) + timedelta(minutes=5):
-        first_hour = floor_hour(since)  # its minutes are gone: take the whole first hour
-    if first_hour >= last_hour:
-        return Q(resolution=timing.MINUTE, start__gte=since.replace(second=0, microsecond=0), start__lte=until)
-    return (Q(resolution=timing.HOUR, start__gte=first_hour, start__lt=last_hour)
-            | Q(resolution=timing.MINUTE, start__gte=since.replace(second=0, microsecond=0), start__lt=first_hour)
-            | Q(resolution=timing.MINUTE, start__gte=last_hour, start__lte=until))
+        since = floor_to(since, timing.HOUR)  # its minutes are gone: take the whole first hour
+    picked = Q(pk__in=[])
+    # Half-open spans; the row of the minute `until` is in starts before until + 1 µs.
+    for resolution, start, end in spans(since, until + timedelta(microseconds=1)):
+        picked |= Q(resolution=resolution, start__gte=start, start__lt=end)
+    return picked
 
 
-def counts_by_task(window, measure, task=None):
-    """{task: ({upper_ms: count}, seconds in all)} over the window."""
+@dataclass
+class TaskTimes:
+    """One task's times of one measure over a window: {upper_ms: count}, the seconds they add up
+    to, and (runtime) how many of the jobs failed."""
+
+    counts: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    failed: int = 0
+
+    @property
+    def speed(self):
+        return Speed.of(self.counts, self.seconds)
+
+
+def times_by_task(window, measure, task=None):
+    """{task: TaskTimes} over the window, in one grouped query."""
     rows = JobHistogram.objects.filter(window_rows(window.since, window.until), measure=measure)
     if task is not None:
         rows = rows.filter(task_name=task)
-    found = defaultdict(lambda: ({}, 0.0))
-    for task_name, upper, count, total in (rows.values_list("task_name", "upper_ms")
-                                           .annotate(n=Sum("count"), seconds=Sum("total")).order_by()):
-        counts, seconds = found[task_name]
-        counts[upper] = counts.get(upper, 0) + count
-        found[task_name] = (counts, seconds + (total or 0.0))
+    found = defaultdict(TaskTimes)
+    for task_name, outcome, upper, count, total in (rows.values_list("task_name", "outcome", "upper_ms")
+                                                    .annotate(n=Sum("count"), seconds=Sum("total")).order_by()):
+        times = found[task_name]
+        times.counts[upper] = times.counts.get(upper, 0) + count
+        times.seconds += total or 0.0
+        if outcome == "failed":
+            times.failed += count
     return dict(found)
 
 
 def speeds_by_task(window, measure):
     """{task: Speed} over the window, for every task with a time counted in it."""
-    return {task: Speed.of(counts, seconds) for task, (counts, seconds) in counts_by_task(window, measure).items()}
+    return {task: times.speed for task, times in times_by_task(window, measure).items()}
 
 
-def task_speed(window, task, measure):
-    """(Speed, {upper_ms: count}) of one task over the window."""
-    counts, seconds = counts_by_task(window, measure, task).get(task, ({}, 0.0))
-    return Speed.of(counts, seconds), counts
+def task_times(window, task, measure):
+    """TaskTimes of one task over the window (empty when it has none)."""
+    return times_by_task(window, measure, task).get(task, TaskTimes())
 
 
 def earlier(window):
@@ -74,10 +106,14 @@ def earlier(window):
 
 
 def percentile_series(window, task, measure, fractions):
-    """The bucket times of the window and {fraction: [seconds or None per bucket]} of one task."""
+    """The bucket times of the window and {fraction: [seconds or None per bucket]} of one task.
+    Over a day or more a point is an hour (or the window's own wider bucket), read from the
+    hourly rows: percentiles of 15 minutes would read 24 times the rows for a line no one reads
+    more closely."""
+    if window.span >= timedelta(days=1) and window.bucket < timing.HOUR:
+        window = replace(window, bucket=timing.HOUR)
     times = bucket_times(window)
     position_of = bucket_of(times, window)
-    # A chart's point spans window.bucket seconds: hourly rows where that is whole hours.
     resolution = timing.HOUR if window.bucket % timing.HOUR == 0 else timing.MINUTE
     rows = (JobHistogram.objects.filter(task_name=task, resolution=resolution, measure=measure, start__gte=times[0])
             .annotate(bucket=Bucket("start", window.bucket))

@@ -7,15 +7,14 @@ eta it was told to wait for) → started, of every delivery, retries included. B
 recorder's fixed-bucket histograms (JobHistogram, monitors/web/speeds.py), so they cost the same
 at any history size; percentiles are estimates within a bucket (monitors/timing.py)."""
 
-from django.db.models import Sum
-
 from monitors import timing
-from monitors.models import JobExecution, JobTally
+from monitors.models import JobExecution
 from monitors.web import charts
 from monitors.web.access import staff_only
 from monitors.web.params import BadParameter, Choice, Text, query
 from monitors.web.respond import respond
-from monitors.web.speeds import RUNTIME, WAIT, counts_by_task, earlier, percentile_series, speeds_by_task, task_speed
+from monitors.web.speeds import (RUNTIME, WAIT, TaskTimes, earlier, percentile_series, speeds_by_task, task_times,
+                                 times_by_task)
 from monitors.web.windows import WINDOWS, window_from, window_param
 
 SORTS = {
@@ -25,7 +24,7 @@ SORTS = {
     "jobs": "jobs finished, most first",
     "name": "name",
 }
-SLOWEST_OF = 2000  # a task's page lists the slowest of its newest this many finished jobs
+SLOWEST_OF = 1000  # a task's page lists the slowest of its newest this many jobs
 SLOWEST_SHOWN = 10
 
 
@@ -53,20 +52,18 @@ SORT_KEYS = {
 def task_rows(window):
     """Every task with a job that finished or started in the window: its runtime and wait, its
     failures, and its runtime p95 in the window before."""
-    runtime = counts_by_task(window, RUNTIME)
+    runtime = times_by_task(window, RUNTIME)
     waits = speeds_by_task(window, WAIT)
     before = speeds_by_task(earlier(window)[0], RUNTIME)
-    failed = dict(JobTally.objects.filter(metric="failed", minute__gte=window.since, minute__lte=window.until)
-                  .values_list("task_name").annotate(n=Sum("count")).order_by())
     rows = []
     for name in sorted(set(runtime) | set(waits)):
-        counts, seconds = runtime.get(name, ({}, 0.0))
-        speed = timing.Speed.of(counts, seconds)
+        times = runtime.get(name) or TaskTimes()
+        speed = times.speed
+        p95_before = before[name].p95 if name in before else None
         rows.append({
             "name": name, "runtime": speed, "wait": waits.get(name) or timing.Speed.of({}),
-            "runtime_total": seconds, "failed": failed.get(name, 0),
-            "p95_before": before[name].p95 if name in before else None,
-            "p95_change": change(speed.p95, before[name].p95 if name in before else None),
+            "runtime_total": times.seconds, "failed": times.failed,
+            "p95_before": p95_before, "p95_change": change(speed.p95, p95_before),
         })
     return rows
 
@@ -97,17 +94,18 @@ def task_detail(request):
     name = request.query["name"]
     if not name:
         raise BadParameter("name", "which task? (?name=the task's name, as on the Tasks page)")
-    runtime, runtime_counts = task_speed(window, name, RUNTIME)
-    wait, wait_counts = task_speed(window, name, WAIT)
+    runtime_times, wait_times = task_times(window, name, RUNTIME), task_times(window, name, WAIT)
+    runtime, wait = runtime_times.speed, wait_times.speed
     before_window, _ = earlier(window)
-    runtime_before, _ = task_speed(before_window, name, RUNTIME)
-    wait_before, _ = task_speed(before_window, name, WAIT)
-    histogram = histogram_rows(runtime_counts, wait_counts)
+    runtime_before = task_times(before_window, name, RUNTIME).speed
+    wait_before = task_times(before_window, name, WAIT).speed
+    histogram = histogram_rows(runtime_times.counts, wait_times.counts)
     times, runtime_lines = percentile_series(window, name, RUNTIME, (0.5, 0.95, 0.99))
     _, wait_lines = percentile_series(window, name, WAIT, (0.5, 0.95))
     context = {
         "name": name, "window": window, "windows": WINDOWS, "before_label": before_label(window),
         "runtime": runtime, "wait": wait, "runtime_before": runtime_before, "wait_before": wait_before,
+        "failed": runtime_times.failed,
         "measures": [
             {"label": "Runtime", "now": runtime, "before": runtime_before,
              "change": change(runtime.p95, runtime_before.p95)},
@@ -122,20 +120,24 @@ def task_detail(request):
             title=f"Jobs by time, last {window.label}", y_title="jobs"),
         "runtime_chart": charts.line_chart(
             [(f"p{round(fraction * 100)}", times, line) for fraction, line in runtime_lines.items()],
-            title=f"Runtime percentiles per {minutes(window.bucket)} (s)", window=window),
+            title=f"Runtime percentiles per {point_span(times)} (s)", window=window),
         "wait_chart": charts.line_chart(
             [(f"p{round(fraction * 100)}", times, line) for fraction, line in wait_lines.items()],
-            title=f"Queue wait percentiles per {minutes(window.bucket)} (s)", window=window),
+            title=f"Queue wait percentiles per {point_span(times)} (s)", window=window),
         "slowest": slowest_recent_jobs(name, window.until),
         "slowest_of": SLOWEST_OF,
     }
     return respond(request, "jobwatch/task.html", context, fragments=["task-speed"],
-                   api=["name", "window", "runtime", "wait", "runtime_before", "wait_before", "histogram", "series",
+                   api=["name", "window", "runtime", "wait", "failed", "runtime_before", "wait_before", "histogram", "series",
                         "slowest"])
 
 
-def minutes(seconds):
-    return f"{seconds // 3600} h" if seconds >= 3600 else f"{seconds // 60} min"
+def point_span(times):
+    """"min", "15 min", "hour", "2 h": what one point of a percentile line spans."""
+    seconds = int((times[1] - times[0]).total_seconds()) if len(times) > 1 else 60
+    if seconds >= 3600:
+        return "hour" if seconds == 3600 else f"{seconds // 3600} h"
+    return "min" if seconds == 60 else f"{seconds // 60} min"
 
 
 def histogram_rows(runtime_counts, wait_counts):
