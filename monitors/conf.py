@@ -135,6 +135,10 @@ DEFAULTS = {
     "DASHBOARD_URL": "",
     # A periodic task that has not run for this many of its intervals makes the monitor stale.
     "STALE_AFTER_INTERVALS": 3,
+    # Every worker looks this often whether Jobwatch's periodic tasks still run, and when they do
+    # not (beat dead), one of them raises the alert in beat's place (monitors/alerts/watchdog.py).
+    # 0: no watch.
+    "WATCHDOG_SECONDS": 30.0,
     # /metrics: with a token, Prometheus sends it as "Authorization: Bearer <token>"; without
     # one, only logged-in staff may read it.
     "METRICS_TOKEN": "",

@@ -16,15 +16,19 @@ worker leaves them out when it starts, checks them every QUEUE_PAUSE_CHECK_SECON
 the `jobwatch_sync_pauses` broadcast a pause or resume sends.
 
 And because a monitor that is not scheduled is silent, a worker says so when it starts and
-Jobwatch's periodic tasks have not run (see also monitors/checks.py, /healthz and the banner).
+Jobwatch's periodic tasks have not run (see also monitors/checks.py, /healthz and the banner), and
+every worker keeps a watch on beat (monitors/alerts/watchdog.py): when Jobwatch's periodic tasks
+stop, one worker raises the alert in beat's place.
 """
 
 import logging
+import threading
 
 from celery.signals import beat_init, celeryd_after_setup, worker_ready
 from celery.utils.text import match_case
 from celery.worker.control import control_command
 from django.db import DatabaseError
+from django.utils import timezone
 
 from monitors.conf import setting
 from monitors.recording import signals
@@ -133,12 +137,35 @@ def worker_starting(sender=None, **kwargs):
     if timer is not None and not getattr(sender, "jobwatch_checks_pauses", False):  # once, not per reconnect
         sender.jobwatch_checks_pauses = True
         timer.call_repeatedly(float(setting("QUEUE_PAUSE_CHECK_SECONDS")), check_pauses, (sender,))
+        if float(setting("WATCHDOG_SECONDS")) > 0:
+            watch = BeatWatch(getattr(sender, "hostname", "") or "a worker")
+            timer.call_repeatedly(float(setting("WATCHDOG_SECONDS")), watch.look)
     unknown = sorted(name for name in beat_schedule() if name not in app.tasks)
     if unknown:
         logger.warning("Jobwatch: this worker does not know the tasks %s; add 'monitors' to INSTALLED_APPS and call "
                        "app.autodiscover_tasks() (or include 'monitors.tasks') so that they can run", ", ".join(unknown))
     for line in silence_report():
         logger.warning("Jobwatch: %s", line)
+
+
+class BeatWatch:
+    """A worker's watch on beat (monitors/alerts/watchdog.py), looked at from the consumer's timer
+    in a thread of its own: the look reads the database and may send notifications, which must
+    not hold up the consumer; one look at a time."""
+
+    def __init__(self, worker):
+        self.worker = worker
+        self.started_at = timezone.now()
+        self.thread = None
+
+    def look(self):
+        if self.thread is not None and self.thread.is_alive():
+            return
+        from monitors.alerts import watchdog  # models: see beat_starting
+
+        self.thread = threading.Thread(target=watchdog.watch_in_thread, args=(self.worker, self.started_at),
+                                       name="jobwatch-beat-watch", daemon=True)
+        self.thread.start()
 
 
 def silence_report(now=None):

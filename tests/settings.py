@@ -28,6 +28,10 @@ JOBWATCH = {
     "RECORDER_FLUSH_INTERVAL": float(os.environ.get("JOBWATCH_RECORDER_FLUSH_INTERVAL", 0.1)),
     "WORKER_HEARTBEAT_SECONDS": float(os.environ.get("JOBWATCH_TEST_HEARTBEAT_SECONDS", 15)),
     "QUEUE_PAUSE_CHECK_SECONDS": float(os.environ.get("JOBWATCH_TEST_PAUSE_CHECK_SECONDS", 10)),
+    # Jobwatch's own schedule on a test's time scale where a test asks (the watch on beat).
+    **{name: float(os.environ[f"JOBWATCH_TEST_{name}"]) for name in ("DETECT_INTERVAL", "ALERT_INTERVAL",
+                                                                     "SAMPLE_INTERVAL", "WATCHDOG_SECONDS")
+       if os.environ.get(f"JOBWATCH_TEST_{name}")},
     # The demo's payment gateway circuit on a test's time scale: opens after 3 failures, lets 2
     # trial calls through after a 4-second cool-down.
     "CIRCUITS": {"payment-gateway": {"fail_max": 3, "reset_timeout": 4, "trial_calls": 2, "wait_jitter": 0.25},

@@ -179,14 +179,17 @@ def test_a_stale_monitor_is_a_finding_and_fails_healthz(client):
 def test_metrics_need_a_token_or_staff_and_parse_as_prometheus_text(client, settings):
     from prometheus_client.parser import text_string_to_metric_families
 
+    from monitors import metric_histograms
     from monitors.models import TaskCounter
 
     for metric, value in (("succeeded", 3), ("failed", 1)):
         TaskCounter.objects.create(metric=metric, name="shop.charge", hostname="w@h", queue_name="payments",
                                    exception="ConnectionError" if metric == "failed" else "", value=value)
-    TaskCounter.objects.create(metric="runtime_bucket", name="shop.charge", hostname="w@h", queue_name="payments", le="+Inf", value=4)
-    TaskCounter.objects.create(metric="runtime_bucket", name="shop.charge", hostname="w@h", queue_name="payments", le="0.1", value=3)
-    TaskCounter.objects.create(metric="runtime_sum", name="shop.charge", hostname="w@h", queue_name="payments", value=0.5)
+    bounds = metric_histograms.bounds("runtime")
+    bucket, total = (metric_histograms.stored_metric("runtime", part, bounds) for part in ("bucket", "sum"))
+    TaskCounter.objects.create(metric=bucket, name="shop.charge", hostname="w@h", queue_name="payments", le="+Inf", value=4)
+    TaskCounter.objects.create(metric=bucket, name="shop.charge", hostname="w@h", queue_name="payments", le="0.1", value=3)
+    TaskCounter.objects.create(metric=total, name="shop.charge", hostname="w@h", queue_name="payments", value=0.5)
     assert client.get("/jobwatch/metrics").status_code == 403
     settings.JOBWATCH = {**settings.JOBWATCH, "METRICS_TOKEN": "s3cret"}
     assert client.get("/jobwatch/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
