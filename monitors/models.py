@@ -130,6 +130,11 @@ class JobExecution(models.Model):
     origin_request = models.CharField(max_length=300, blank=True, help_text="METHOD /path")
     origin_request_id = models.CharField(max_length=32, blank=True)
     origin_task = models.CharField(max_length=255, blank=True, help_text="name of the task that enqueued")
+    # The beat schedule entry that sent the job (celery beat's own schedule or django-celery-beat's
+    # PeriodicTask): an entry's runs are one indexed query. A database default, like the cancel
+    # fields: the recorder's INSERT names its own columns.
+    origin_entry = models.CharField(max_length=200, blank=True, default="", db_default="",
+                                    help_text="the periodic task (beat entry) that sent it")
 
     references = models.JSONField(null=True, blank=True, help_text='[{"arg", "model", "pk"}] records the job needs')
 
@@ -169,6 +174,10 @@ class JobExecution(models.Model):
             models.Index(fields=["id"], name="jobwatch_failed", condition=models.Q(state="failed")),
             # The jobs one save enqueued (a job's origin, the fan-out page's offending saves).
             models.Index(fields=["origin_save"], name="jobwatch_origin_save", condition=~models.Q(origin_save="")),
+            # A periodic task's runs, newest first (its page, the periodic detector): partial,
+            # only the jobs beat sent.
+            models.Index(fields=["origin_entry", "enqueued_at"], name="jobwatch_periodic_runs",
+                         condition=~models.Q(origin_entry="")),
             # What each worker runs now (Workers page): partial, only jobs running or reserved.
             models.Index(fields=["worker", "started_at"], name="jobwatch_running",
                          condition=models.Q(state__in=["received", "started"])),

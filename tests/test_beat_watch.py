@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from monitors.alerts import watchdog
 from monitors.alerts.heartbeats import BEAT, WATCHED
-from monitors.models import Finding, MonitorHeartbeat, NotificationChannel
+from monitors.models import Finding, JobExecution, MonitorHeartbeat, NotificationChannel
 from tests.test_alerts import Receiver
 from tests.workers import WorkerProcess, database_url_for_workers, fresh_redis_url, wait_for
 
@@ -45,6 +45,8 @@ def test_beat_stopped_is_paged_by_the_workers_once_and_resolved_when_it_is_back(
         wait_for(lambda: MonitorHeartbeat.objects.filter(task__in=list(WATCHED)).count() == len(WATCHED), timeout=60,
                  what="Jobwatch's periodic tasks to run")
         assert not MonitorHeartbeat.objects.filter(task=watchdog.WATCHDOG).exists()  # no turn was needed
+    # Each job beat sent names its entry.
+    assert JobExecution.objects.filter(origin_entry="jobwatch.send_alerts", origin_kind="beat").exists()
     assert not Finding.objects.filter(kind="monitor_stale").exists()  # beat ran: nothing to say
 
     # Beat is gone; two workers run on.

@@ -108,6 +108,11 @@ def capture(start_frame):
             caller = frame
         if code.co_filename == _BEAT_FILE:
             beat = True
+            # Scheduler.apply_async(entry, …) — celery beat's own scheduler and those built on it
+            # (django-celery-beat's DatabaseScheduler): the entry being sent, by its name.
+            entry = frame.f_locals.get("entry")
+            if entry is not None and isinstance(getattr(entry, "name", None), str):
+                origin["origin_entry"] = entry.name[:200]
         frame = frame.f_back
 
     if not origin and model_frame is not None:

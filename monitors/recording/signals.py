@@ -41,6 +41,8 @@ _waiting = {}
 # it reports itself (a lost pool process, a hard time limit), whose signal carries no request.
 _received_attempts = {}
 RECEIVED_ATTEMPTS_KEPT = 10_000
+# The header django-celery-beat puts on the messages of its periodic tasks: the entry's name.
+PERIODIC_TASK_HEADER = "periodic_task_name"
 # The hostname label of the counts this process makes (publishes, and what a worker's main process
 # reports itself), as celery-exporter labels them.
 HOSTNAME = socket.gethostname()
@@ -101,6 +103,10 @@ def before_task_publish(sender=None, body=None, exchange=None, routing_key=None,
         del event["enqueued_at"]
     else:
         event.update(origin.origin_for_publish(sys._getframe(1)))
+        if not event.get("origin_entry") and headers and isinstance(headers.get(PERIODIC_TASK_HEADER), str):
+            # django-celery-beat names its entry in the message, should the frames not show it.
+            event["origin_entry"] = headers[PERIODIC_TASK_HEADER][:200]
+            event["origin_kind"] = event.get("origin_kind") or "beat"
         if running is not None and getattr(running, "name", None):
             event["origin_task"] = running.name
             event["origin_kind"] = event.get("origin_kind") or "task"

@@ -58,6 +58,7 @@ COLUMN_RULES = {
     "origin_request": FIRST,
     "origin_request_id": FIRST,
     "origin_task": FIRST,
+    "origin_entry": FIRST,
     "references": FIRST,
     # Where the job is now: the event furthest along decides.
     "state": LATEST,
