@@ -1,7 +1,7 @@
 from django.urls import path
 
 from monitors.web import (actions, alerts, circuits, failures, fanout, findings, health, incidents, job_page, jobs, orphans,
-                          overview, queue_controls, queues, task_speed, workers)
+                          overview, periodic, queue_controls, queues, task_speed, workers)
 from monitors.web.errors import answers_errors
 from monitors.web.respond import api_view
 
@@ -20,6 +20,8 @@ PAGES = [
     # ?name=: a task's name is the sender's to write (a newline, "..", anything) — a query value
     # takes any of it, where a path segment could not, or would walk out of the path.
     ("task/", task_speed.task_detail, "task"),
+    ("periodic/", periodic.periodic_list, "periodic"),
+    ("periodic/entry/", periodic.periodic_entry, "periodic_entry"),
     ("fanout/", fanout.fanout, "fanout"),
     ("orphans/", orphans.orphan_list, "orphans"),
     ("circuits/", circuits.circuit_list, "circuits"),

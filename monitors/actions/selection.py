@@ -37,6 +37,7 @@ FILTER_KEYS = {
     "worker": "worker hostname",
     "save": "the save that enqueued it (the origin's save id)",
     "circuit": "the service circuit it calls through or waits on",
+    "entry": "the periodic task (beat entry) that sent it",
     "text": "text in the arguments or the error message",
     "up_to": "recorded up to this job id (the moment a list or preview was made)",
     "discarded": "yes: the failed jobs an operator discarded, which every other list leaves out",
@@ -197,6 +198,8 @@ def apply_filter(jobs, key, value):
         return jobs.filter(worker=value)
     if key == "save":
         return jobs.filter(origin_save=value)
+    if key == "entry":
+        return jobs.filter(origin_entry=value)
     if key == "circuit":
         return jobs.filter(circuit=value)
     if key == "text":

@@ -16,7 +16,7 @@ if not partials.BUILT_IN:  # Django 5.2: {% partialdef %} for the templates that
 # The pages in the header, in the order an operator paged at night looks at them.
 NAV_PAGES = [
     ("monitors:overview", "Overview"), ("monitors:queues", "Queues"), ("monitors:jobs", "Jobs"),
-    ("monitors:failures", "Failures"), ("monitors:tasks", "Tasks"), ("monitors:fanout", "Fan-out"), ("monitors:orphans", "Orphans"),
+    ("monitors:failures", "Failures"), ("monitors:tasks", "Tasks"), ("monitors:periodic", "Periodic"), ("monitors:fanout", "Fan-out"), ("monitors:orphans", "Orphans"),
     ("monitors:circuits", "Circuits"), ("monitors:workers", "Workers"), ("monitors:findings", "Findings"),
     ("monitors:alerts", "Alerts"), ("monitors:archive", "Archive"), ("monitors:actions", "Audit log"),
 ]

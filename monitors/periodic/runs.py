@@ -1,0 +1,60 @@
+"""What the recorder kept of each entry's runs (the jobs whose origin_entry names it), and when
+its schedule says it should run next."""
+
+from django.db import connection
+from django.utils import timezone
+
+from monitors.models import JobExecution
+
+RUN_COLUMNS = ["task_id", "state", "enqueued_at", "started_at", "finished_at", "runtime"]
+
+
+def recent_runs(names, count=30):
+    """{entry name: [run dicts, newest first]}, at most `count` each, through the partial index
+    on (origin_entry, enqueued_at): on PostgreSQL one statement (a LATERAL read per entry),
+    elsewhere one query per entry."""
+    names = list(names)
+    if not names:
+        return {}
+    found = {name: [] for name in names}
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(JobExecution._meta.db_table)
+        columns = ", ".join(f"j.{column}" for column in RUN_COLUMNS)
+        sql = (f"SELECT n.name, {columns} FROM unnest(%s::text[]) AS n(name), LATERAL ("
+               f"SELECT * FROM {table} WHERE origin_entry = n.name AND enqueued_at IS NOT NULL "
+               f"ORDER BY enqueued_at DESC LIMIT %s) AS j")
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [names, count])
+            for name, *values in cursor.fetchall():
+                found[name].append(dict(zip(RUN_COLUMNS, values, strict=True)))
+        return found
+    for name in names:
+        found[name] = list(JobExecution.objects.filter(origin_entry=name, enqueued_at__isnull=False)
+                           .order_by("-enqueued_at").values(*RUN_COLUMNS)[:count])
+    return found
+
+
+def next_expected(entry, last_run, now=None):
+    """When the entry should run next, by its schedule's own reckoning (Celery's
+    remaining_estimate, counted from `last_run`); None when it cannot say — no run to count from,
+    a one-off that ran, a schedule that raises."""
+    if last_run is None or (entry.one_off and entry.scheduler_last_run_at is not None):
+        return None
+    now = now or timezone.now()
+    try:
+        remaining = entry.schedule.remaining_estimate(last_run)
+    except Exception:  # noqa: BLE001 (a custom schedule: shown without a next run)
+        return None
+    return now + remaining
+
+
+def summary(runs):
+    """The last run, how many of the runs finished well, and their runtimes (oldest first)."""
+    finished = [run for run in runs if run["state"] in ("succeeded", "failed")]
+    succeeded = sum(1 for run in finished if run["state"] == "succeeded")
+    return {
+        "last": runs[0] if runs else None,
+        "success_rate": round(100 * succeeded / len(finished)) if finished else None,
+        "durations": [run["runtime"] for run in reversed(runs)],
+        "states": [run["state"] for run in reversed(runs)],
+    }

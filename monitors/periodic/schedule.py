@@ -1,0 +1,117 @@
+"""Every periodic task (beat entry) the site knows, read from where beat reads it: the Celery app's
+`beat_schedule` (Jobwatch's own entries included) and, where django-celery-beat is installed,
+its PeriodicTask table (enabled or not, one-off, the scheduler's last run and run count). An entry
+in both is the table's: django-celery-beat's DatabaseScheduler copies the app's schedule into it.
+
+Which of them beat runs depends on its scheduler (`beat_scheduler`): with django-celery-beat's
+DatabaseScheduler the table's enabled entries; with Celery's own (the default) the app's
+schedule, and the table's rows are listed as not run (`runs_in_beat`)."""
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from celery import current_app
+from celery.schedules import maybe_schedule
+from celery.schedules import schedule as every_interval
+from django.apps import apps
+
+from monitors.periodic.words import in_words
+from monitors.recording.events import cleaned_arguments
+
+BEAT_SCHEDULE, DATABASE = "beat_schedule", "django-celery-beat"
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    task: str
+    schedule: object  # a Celery schedule: schedule (interval), crontab, solar, or django-celery-beat's clocked
+    args: list = field(default_factory=list)  # redacted and cut like a job's
+    kwargs: dict = field(default_factory=dict)
+    queue: str = ""
+    source: str = BEAT_SCHEDULE
+    enabled: bool = True
+    one_off: bool = False
+    runs_in_beat: bool = True
+    scheduler_last_run_at: datetime | None = None  # as django-celery-beat recorded it
+    total_run_count: int | None = None
+    zone: str = "UTC"
+
+    @property
+    def words(self):
+        return in_words(self.schedule, self.zone)
+
+    @property
+    def interval_seconds(self):
+        """The seconds between two runs where the schedule has one interval (None for crontab,
+        solar and one-offs, whose gaps vary)."""
+        if isinstance(self.schedule, every_interval) and not self.one_off:
+            return self.schedule.run_every.total_seconds()
+        return None
+
+
+def entries(app=None):
+    """{name: Entry}, the app's schedule first, the table's rows over it."""
+    app = app or current_app
+    zone = str(app.conf.timezone or "UTC")
+    uses_database = "django_celery_beat" in str(app.conf.beat_scheduler or "")
+    found = {}
+    for name, options in (app.conf.beat_schedule or {}).items():
+        entry = from_beat_schedule(app, name, options, zone)
+        if entry is not None:
+            found[name] = Entry(**{**entry.__dict__, "runs_in_beat": not uses_database})
+    for entry in from_database(zone, uses_database):
+        found[entry.name] = entry
+    return dict(sorted(found.items()))
+
+
+def from_beat_schedule(app, name, options, zone):
+    try:
+        schedule = maybe_schedule(options["schedule"], app=app)
+    except (KeyError, TypeError, ValueError):
+        return None  # beat would refuse it too; nothing to expect
+    arguments = cleaned_arguments(list(options.get("args") or ()), dict(options.get("kwargs") or {}))
+    queue = (options.get("options") or {}).get("queue") or ""
+    return Entry(name=str(name), task=str(options.get("task", "")), schedule=schedule, args=arguments["args"] or [],
+                 kwargs=arguments["kwargs"] or {}, queue=str(queue), source=BEAT_SCHEDULE, zone=zone)
+
+
+def from_database(zone, uses_database):
+    """django-celery-beat's PeriodicTask rows, where it is installed."""
+    if not apps.is_installed("django_celery_beat"):
+        return []
+    # Optional: only where django-celery-beat is installed.
+    from django_celery_beat.models import PeriodicTask
+
+    found = []
+    related = ["interval", "crontab", "solar", "clocked"]
+    for row in PeriodicTask.objects.select_related(*related).order_by("name"):
+        try:
+            schedule = row.schedule
+        except Exception:  # noqa: BLE001 (a row without a schedule: listed, never expected)
+            schedule = None
+        if schedule is None:
+            continue
+        arguments = cleaned_arguments(json_list(row.args), json_dict(row.kwargs))
+        found.append(Entry(
+            name=row.name, task=row.task, schedule=schedule, args=arguments["args"] or [], kwargs=arguments["kwargs"] or {},
+            queue=row.queue or "", source=DATABASE, enabled=row.enabled, one_off=row.one_off, runs_in_beat=uses_database,
+            scheduler_last_run_at=row.last_run_at, total_run_count=row.total_run_count, zone=zone))
+    return found
+
+
+def json_list(text):
+    try:
+        value = json.loads(text or "[]")
+    except ValueError:
+        return []
+    return value if isinstance(value, list) else []
+
+
+def json_dict(text):
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
