@@ -9,8 +9,9 @@ import itertools
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-# Detector thresholds (monitors/detectors/). Override any in THRESHOLDS, or per queue / per task
-# in QUEUE_THRESHOLDS / TASK_THRESHOLDS: {"reports": {"QUEUE_LENGTH": 10_000}}.
+# Detector thresholds (monitors/detectors/). Override any in THRESHOLDS, or per queue / per task /
+# per periodic task (beat entry) in QUEUE_THRESHOLDS / TASK_THRESHOLDS / PERIODIC_THRESHOLDS:
+# {"reports": {"QUEUE_LENGTH": 10_000}}.
 DEFAULT_THRESHOLDS = {
     # Fan-out: an origin's enqueues over the last window against its own baseline before it.
     "FANOUT_WINDOW_SECONDS": 300,
@@ -62,6 +63,15 @@ DEFAULT_THRESHOLDS = {
     # Where no address can be read from the errors: one task's failures of one exception type and
     # status, this share of its finished jobs, are a failing dependency of that task.
     "SERVICE_FAILURE_SHARE": 0.8,
+    # Periodic tasks (per entry in PERIODIC_THRESHOLDS, by the entry's name): a run is missed
+    # when it was due this long ago and nothing was sent; a run sent and not started this long
+    # after is stuck; this many failed runs in a row are failing; a run this many times its usual
+    # duration (and at least the minimum) is slow.
+    "PERIODIC_GRACE_SECONDS": 60,
+    "PERIODIC_NOT_STARTED_SECONDS": 300,
+    "PERIODIC_FAILING_RUNS": 3,
+    "PERIODIC_SLOW_FACTOR": 3.0,
+    "PERIODIC_SLOW_MIN_SECONDS": 10,
 }
 
 DEFAULTS = {
@@ -101,6 +111,7 @@ DEFAULTS = {
     "THRESHOLDS": {},
     "QUEUE_THRESHOLDS": {},
     "TASK_THRESHOLDS": {},
+    "PERIODIC_THRESHOLDS": {},
     "DETECT_INTERVAL": 30,
     # Circuit breakers (monitors/circuits): where their shared state lives — "database" (the
     # default database), "database:<alias>", or a redis:// URL — and their options: defaults for
@@ -179,7 +190,7 @@ def check_settings():
     configured = getattr(settings, "JOBWATCH", {})
     check_keys("settings.JOBWATCH", configured, DEFAULTS)
     check_keys("settings.JOBWATCH['THRESHOLDS']", configured.get("THRESHOLDS", {}), DEFAULT_THRESHOLDS)
-    for scope in ("QUEUE_THRESHOLDS", "TASK_THRESHOLDS"):
+    for scope in ("QUEUE_THRESHOLDS", "TASK_THRESHOLDS", "PERIODIC_THRESHOLDS"):
         for name, overrides in configured.get(scope, {}).items():
             check_keys(f"settings.JOBWATCH['{scope}'][{name!r}]", overrides, DEFAULT_THRESHOLDS)
     for name in ("METRICS_RUNTIME_BUCKETS", "METRICS_QUEUE_WAIT_BUCKETS"):

@@ -68,7 +68,7 @@ def beat_starting(sender=None, **kwargs):
     or its database: add any of Jobwatch's entries it lacks, and note the start (the stale rule
     counts from it, so that a fresh start is not an outage)."""
     # Imported here: this module is imported with the Celery app, before Django's apps are ready.
-    from monitors.alerts.heartbeats import beat_started
+    from monitors.heartbeats import beat_started
 
     if not getattr(sender.app, "jobwatch_watched", False):
         return  # another Celery app in the same process
@@ -171,7 +171,7 @@ class BeatWatch:
 def silence_report(now=None):
     """Lines saying which of Jobwatch's periodic tasks are not running, and what to do; empty when
     they run (or when the database cannot say)."""
-    from monitors.alerts.heartbeats import stale_tasks  # models: see beat_starting
+    from monitors.heartbeats import stale_tasks  # models: see beat_starting
 
     try:
         stale = stale_tasks(now)

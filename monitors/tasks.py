@@ -8,7 +8,7 @@ from monitors.actions import resume
 from monitors.actions.cancel import KILL_TASK, kill_if_still_running
 from monitors.actions.gate import RUN_ACTION_TASK
 from monitors.alerts import run_alerts as alert
-from monitors.alerts.heartbeats import heartbeat
+from monitors.heartbeats import heartbeat
 from monitors.detectors import run_detectors as detect
 
 

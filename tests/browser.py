@@ -12,7 +12,7 @@ from pathlib import Path
 from django.db import connection
 from django.utils import timezone
 
-from monitors.alerts.heartbeats import WATCHED
+from monitors.heartbeats import WATCHED
 from monitors.models import (ActionLog, ArchivedMessage, Circuit, CircuitEvent, Finding, Incident, JobExecution, JobTally,
                              MonitorHeartbeat, QueueSample, RecorderProcess)
 

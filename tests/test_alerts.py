@@ -14,7 +14,7 @@ from django.core import mail
 from django.utils import timezone
 
 from monitors.alerts import run_alerts
-from monitors.alerts.heartbeats import WATCHED
+from monitors.heartbeats import WATCHED
 from monitors.models import Finding, Incident, MonitorHeartbeat, Notification, NotificationChannel
 
 pytestmark = pytest.mark.django_db(transaction=True)

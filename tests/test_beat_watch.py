@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from monitors.alerts import watchdog
-from monitors.alerts.heartbeats import BEAT, WATCHED
+from monitors.heartbeats import BEAT, WATCHED
 from monitors.models import Finding, JobExecution, MonitorHeartbeat, NotificationChannel
 from tests.test_alerts import Receiver
 from tests.workers import WorkerProcess, database_url_for_workers, fresh_redis_url, wait_for

@@ -32,7 +32,7 @@ from monitors.alerts.channels import (
     register,
     send_test,
 )
-from monitors.alerts.heartbeats import WATCHED
+from monitors.heartbeats import WATCHED
 from monitors.models import MonitorHeartbeat, Notification, NotificationChannel
 from tests.test_alerts import at, finding
 

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from monitors.alerts import run_alerts
-from monitors.alerts.heartbeats import BEAT, WATCHED, beat_started, stale_tasks
+from monitors.heartbeats import BEAT, WATCHED, beat_started, stale_tasks
 from monitors.models import Finding, Incident, MonitorHeartbeat, Notification, NotificationChannel
 from tests.test_alerts import Receiver
 

@@ -13,7 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from monitors.alerts import run_alerts
-from monitors.alerts.heartbeats import WATCHED
+from monitors.heartbeats import WATCHED
 from monitors.models import ActionLog, Circuit, Finding, Incident, MonitorHeartbeat, Notification, NotificationChannel
 from monitors.templatetags.jobwatch import since, span, when
 

@@ -41,6 +41,12 @@ CAUSE_RANK = {
     "queue_oldest_age": 3,
     "queue_too_long": 3,
     "queue_growing": 3,
+    "periodic_duplicate": 1,  # two beats: a cause of its own
+    "periodic_missed": 2,
+    "periodic_not_started": 3,  # a symptom of its queue
+    "periodic_failing": 3,
+    "periodic_overlap": 2,
+    "periodic_slow": 3,
     "failure_rate": 4,
     "enqueue_in_transaction": 4,
 }

@@ -2,7 +2,7 @@
 failure rate, no consumer: the backlog detector; storms, orphans, circuits: theirs. Every open
 finding is an alert.)"""
 
-from monitors.alerts.heartbeats import stale_tasks
+from monitors.heartbeats import stale_tasks
 from monitors.detectors.base import Problem
 
 NAME = "monitor"

@@ -5,8 +5,9 @@ tasks that beat sends. When beat dies — or never sent them: a DatabaseSchedule
 know Jobwatch's entries, a deploy that forgot beat — nothing that beat runs can say so, and the
 dashboard goes quiet. So every worker also keeps a watch, on a timer of its own
 (WATCHDOG_SECONDS): when Jobwatch's periodic tasks have stopped, the first worker to claim the
-turn runs the alert pass itself, the stale rule opens its critical finding, and the incident is
-notified through the channels like any other — within a few of the tasks' intervals.
+turn runs the periodic tasks' detector (every entry's missed run) and the alert pass itself, the
+stale rule opens its critical finding, and the incident is notified through the channels like any
+other — within a few of the tasks' intervals.
 
 A worker keeps the watch only once it has been up for as long as the stale rule allows (a worker
 started before beat is not an outage), and while beat runs the watch costs one small read per
@@ -21,8 +22,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from monitors.alerts import run_alerts
-from monitors.alerts.heartbeats import WATCHED, interval_of, stale_tasks
+from monitors.heartbeats import WATCHED, interval_of, stale_tasks
 from monitors.conf import setting
+from monitors.detectors import periodic, run_detectors
 from monitors.models import MonitorHeartbeat
 
 logger = logging.getLogger("monitors.alerts")
@@ -50,6 +52,8 @@ def keep_watch(worker, worker_started_at, now=None):
         return "another worker's turn"
     logger.warning("Jobwatch: its periodic tasks are not running (%s); %s raises the alert in beat's place",
                    ", ".join(task for task, _, _ in stale), worker)
+    # The periodic tasks' detector first: their runs stopped with beat, and it says which.
+    run_detectors([periodic.NAME], now)
     run_alerts(now, in_place_of_beat=worker)
     return "alerted"
 

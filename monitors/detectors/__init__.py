@@ -9,12 +9,12 @@ import logging
 
 from django.utils import timezone
 
-from monitors.detectors import backlog, circuits, fanout, orphans, services
+from monitors.detectors import backlog, circuits, fanout, orphans, periodic, services
 from monitors.detectors.lifecycle import record_problems
 
 logger = logging.getLogger("monitors.detectors")
 
-DETECTORS = {module.NAME: module.detect for module in (fanout, orphans, circuits, services, backlog)}
+DETECTORS = {module.NAME: module.detect for module in (fanout, orphans, circuits, services, backlog, periodic)}
 
 
 def run_detectors(names=None, now=None):

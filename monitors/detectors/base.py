@@ -38,9 +38,10 @@ class Problem:
         return f"{self.kind}:{self.subject}"[:400]
 
 
-def threshold(name, queue=None, task=None):
-    """A threshold: per queue (QUEUE_THRESHOLDS), per task (TASK_THRESHOLDS), THRESHOLDS, default."""
-    for scope, key in (("QUEUE_THRESHOLDS", queue), ("TASK_THRESHOLDS", task)):
+def threshold(name, queue=None, task=None, entry=None):
+    """A threshold: per periodic task (PERIODIC_THRESHOLDS, by entry name), per queue
+    (QUEUE_THRESHOLDS), per task (TASK_THRESHOLDS), THRESHOLDS, default."""
+    for scope, key in (("PERIODIC_THRESHOLDS", entry), ("QUEUE_THRESHOLDS", queue), ("TASK_THRESHOLDS", task)):
         if key is not None:
             override = setting(scope).get(key, {})
             if name in override:

@@ -1,6 +1,8 @@
 """What the recorder kept of each entry's runs (the jobs whose origin_entry names it), and when
 its schedule says it should run next."""
 
+from datetime import UTC, datetime
+
 from django.db import connection
 from django.utils import timezone
 
@@ -34,18 +36,22 @@ def recent_runs(names, count=30):
     return found
 
 
-def next_expected(entry, last_run, now=None):
-    """When the entry should run next, by its schedule's own reckoning (Celery's
-    remaining_estimate, counted from `last_run`); None when it cannot say — no run to count from,
-    a one-off that ran, a schedule that raises."""
+def next_expected(entry, last_run):
+    """When the entry should run next after `last_run`, by its schedule's own reckoning (Celery's
+    remaining_estimate, which counts from the schedule's clock: added back to that clock, the
+    answer is a moment that does not depend on when it is asked); None when it cannot say — no run
+    to count from, a one-off that ran, a schedule that raises."""
     if last_run is None or (entry.one_off and entry.scheduler_last_run_at is not None):
         return None
-    now = now or timezone.now()
     try:
+        clock = entry.schedule.now()
         remaining = entry.schedule.remaining_estimate(last_run)
     except Exception:  # noqa: BLE001 (a custom schedule: shown without a next run)
         return None
-    return now + remaining
+    moment = clock + remaining
+    moment = (moment if timezone.is_aware(moment) else timezone.make_aware(moment, UTC)).astimezone(UTC)
+    # To the millisecond: the two readings of the clock above are microseconds apart.
+    return datetime.fromtimestamp(round(moment.timestamp(), 3), UTC)
 
 
 def summary(runs):

@@ -5,7 +5,7 @@ from django.utils.safestring import mark_safe
 
 from monitors import timing
 from monitors.actions import purge
-from monitors.alerts.heartbeats import stale_tasks
+from monitors.heartbeats import stale_tasks
 from monitors.web import partials
 
 register = template.Library()

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from monitors import metric_histograms
-from monitors.alerts.heartbeats import stale_tasks
+from monitors.heartbeats import stale_tasks
 from monitors.circuits.machine import STATES
 from monitors.circuits.status import jobs_waiting
 from monitors.conf import setting

@@ -9,7 +9,7 @@ from datetime import timedelta
 from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
-from monitors.alerts.heartbeats import WATCHED, stale_tasks
+from monitors.heartbeats import WATCHED, stale_tasks
 from monitors.models import Circuit, CircuitState, Finding, Incident, MonitorHeartbeat, RecorderProcess
 from monitors.pausing import mark_paused
 from monitors.sampling import latest_queue_rows

@@ -7,7 +7,7 @@ are the jobs whose origin_entry names them, read through their partial index."""
 from celery import current_app
 from django.utils import timezone
 
-from monitors.alerts.heartbeats import BEAT
+from monitors.heartbeats import BEAT
 from monitors.models import MonitorHeartbeat
 from monitors.periodic.runs import next_expected, recent_runs, summary
 from monitors.periodic.schedule import entries
@@ -38,7 +38,7 @@ def entry_row(entry, runs, beat, now):
     last = seen["last"]
     # Counted from the last run Jobwatch saw, else the scheduler's own record, else beat's start.
     reference = (last["enqueued_at"] if last else None) or entry.scheduler_last_run_at or (beat.last_run_at if beat else None)
-    expected = next_expected(entry, reference, now) if entry.enabled and entry.runs_in_beat else None
+    expected = next_expected(entry, reference) if entry.enabled and entry.runs_in_beat else None
     return {
         "name": entry.name, "task": entry.task, "schedule": entry.words, "source": entry.source, "queue": entry.queue,
         "enabled": entry.enabled, "one_off": entry.one_off, "runs_in_beat": entry.runs_in_beat,

@@ -12,7 +12,7 @@ from django.utils import timezone
 from monitors.conf import setting
 from monitors.models import MonitorHeartbeat
 
-logger = logging.getLogger("monitors.alerts")
+logger = logging.getLogger("monitors.heartbeats")
 
 # The row celery beat writes when it starts (not a task: when the schedule began).
 BEAT = "celery beat"
