@@ -30,11 +30,16 @@ def env():
         # Jobwatch's own schedule every 2–3 s: stale after 3 intervals (9 s), watched every 2 s.
         "JOBWATCH_TEST_ALERT_INTERVAL": "2", "JOBWATCH_TEST_DETECT_INTERVAL": "3", "JOBWATCH_TEST_SAMPLE_INTERVAL": "2",
         "JOBWATCH_TEST_WATCHDOG_SECONDS": "2", "JOBWATCH_ALERT_HOLD_SECONDS": "2", "JOBWATCH_ALERT_RESOLVE_HOLD_SECONDS": "2",
+        # A periodic run is missed 3 s after it was due.
+        "JOBWATCH_THRESHOLDS": json.dumps({"PERIODIC_GRACE_SECONDS": 3}),
     }
 
 
 def monitor_events(receiver):
-    return [item["event"] for item in receiver.received if item.get("kind") == "monitor_stale"]
+    """The events of the incident the stale monitor opened (its lead may change as its findings
+    end one by one: the missed runs can outlast the stale monitor by a detector pass)."""
+    opened = [item["incident"] for item in receiver.received if item.get("kind") == "monitor_stale"]
+    return [item["event"] for item in receiver.received if opened and item["incident"] == opened[0]]
 
 
 @pytest.mark.integration
@@ -59,11 +64,19 @@ def test_beat_stopped_is_paged_by_the_workers_once_and_resolved_when_it_is_back(
         wait_for(lambda: MonitorHeartbeat.objects.get(task=watchdog.WATCHDOG).runs >= 3, timeout=30,
                  what="more turns of the watch")
         assert monitor_events(receiver) == ["opened"]  # one page, whichever worker looked
+        # Each of beat's entries missed its runs, and says so — in the stale monitor's incident.
+        missed = wait_for(lambda: Finding.objects.filter(kind="periodic_missed", subject="jobwatch.sample_queues",
+                                                         status="open").exclude(incident=None).first(),
+                          timeout=30, what="the missed runs of jobwatch.sample_queues")
+        assert missed.incident_id == Finding.objects.get(kind="monitor_stale", subject="jobwatch.send_alerts",
+                                                         status="open").incident_id
+        assert not missed.evidence["beat_running"]
 
         # Beat back (a worker with -B): the monitor runs again and the incident resolves.
         with WorkerProcess(tmp_path / "beat2.log", env=env(), beat=True, name="beatagain"):
             wait_for(lambda: monitor_events(receiver)[-1:] == ["resolved"], timeout=90, what="the resolved notification")
     assert monitor_events(receiver) == ["opened", "resolved"]
+    assert len(receiver.received) == 2  # beat's death was one problem, paged once
     payload = next(item for item in receiver.received if item.get("kind") == "monitor_stale")
     assert json.dumps(payload)  # the webhook's JSON as sent
 
