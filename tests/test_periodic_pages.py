@@ -4,12 +4,15 @@ it, the next run its schedule expects (overdue marked), its success rate; argume
 a job's; names escaped; bad input 400. (Real beat processes sending real entries:
 tests/test_beat_watch.py and tests/test_periodic_runs.py.)"""
 
+import json
 from datetime import timedelta
+from io import StringIO
 from urllib.parse import urlencode
 
 import pytest
 from celery import current_app
 from celery.schedules import crontab, solar
+from django.core.management import call_command
 from django.utils import timezone
 
 from monitors.periodic.schedule import entries
@@ -100,3 +103,15 @@ def test_bad_input_and_unknown_entries(client, schedule):
     assert client.get("/jobwatch/periodic/entry/").status_code == 400
     gone = client.get("/jobwatch/periodic/entry/?name=retired")
     assert gone.status_code == 200 and b"No entry of that name" in gone.content
+
+
+def test_the_command_lists_the_same_entries(schedule):
+    job_row("late-cmd", "demo.tasks.noop", "celery", at=timezone.now() - timedelta(minutes=20), origin_entry=HOSTILE,
+            origin_kind="beat")
+    out = StringIO()
+    call_command("jobwatch_periodic", "--json", stdout=out)
+    listed = {row["name"]: row for row in json.loads(out.getvalue())}
+    assert listed[HOSTILE]["overdue"] and listed["nightly invoices"]["schedule"] == "every day at 03:00 UTC"
+    table = StringIO()
+    call_command("jobwatch_periodic", stdout=table)
+    assert "OVERDUE since" in table.getvalue() and "every day at 03:00 UTC" in table.getvalue()

@@ -9,8 +9,9 @@ from django.utils import timezone
 
 from monitors.heartbeats import BEAT
 from monitors.models import MonitorHeartbeat
-from monitors.periodic.runs import next_expected, recent_runs, summary
+from monitors.periodic.runs import recent_runs
 from monitors.periodic.schedule import entries
+from monitors.periodic.status import all_statuses, entry_status
 from monitors.web import charts
 from monitors.web.access import staff_only
 from monitors.web.params import BadParameter, Text, query
@@ -22,30 +23,11 @@ ENTRY_RUNS = 100  # runs on an entry's page (the jobs list has them all, keyset 
 
 @staff_only
 def periodic_list(request):
-    now = timezone.now()
-    known = entries()
-    runs = recent_runs(known, STRIP)
     beat = MonitorHeartbeat.objects.filter(task=BEAT).first()
-    rows = [entry_row(entry, runs[name], beat, now) for name, entry in known.items()]
-    context = {"entries": rows, "beat_started_at": beat.last_run_at if beat else None,
-               "scheduler": str(current_app.conf.beat_scheduler or ""), "now": now}
+    context = {"entries": all_statuses(count=STRIP), "beat_started_at": beat.last_run_at if beat else None,
+               "scheduler": str(current_app.conf.beat_scheduler or "")}
     return respond(request, "jobwatch/periodic.html", context, fragments=["periodic-table"],
                    api=["entries", "beat_started_at", "scheduler"])
-
-
-def entry_row(entry, runs, beat, now):
-    seen = summary(runs)
-    last = seen["last"]
-    # Counted from the last run Jobwatch saw, else the scheduler's own record, else beat's start.
-    reference = (last["enqueued_at"] if last else None) or entry.scheduler_last_run_at or (beat.last_run_at if beat else None)
-    expected = next_expected(entry, reference) if entry.enabled and entry.runs_in_beat else None
-    return {
-        "name": entry.name, "task": entry.task, "schedule": entry.words, "source": entry.source, "queue": entry.queue,
-        "enabled": entry.enabled, "one_off": entry.one_off, "runs_in_beat": entry.runs_in_beat,
-        "args": entry.args, "kwargs": entry.kwargs, "total_run_count": entry.total_run_count,
-        "last_run": last, "next_expected": expected, "overdue": expected is not None and expected < now,
-        "success_rate": seen["success_rate"], "states": seen["states"], "durations": seen["durations"],
-    }
 
 
 @staff_only
@@ -58,7 +40,7 @@ def periodic_entry(request):
     entry = entries().get(name)
     runs = recent_runs([name], ENTRY_RUNS)[name]
     beat = MonitorHeartbeat.objects.filter(task=BEAT).first()
-    row = entry_row(entry, runs, beat, now) if entry is not None else None
+    row = entry_status(entry, runs, beat, now) if entry is not None else None
     timed = [run for run in reversed(runs) if run["runtime"] is not None]
     context = {
         "name": name, "entry": row, "runs": runs, "known": entry is not None,
