@@ -39,6 +39,7 @@ class OriginKind(models.TextChoices):
     TASK = "task", "another task"
     REQUEST = "request", "HTTP request"
     BEAT = "beat", "celery beat"
+    MANUAL = "manual", "a periodic task run by hand"
     OTHER = "other", "other code"
 
 
@@ -186,6 +187,7 @@ class JobExecution(models.Model):
             ("replay_jobs", "Can replay jobs (re-enqueue them under a new id)"),
             ("discard_jobs", "Can discard recorded failed jobs from the history"),
             ("cancel_jobs", "Can cancel jobs (queued ones taken off their queue, running ones terminated)"),
+            ("run_periodic_tasks", "Can run a periodic task now, outside its schedule"),
         ]
 
     def __str__(self):

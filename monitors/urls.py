@@ -46,6 +46,7 @@ CHANGES = [
     ("queues/<path:name>/resume/", queue_controls.queue_resume, "queue_resume"),
     ("archive/restore/", actions.restore, "restore"),
     ("circuits/<path:name>/force/", actions.circuit_force, "circuit_force"),
+    ("periodic/run/", periodic.periodic_run, "periodic_run"),
     ("alerts/<int:pk>/acknowledge/", alerts.acknowledge, "acknowledge"),
     ("alerts/acknowledge/", alerts.acknowledge_selected, "acknowledge_selected"),
 ]

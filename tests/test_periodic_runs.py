@@ -13,7 +13,7 @@ from monitors.models import JobExecution
 from tests.brokers import celery_app
 from tests.workers import fresh_redis_url
 
-pytestmark = [pytest.mark.django_db]
+pytestmark = [pytest.mark.django_db(transaction=True)]  # the recorder writes on its own connection
 
 
 def test_a_job_sent_by_a_beat_scheduler_names_its_entry(flush_recorder):

@@ -33,6 +33,7 @@ PERMISSIONS = {
     "pause_queue": "monitors.pause_queues",
     "cancel_jobs": "monitors.cancel_jobs",
     "resume_queue": "monitors.pause_queues",
+    "run_periodic_task": "monitors.run_periodic_tasks",
 }
 SURFACES = ("dashboard", "admin", "command", "api")
 REFUSALS_KEPT = 50

@@ -39,7 +39,8 @@ def detect(now):
     beat_down = bool(stale_tasks(now))
     problems = []
     for name, entry in expected.items():
-        entry_runs = [run for run in runs[name] if run["enqueued_at"] <= now]
+        # The schedule's runs: an operator's Run now is outside it (beat keeps its own cadence).
+        entry_runs = [run for run in runs[name] if run["enqueued_at"] <= now and run["origin_kind"] != "manual"]
         for rule in (missed, sent_twice, not_started, failing, overlapping, slow):
             problem = rule(entry, entry_runs, now, beat=beat, beat_down=beat_down)
             if problem is not None:

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from monitors.models import JobExecution
 
-RUN_COLUMNS = ["task_id", "state", "enqueued_at", "started_at", "finished_at", "runtime"]
+RUN_COLUMNS = ["task_id", "state", "enqueued_at", "started_at", "finished_at", "runtime", "origin_kind"]
 
 
 def recent_runs(names, count=30):

@@ -115,3 +115,22 @@ def json_dict(text):
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def sendable(name, app=None):
+    """What beat would send for entry `name`, unredacted — {"task", "args", "kwargs", "queue"} —
+    read from where the entry is kept (the table's row over the app's schedule); None if no
+    entry has that name."""
+    app = app or current_app
+    if apps.is_installed("django_celery_beat"):
+        # Optional: only where django-celery-beat is installed.
+        from django_celery_beat.models import PeriodicTask
+
+        row = PeriodicTask.objects.filter(name=name).first()
+        if row is not None:
+            return {"task": row.task, "args": json_list(row.args), "kwargs": json_dict(row.kwargs), "queue": row.queue or ""}
+    options = (app.conf.beat_schedule or {}).get(name)
+    if options is None or "task" not in options:
+        return None
+    return {"task": options["task"], "args": list(options.get("args") or ()), "kwargs": dict(options.get("kwargs") or {}),
+            "queue": (options.get("options") or {}).get("queue") or ""}

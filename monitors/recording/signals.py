@@ -43,6 +43,8 @@ _received_attempts = {}
 RECEIVED_ATTEMPTS_KEPT = 10_000
 # The header django-celery-beat puts on the messages of its periodic tasks: the entry's name.
 PERIODIC_TASK_HEADER = "periodic_task_name"
+# The header an operator's Run now adds (who): the run is the entry's, by hand.
+MANUAL_RUN_HEADER = "jobwatch_manual_run"
 # The hostname label of the counts this process makes (publishes, and what a worker's main process
 # reports itself), as celery-exporter labels them.
 HOSTNAME = socket.gethostname()
@@ -104,9 +106,10 @@ def before_task_publish(sender=None, body=None, exchange=None, routing_key=None,
     else:
         event.update(origin.origin_for_publish(sys._getframe(1)))
         if not event.get("origin_entry") and headers and isinstance(headers.get(PERIODIC_TASK_HEADER), str):
-            # django-celery-beat names its entry in the message, should the frames not show it.
+            # django-celery-beat names its entry in the message, should the frames not show it;
+            # so does an operator's Run now (monitors/actions/periodic.py), which says so.
             event["origin_entry"] = headers[PERIODIC_TASK_HEADER][:200]
-            event["origin_kind"] = event.get("origin_kind") or "beat"
+            event["origin_kind"] = "manual" if headers.get(MANUAL_RUN_HEADER) else (event.get("origin_kind") or "beat")
         if running is not None and getattr(running, "name", None):
             event["origin_task"] = running.name
             event["origin_kind"] = event.get("origin_kind") or "task"

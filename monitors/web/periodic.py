@@ -1,12 +1,18 @@
 """The Periodic tasks page and an entry's page: every beat entry with its schedule in words, when
 it should run next, its last run, its last 30 runs as a strip and their durations, and its
-success rate; an entry's page with its runs and their durations over time. Entries come from the
+success rate; an entry's page with its runs and their durations over time, and Run now. Entries come from the
 Celery app's beat_schedule and django-celery-beat's table (monitors/periodic/schedule.py); runs
 are the jobs whose origin_entry names them, read through their partial index."""
 
-from celery import current_app
-from django.utils import timezone
+from urllib.parse import urlencode
 
+from celery import current_app
+from django.http import HttpResponseRedirect
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from monitors.actions import run_periodic_now
 from monitors.heartbeats import BEAT
 from monitors.models import MonitorHeartbeat
 from monitors.periodic.runs import recent_runs
@@ -14,6 +20,7 @@ from monitors.periodic.schedule import entries
 from monitors.periodic.status import all_statuses, entry_status
 from monitors.web import charts
 from monitors.web.access import staff_only
+from monitors.web.actions import confirmation
 from monitors.web.params import BadParameter, Text, query
 from monitors.web.respond import respond
 
@@ -50,3 +57,23 @@ def periodic_entry(request):
     }
     return respond(request, "jobwatch/periodic_entry.html", context, fragments=["periodic-runs"],
                    api=["name", "entry", "runs", "known"])
+
+
+@staff_only
+@require_POST
+def periodic_run(request):
+    """Run now: a POST, confirmed first (what will be sent, where), then
+    monitors/actions/periodic.py, which checks monitors.run_periodic_tasks and writes the audit
+    log."""
+    name = request.POST.get("name", "").strip()
+    if not name or len(name) > 200 or "\x00" in name:
+        raise BadParameter("name", "which periodic task? (the entry's name, at most 200 characters)")
+    try:
+        if request.POST.get("confirmed") != "yes":
+            preview = run_periodic_now(request.user, name, surface="dashboard", dry_run=True)
+            return confirmation(request, "run", f"Run {name} now?", preview,
+                                {"entry": name, "message": preview.log.parameters, "confirm_label": f"Yes, run {name} now"})
+        run_periodic_now(request.user, name, surface="dashboard")
+    except LookupError as error:
+        raise BadParameter("name", str(error)) from error
+    return HttpResponseRedirect(f"{reverse('monitors:periodic_entry')}?{urlencode({'name': name})}")

@@ -4,8 +4,10 @@ script."""
 
 import json
 
-from django.core.management.base import BaseCommand
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
 
+from monitors.actions import ActionRefused, run_periodic_now
 from monitors.periodic.status import all_statuses
 
 
@@ -14,8 +16,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        parser.add_argument("--run", metavar="ENTRY", help="send this entry's task now, outside its schedule (audited)")
+        parser.add_argument("--user", help="the staff user the run is done as (needs monitors.run_periodic_tasks)")
+        parser.add_argument("--dry-run", action="store_true", help="with --run: say what would be sent, send nothing")
 
     def handle(self, **options):
+        if options.get("run"):
+            return self.run_now(options["run"], options.get("user"), options.get("dry_run", False))
         statuses = all_statuses()
         if options.get("json"):
             self.stdout.write(json.dumps(statuses, indent=2, default=str))
@@ -38,3 +45,22 @@ class Command(BaseCommand):
                 next_text = ("OVERDUE since " if status["overdue"] else "") + f"{expected:%Y-%m-%d %H:%M:%S}"
             rate = f"{status['success_rate']} %" if status["success_rate"] is not None else "–"
             self.stdout.write(f"{status['name'][:32]:<32} {status['schedule'][:32]:<32} {last_text:<30} {next_text:<28} {rate}")
+
+    def run_now(self, name, username, dry_run):
+        if not username:
+            raise CommandError("--run needs --user: the run is audited as that user")
+        user = get_user_model().objects.filter(username=username).first()
+        if user is None:
+            raise CommandError(f"no user {username!r}")
+        try:
+            result = run_periodic_now(user, name, surface="command", dry_run=dry_run)
+        except ActionRefused as refused:
+            raise CommandError(str(refused)) from refused
+        except LookupError as error:
+            raise CommandError(str(error)) from error
+        parameters = result.log.parameters
+        where = f"queue {parameters['queue']}" if parameters["queue"] else "its task's queue"
+        if dry_run:
+            self.stdout.write(f"Would send {parameters['task']} to {where} (audit log #{result.log.pk}).")
+        else:
+            self.stdout.write(f"Sent {parameters['task']} to {where} as job {parameters['task_id']} (audit log #{result.log.pk}).")
