@@ -16,6 +16,7 @@ PostgreSQL requires of a multi-row upsert) and in SQL (to fold that row into wha
 "Known" means not NULL, and for text columns not empty. The same SQL runs on PostgreSQL and SQLite.
 """
 
+from bisect import bisect_left
 from datetime import UTC
 
 from monitors import metric_histograms, timing
@@ -243,13 +244,17 @@ def write_payloads(events, connection):
 def counter_increments(events, runtime_bounds=None, wait_bounds=None):
     """{(metric, name, hostname, queue, exception, le): increment} of a batch's counts: the
     counters, and celery-exporter's two histograms — runtime of finished jobs and queue wait of
-    started ones — in the bounds the settings name (monitors/metric_histograms.py)."""
+    started ones — in the bounds the settings name (monitors/metric_histograms.py).
+
+    Each time is counted once, in the first bucket whose bound it does not exceed; the buckets are
+    made cumulative (as Prometheus reads them) once per batch and series, not once per job."""
     histograms = {}
     for kind, given in (("runtime", runtime_bounds), ("queue_wait", wait_bounds)):
-        kind_bounds = given if given is not None else metric_histograms.bounds(kind)
-        histograms[kind] = (kind_bounds, {part: metric_histograms.stored_metric(kind, part, kind_bounds)
-                                          for part in ("bucket", "sum")})
-    totals = {}
+        kind_bounds = tuple(given if given is not None else metric_histograms.bounds(kind))
+        labels_of = [metric_histograms.le_label(bound) for bound in kind_bounds] + ["+Inf"]
+        histograms[kind] = (kind_bounds, labels_of, metric_histograms.stored_metric(kind, "bucket", kind_bounds),
+                            metric_histograms.stored_metric(kind, "sum", kind_bounds))
+    totals, per_bucket = {}, {}
 
     def add(key, value):
         totals[key] = totals.get(key, 0) + value
@@ -260,12 +265,18 @@ def counter_increments(events, runtime_bounds=None, wait_bounds=None):
             add((metric, *labels, exception[:255], ""), 1)
             if seconds is None:
                 continue
-            kind_bounds, stored = histograms["queue_wait" if metric == "started" else "runtime"]
-            add((stored["sum"], *labels, "", ""), seconds)  # the count is the +Inf bucket's
-            for bound in kind_bounds:
-                if seconds <= bound:
-                    add((stored["bucket"], *labels, "", metric_histograms.le_label(bound)), 1)
-            add((stored["bucket"], *labels, "", "+Inf"), 1)
+            kind = "queue_wait" if metric == "started" else "runtime"
+            kind_bounds, les, _, stored_sum = histograms[kind]
+            add((stored_sum, *labels, "", ""), seconds)  # the count is the +Inf bucket's
+            counts = per_bucket.setdefault((kind, labels), [0] * len(les))
+            counts[bisect_left(kind_bounds, seconds)] += 1
+    for (kind, labels), counts in per_bucket.items():
+        _, les, stored_bucket, _ = histograms[kind]
+        running = 0
+        for le, count in zip(les, counts, strict=True):
+            running += count
+            if running:
+                add((stored_bucket, *labels, "", le), running)
     return totals
 
 
