@@ -10,7 +10,7 @@ costs about 6 + 46 rows per task and bucket, not 10,080. Per-minute rows are kep
 
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from django.db.models import Q, Sum
 from django.utils import timezone
@@ -18,15 +18,12 @@ from django.utils import timezone
 from monitors import timing
 from monitors.models import JobHistogram
 from monitors.retention import MINUTE_HISTOGRAM_DAYS
+from monitors.sampling import bucket as floor_to
 from monitors.timing import Speed
 from monitors.web.windows import Bucket, bucket_of, bucket_times
 
 RUNTIME, WAIT = JobHistogram.Measure.RUNTIME.value, JobHistogram.Measure.WAIT.value
 RESOLUTIONS = (timing.DAY, timing.HOUR, timing.MINUTE)  # coarsest first
-
-
-def floor_to(moment, seconds):
-    return datetime.fromtimestamp(moment.timestamp() // seconds * seconds, UTC)
 
 
 def ceil_to(moment, seconds):
