@@ -71,13 +71,17 @@ def stale_tasks(now=None, running=None):
     return stale
 
 
-def beat_started(sender=None, **kwargs):
-    """celery beat (or a worker with -B) is starting: Jobwatch's periodic tasks are due from now
-    on, one interval later. Connected to Celery's beat_init by watch_celery_app(). Beat must start
-    even when the database does not answer."""
+def beat_started(scheduler=""):
+    """celery beat (or a worker with -B) is starting, with `scheduler` (its class, as
+    "module:Class"): Jobwatch's periodic tasks are due from now on, one interval later. Called
+    on Celery's beat_init through watch_celery_app(). Beat must start even when the database does
+    not answer."""
     moment = timezone.now()
     try:
-        if not MonitorHeartbeat.objects.filter(task=BEAT).update(last_run_at=moment, runs=F("runs") + 1, last_error=""):
-            MonitorHeartbeat.objects.get_or_create(task=BEAT, defaults={"last_run_at": moment, "first_run_at": moment, "runs": 1})
+        updated = MonitorHeartbeat.objects.filter(task=BEAT).update(last_run_at=moment, runs=F("runs") + 1, last_error="",
+                                                                    scheduler=scheduler)
+        if not updated:
+            MonitorHeartbeat.objects.get_or_create(task=BEAT, defaults={"last_run_at": moment, "first_run_at": moment,
+                                                                        "runs": 1, "scheduler": scheduler})
     except Exception:
         logger.warning("Jobwatch could not note that celery beat started", exc_info=True)

@@ -80,7 +80,8 @@ def beat_starting(sender=None, **kwargs):
     else:
         if added:
             logger.info("Jobwatch scheduled %s on %s", ", ".join(added), type(sender.scheduler).__name__)
-    beat_started()
+    kind = type(sender.scheduler)
+    beat_started(scheduler=f"{kind.__module__}:{kind.__qualname__}")
 
 
 def schedule_on(scheduler):

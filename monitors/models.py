@@ -188,6 +188,7 @@ class JobExecution(models.Model):
             ("discard_jobs", "Can discard recorded failed jobs from the history"),
             ("cancel_jobs", "Can cancel jobs (queued ones taken off their queue, running ones terminated)"),
             ("run_periodic_tasks", "Can run a periodic task now, outside its schedule"),
+            ("switch_periodic_tasks", "Can enable and disable django-celery-beat's periodic tasks"),
         ]
 
     def __str__(self):
@@ -535,9 +536,30 @@ class MonitorHeartbeat(models.Model):
     last_duration = models.FloatField(null=True, blank=True, help_text="seconds")
     last_error = models.TextField(blank=True)
     runs = models.BigIntegerField(default=0)
+    # Beat's scheduler as it runs, often chosen on its command line (--scheduler), which no
+    # other process can read: it says which periodic tasks beat sends.
+    scheduler = models.CharField(max_length=200, blank=True, help_text="celery beat's: the scheduler class it runs")
 
     def __str__(self):
         return f"{self.task} @ {self.last_run_at:%H:%M:%S}"
+
+
+class PeriodicTally(models.Model):
+    """What /metrics says of each periodic task, kept by the periodic detector on each pass so a
+    scrape reads one row per entry and survives history pruning: when it last succeeded and how
+    many of its runs were missed, ever (a Prometheus counter: it only grows)."""
+
+    entry = models.CharField(max_length=200, unique=True)
+    last_success_at = models.DateTimeField(null=True, blank=True, help_text="when its last successful run finished")
+    missed_runs_total = models.BigIntegerField(default=0)
+    # The gap being counted: the run (or start) the missed runs are counted from, and how many of
+    # them are in the total already — so each pass adds only the runs missed since the last.
+    gap_from = models.DateTimeField(null=True, blank=True)
+    gap_missed = models.IntegerField(default=0)
+    updated_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.entry}: {self.missed_runs_total} missed"
 
 
 class NotificationChannel(models.Model):

@@ -47,6 +47,7 @@ CHANGES = [
     ("archive/restore/", actions.restore, "restore"),
     ("circuits/<path:name>/force/", actions.circuit_force, "circuit_force"),
     ("periodic/run/", periodic.periodic_run, "periodic_run"),
+    ("periodic/switch/", periodic.periodic_switch, "periodic_switch"),
     ("alerts/<int:pk>/acknowledge/", alerts.acknowledge, "acknowledge"),
     ("alerts/acknowledge/", alerts.acknowledge_selected, "acknowledge_selected"),
 ]

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from celery import current_app
 from celery.schedules import crontab
+from prometheus_client.parser import text_string_to_metric_families
 
 from monitors.heartbeats import BEAT, WATCHED
 from monitors.detectors import periodic
@@ -45,6 +46,7 @@ def run(entry, seconds_ago, state="succeeded", runtime=0.5, task="demo.tasks.noo
     return job_row(f"run-{next(run_number)}", task, "celery", at=sent, origin_entry=entry, origin_kind="beat", state=state,
                    started_at=sent + timedelta(seconds=0.1) if state != "enqueued" else None,
                    runtime=runtime if finished else None,
+                   finished_at=sent + timedelta(seconds=0.1 + runtime) if finished else None,
                    exception_type="requests.exceptions.ConnectionError" if state == "failed" else "")
 
 
@@ -136,3 +138,38 @@ def test_a_run_still_running_past_the_gap_overlaps(schedule, beat_running):
     run(MINUTELY, 15, state="started")
     periodic.JobExecution.objects.filter(origin_entry=MINUTELY, state="started").update(started_at=NOW - timedelta(seconds=75))
     assert found(MINUTELY)["periodic_overlap"].evidence["running"]
+
+
+def test_the_tally_counts_each_missed_run_once_and_metrics_give_it(schedule, beat_running, admin_client):
+    """/metrics' jobwatch_periodic_missed_runs_total is a counter: each detector pass adds only the
+    runs missed since the last pass; a run sent starts a new gap. Its last success is the latest
+    successful run's finish, kept when older runs fall out of the detector's reading."""
+    from monitors.models import PeriodicTally
+
+    healthy_nightly()
+    run(MINUTELY, 600)  # the last run 10 min ago; due 9 min ago; a minute's grace: 9 missed
+    assert found(MINUTELY)["periodic_missed"].count == 9
+    periodic.detect(NOW)  # the same pass again: nothing new
+    assert PeriodicTally.objects.get(entry=MINUTELY).missed_runs_total == 9
+    periodic.detect(NOW + timedelta(seconds=120))  # two more due
+    assert PeriodicTally.objects.get(entry=MINUTELY).missed_runs_total == 11
+    run(MINUTELY, -125, state="failed")  # beat back: a run (failed) ends the gap
+    later = NOW + timedelta(seconds=125 + 60 * 3)  # 3 min later: 2 due past the grace
+    assert {problem.kind: problem.count for problem in periodic.detect(later)}["periodic_missed"] == 2
+    tally = PeriodicTally.objects.get(entry=MINUTELY)
+    assert tally.missed_runs_total == 13
+    assert tally.last_success_at == NOW - timedelta(seconds=600) + timedelta(seconds=0.6)
+
+    page = admin_client.get("/jobwatch/metrics").content.decode()
+    samples = {(sample.name, sample.labels.get("entry")): sample.value
+               for family in text_string_to_metric_families(page) for sample in family.samples}
+    assert samples["jobwatch_periodic_missed_runs_total", MINUTELY] == 13
+    assert samples["jobwatch_periodic_missed_runs_total", NIGHTLY] == 0
+    success = NOW - timedelta(seconds=600) + timedelta(seconds=0.6)
+    assert samples["jobwatch_periodic_last_success_timestamp_seconds", MINUTELY] == pytest.approx(success.timestamp())
+
+
+def test_a_crontab_counts_every_time_it_passed(schedule, beat_running):
+    run(NIGHTLY, 3 * 86400 + 9 * 3600, task="demo.tasks.echo")  # its last run 03:00 three days ago: 3 nights missed
+    [problem] = [problem for problem in periodic.detect(NOW) if problem.subject == NIGHTLY and problem.kind == "periodic_missed"]
+    assert problem.count == 3

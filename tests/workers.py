@@ -34,7 +34,7 @@ class WorkerProcess:
     """`celery worker` with the prefork pool, in its own process group, logging to a file."""
 
     def __init__(self, log_path, env=None, queues="celery", concurrency=2, name="test", app="dashboard", cwd=REPO,
-                 beat=False, python=sys.executable, inherit_env=True):
+                 beat=False, python=sys.executable, inherit_env=True, beat_scheduler=None):
         """`python` and `inherit_env=False` run a worker of another virtualenv with exactly `env`,
         as another project's worker would run (tests/test_install_into_project.py)."""
         self.log_path = Path(log_path)
@@ -49,6 +49,8 @@ class WorkerProcess:
         ]
         if beat:  # celery beat inside the worker, its schedule file beside the log
             self.command += ["-B", "-s", str(self.log_path.with_suffix(".schedule"))]
+            if beat_scheduler:  # e.g. django-celery-beat's DatabaseScheduler
+                self.command += ["--scheduler", beat_scheduler]
         self.process = None
 
     def start(self, timeout=60):

@@ -34,6 +34,8 @@ PERMISSIONS = {
     "cancel_jobs": "monitors.cancel_jobs",
     "resume_queue": "monitors.pause_queues",
     "run_periodic_task": "monitors.run_periodic_tasks",
+    "enable_periodic_task": "monitors.switch_periodic_tasks",
+    "disable_periodic_task": "monitors.switch_periodic_tasks",
 }
 SURFACES = ("dashboard", "admin", "command", "api")
 REFUSALS_KEPT = 50

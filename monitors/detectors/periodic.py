@@ -26,6 +26,7 @@ from monitors.detectors.base import Problem, short, threshold
 from monitors.models import JobExecution, MonitorHeartbeat
 from monitors.periodic.runs import next_expected, recent_runs
 from monitors.periodic.schedule import entries
+from monitors.periodic.tally import keep_tally
 
 NAME = "periodic"
 RUNS_READ = 30
@@ -45,6 +46,7 @@ def detect(now):
             problem = rule(entry, entry_runs, now, beat=beat, beat_down=beat_down)
             if problem is not None:
                 problems.append(problem)
+    keep_tally(runs, problems, now)
     return problems
 
 
@@ -59,10 +61,7 @@ def missed(entry, runs, now, beat=None, beat_down=False, **_):
     grace = timedelta(seconds=threshold("PERIODIC_GRACE_SECONDS", task=entry.task, entry=entry.name))
     if due is None or now - due <= grace:
         return None
-    late = now - due
-    every = entry.interval_seconds
-    # The runs due up to `grace` ago: the one due since is not missed yet.
-    count = int((late - grace).total_seconds() // every) + 1 if every else 1
+    count = missed_count(entry, due, now - grace)
     keys, links = about(entry)
     cause = ("Beat is not running (Jobwatch's own periodic tasks stopped too): nothing is sending scheduled jobs."
              if beat_down else
@@ -78,9 +77,25 @@ def missed(entry, runs, now, beat=None, beat_down=False, **_):
                      f", and nothing since. {cause}"),
         fix="Check that celery beat runs (one beat, no more) and has this entry; run it now from its page if it must not wait.",
         evidence={"entry": entry.name, "task": entry.task, "schedule": entry.words, "due": due.isoformat(),
-                  "last_run": last.isoformat() if last else None, "missed_runs": count, "beat_running": not beat_down},
+                  "last_run": last.isoformat() if last else None, "missed_runs": count, "beat_running": not beat_down,
+                  "counted_from": reference.isoformat()},
         keys=keys, links=links + (["monitor:jobwatch"] if beat_down else []),
     )
+
+
+def missed_count(entry, due, cutoff, most=1000):
+    """How many runs were due from `due` up to `cutoff` (the one due since is not missed yet): by
+    arithmetic for an interval, by walking the schedule for a crontab or solar one (at most
+    `most`: beat down for a year on a per-minute crontab is "1000 or more")."""
+    every = entry.interval_seconds
+    if every:
+        return int((cutoff - due).total_seconds() // every) + 1
+    count, moment = 0, due
+    while moment is not None and moment <= cutoff and count < most:
+        count += 1
+        following = next_expected(entry, moment)
+        moment = following if following is not None and following > moment else None
+    return max(count, 1)
 
 
 def sent_twice(entry, runs, now, **_):

@@ -3,9 +3,10 @@
 its PeriodicTask table (enabled or not, one-off, the scheduler's last run and run count). An entry
 in both is the table's: django-celery-beat's DatabaseScheduler copies the app's schedule into it.
 
-Which of them beat runs depends on its scheduler (`beat_scheduler`): with django-celery-beat's
-DatabaseScheduler the table's enabled entries; with Celery's own (the default) the app's
-schedule, and the table's rows are listed as not run (`runs_in_beat`)."""
+Which of them beat runs depends on its scheduler: with django-celery-beat's DatabaseScheduler the
+table's enabled entries; with Celery's own (the default) the app's schedule, and the table's rows
+are listed as not run (`runs_in_beat`). The scheduler is the one beat said it runs when it last
+started (often chosen on its command line, `--scheduler`), else the app's `beat_scheduler`."""
 
 import json
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from celery.schedules import maybe_schedule
 from celery.schedules import schedule as every_interval
 from django.apps import apps
 
+from monitors.heartbeats import BEAT
+from monitors.models import MonitorHeartbeat
 from monitors.periodic.words import in_words
 from monitors.recording.events import cleaned_arguments
 
@@ -55,7 +58,7 @@ def entries(app=None):
     """{name: Entry}, the app's schedule first, the table's rows over it."""
     app = app or current_app
     zone = str(app.conf.timezone or "UTC")
-    uses_database = "django_celery_beat" in str(app.conf.beat_scheduler or "")
+    uses_database = "django_celery_beat" in scheduler_in_use(app)
     found = {}
     for name, options in (app.conf.beat_schedule or {}).items():
         entry = from_beat_schedule(app, name, options, zone)
@@ -64,6 +67,13 @@ def entries(app=None):
     for entry in from_database(zone, uses_database):
         found[entry.name] = entry
     return dict(sorted(found.items()))
+
+
+def scheduler_in_use(app=None):
+    """Beat's scheduler class ("module:Class"): as beat recorded it at its last start, else as the
+    app's configuration names it."""
+    recorded = MonitorHeartbeat.objects.filter(task=BEAT).values_list("scheduler", flat=True).first()
+    return recorded or str((app or current_app).conf.beat_scheduler or "")
 
 
 def from_beat_schedule(app, name, options, zone):

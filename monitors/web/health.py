@@ -9,7 +9,8 @@ celery_task_runtime{…} and celery_task_queue_wait_time{…} histograms, celery
 …) so that dashboards and alert
 rules written for it keep working, plus what it lacks (jobwatch_*): the oldest message's age per
 queue, open findings by kind, circuit state and jobs waiting, recorder drops, the monitor's last
-runs. Everything is read from the database at scrape time (a few hundred rows), never from the
+runs, and each periodic task's last success and missed runs (kept by the periodic detector on each
+pass, so up to a detector interval behind). Everything is read from the database at scrape time (a few hundred rows), never from the
 broker. With JOBWATCH["METRICS_TOKEN"] set, Prometheus sends "Authorization: Bearer <token>";
 without it only logged-in staff may read it.
 """
@@ -28,7 +29,9 @@ from monitors.heartbeats import stale_tasks
 from monitors.circuits.machine import STATES
 from monitors.circuits.status import jobs_waiting
 from monitors.conf import setting
-from monitors.models import Circuit, Finding, Incident, MonitorHeartbeat, RecorderProcess, Severity, TaskCounter
+from monitors.models import (Circuit, Finding, Incident, MonitorHeartbeat, PeriodicTally, RecorderProcess, Severity,
+                             TaskCounter)
+from monitors.periodic.schedule import entries
 from monitors.sampling import latest_queue_rows
 from monitors.web.metric_labels import OTHER, Folder, registered_tasks
 
@@ -84,6 +87,7 @@ class JobwatchCollector:
         yield from task_counters()
         yield from queue_gauges()
         yield from jobwatch_gauges()
+        yield from periodic_metrics()
 
 
 def task_counters():
@@ -198,3 +202,21 @@ def jobwatch_gauges():
     for task, moment in MonitorHeartbeat.objects.values_list("task", "last_run_at"):
         last_run.add_metric([task], moment.timestamp())
     yield last_run
+
+
+def periodic_metrics():
+    """One series per entry of the schedule now (an entry removed from it leaves the metrics):
+    alert on `time() - jobwatch_periodic_last_success_timestamp_seconds > …` per entry, or on
+    `increase(jobwatch_periodic_missed_runs_total[1h]) > 0`."""
+    success = GaugeMetricFamily("jobwatch_periodic_last_success_timestamp_seconds",
+                                "When each periodic task's last successful run finished.", labels=["entry"])
+    missed = CounterMetricFamily("jobwatch_periodic_missed_runs", "Runs of each periodic task that were due and not sent.",
+                                 labels=["entry"])
+    names = set(entries())
+    for name, last_success, missed_total in PeriodicTally.objects.filter(entry__in=names).values_list(
+            "entry", "last_success_at", "missed_runs_total").order_by("entry"):
+        if last_success is not None:
+            success.add_metric([name], last_success.timestamp())
+        missed.add_metric([name], missed_total)
+    yield success
+    yield missed

@@ -1,22 +1,21 @@
 """The Periodic tasks page and an entry's page: every beat entry with its schedule in words, when
 it should run next, its last run, its last 30 runs as a strip and their durations, and its
-success rate; an entry's page with its runs and their durations over time, and Run now. Entries come from the
+success rate; an entry's page with its runs and their durations over time, Run now and, for django-celery-beat's entries, Enable/Disable. Entries come from the
 Celery app's beat_schedule and django-celery-beat's table (monitors/periodic/schedule.py); runs
 are the jobs whose origin_entry names them, read through their partial index."""
 
 from urllib.parse import urlencode
 
-from celery import current_app
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from monitors.actions import run_periodic_now
+from monitors.actions import NotSwitchable, run_periodic_now, set_periodic_enabled
 from monitors.heartbeats import BEAT
 from monitors.models import MonitorHeartbeat
 from monitors.periodic.runs import recent_runs
-from monitors.periodic.schedule import entries
+from monitors.periodic.schedule import entries, scheduler_in_use
 from monitors.periodic.status import all_statuses, entry_status
 from monitors.web import charts
 from monitors.web.access import staff_only
@@ -32,7 +31,7 @@ ENTRY_RUNS = 100  # runs on an entry's page (the jobs list has them all, keyset 
 def periodic_list(request):
     beat = MonitorHeartbeat.objects.filter(task=BEAT).first()
     context = {"entries": all_statuses(count=STRIP), "beat_started_at": beat.last_run_at if beat else None,
-               "scheduler": str(current_app.conf.beat_scheduler or "")}
+               "scheduler": scheduler_in_use()}
     return respond(request, "jobwatch/periodic.html", context, fragments=["periodic-table"],
                    api=["entries", "beat_started_at", "scheduler"])
 
@@ -59,15 +58,24 @@ def periodic_entry(request):
                    api=["name", "entry", "runs", "known"])
 
 
+def posted_name(request):
+    name = request.POST.get("name", "").strip()
+    if not name or len(name) > 200 or "\x00" in name:
+        raise BadParameter("name", "which periodic task? (the entry's name, at most 200 characters)")
+    return name
+
+
+def back_to_entry(name):
+    return HttpResponseRedirect(f"{reverse('monitors:periodic_entry')}?{urlencode({'name': name})}")
+
+
 @staff_only
 @require_POST
 def periodic_run(request):
     """Run now: a POST, confirmed first (what will be sent, where), then
     monitors/actions/periodic.py, which checks monitors.run_periodic_tasks and writes the audit
     log."""
-    name = request.POST.get("name", "").strip()
-    if not name or len(name) > 200 or "\x00" in name:
-        raise BadParameter("name", "which periodic task? (the entry's name, at most 200 characters)")
+    name = posted_name(request)
     try:
         if request.POST.get("confirmed") != "yes":
             preview = run_periodic_now(request.user, name, surface="dashboard", dry_run=True)
@@ -76,4 +84,26 @@ def periodic_run(request):
         run_periodic_now(request.user, name, surface="dashboard")
     except LookupError as error:
         raise BadParameter("name", str(error)) from error
-    return HttpResponseRedirect(f"{reverse('monitors:periodic_entry')}?{urlencode({'name': name})}")
+    return back_to_entry(name)
+
+
+@staff_only
+@require_POST
+def periodic_switch(request):
+    """Enable or Disable a django-celery-beat entry: a POST (`enabled` yes or no), confirmed first,
+    then monitors/actions/periodic.py, which checks monitors.switch_periodic_tasks and writes the
+    audit log."""
+    name = posted_name(request)
+    if request.POST.get("enabled") not in ("yes", "no"):
+        raise BadParameter("enabled", "yes (enable the entry) or no (disable it)")
+    enabled = request.POST["enabled"] == "yes"
+    verb = "enable" if enabled else "disable"
+    try:
+        if request.POST.get("confirmed") != "yes":
+            preview = set_periodic_enabled(request.user, name, enabled, surface="dashboard", dry_run=True)
+            return confirmation(request, verb, f"{verb.capitalize()} {name}?", preview,
+                                {"entry": name, "confirm_label": f"Yes, {verb} {name}"})
+        set_periodic_enabled(request.user, name, enabled, surface="dashboard")
+    except (LookupError, NotSwitchable) as error:
+        raise BadParameter("name", str(error)) from error
+    return back_to_entry(name)
