@@ -97,6 +97,39 @@ def test_the_page_shows_runs_next_run_and_success_and_marks_an_overdue_entry(cli
     assert {job["task_id"] for job in jobs["jobs"]} == {"every-1", "every-16", "every-31"}
 
 
+def test_a_long_schedule_is_paged_with_its_troubles_first_and_searchable(client, schedule, monkeypatch):
+    from monitors.models import Finding
+    from monitors.web.periodic import PAGE_SIZE
+
+    for n in range(PAGE_SIZE + 10):
+        monkeypatch.setitem(current_app.conf.beat_schedule, f"tenant {n:03d} export",
+                            {"task": "demo.tasks.echo", "schedule": 3600.0})
+    now = timezone.now()
+    Finding.objects.create(fingerprint="periodic_failing:tenant 059 export", detector="periodic", kind="periodic_failing",
+                           subject="tenant 059 export", severity="warning", title="Periodic task tenant 059 export fails",
+                           explanation="x", first_seen=now, last_seen=now)
+    client.force_login(staff_with())
+    first = client.get("/jobwatch/api/periodic/").json()
+    names = [row["name"] for row in first["entries"]]
+    assert len(names) == PAGE_SIZE and names[0] == "tenant 059 export"  # its trouble first, then by name
+    assert first["entries"][0]["finding"]["kind"] == "periodic_failing" and first["with_findings"] == 1
+    assert first["matching"] == first["total"] and first["next_page"] == 2
+    second = client.get("/jobwatch/api/periodic/?page=2").json()
+    assert not set(names) & {row["name"] for row in second["entries"]} and second["next_page"] is None
+    assert len(names) + len(second["entries"]) == first["total"]
+
+    found = client.get("/jobwatch/api/periodic/?q=TENANT 00").json()
+    assert [row["name"] for row in found["entries"]] == [f"tenant 00{n} export" for n in range(10)]
+    by_task = client.get("/jobwatch/api/periodic/?q=tasks.noop").json()
+    assert {row["name"] for row in by_task["entries"]} == {"every 15 s", HOSTILE}
+    page = client.get("/jobwatch/periodic/?q=tenant&page=2").content.decode()
+    assert "← page 1" in page and "Periodic task tenant 059 export fails" not in page
+    assert "tenant 059 export fails" in client.get("/jobwatch/periodic/").content.decode()
+    assert client.get("/jobwatch/periodic/?page=x").status_code == 400
+    assert client.get("/jobwatch/periodic/?q=" + "x" * 201).status_code == 400
+    assert b"No entry or task holds" in client.get("/jobwatch/periodic/?q=nothing-like-it").content
+
+
 def test_bad_input_and_unknown_entries(client, schedule):
     assert client.get("/jobwatch/periodic/").status_code == 302  # to the sign-in page
     client.force_login(staff_with())

@@ -30,6 +30,7 @@ from monitors.periodic.tally import keep_tally
 
 NAME = "periodic"
 RUNS_READ = 30
+SENT_TWICE_RUNS = 4
 FINISHED = ("succeeded", "failed")
 
 
@@ -38,30 +39,44 @@ def detect(now):
     runs = recent_runs(expected, RUNS_READ)
     beat = MonitorHeartbeat.objects.filter(task=BEAT).first()
     beat_down = bool(stale_tasks(now))
-    problems = []
+    problems, expect = [], Expectations()
     for name, entry in expected.items():
         # The schedule's runs: an operator's Run now is outside it (beat keeps its own cadence).
         entry_runs = [run for run in runs[name] if run["enqueued_at"] <= now and run["origin_kind"] != "manual"]
         for rule in (missed, sent_twice, not_started, failing, overlapping, slow):
-            problem = rule(entry, entry_runs, now, beat=beat, beat_down=beat_down)
+            problem = rule(entry, entry_runs, now, beat=beat, beat_down=beat_down, expect=expect)
             if problem is not None:
                 problems.append(problem)
     keep_tally(runs, problems, now)
     return problems
 
 
+class Expectations:
+    """next_expected, worked out once per entry and moment in a pass: the rules ask about the same
+    runs, and a crontab's reckoning (Celery's, with its timezone work) is the pass's main cost."""
+
+    def __init__(self):
+        self.known = {}
+
+    def __call__(self, entry, moment):
+        key = (entry.name, moment)
+        if key not in self.known:
+            self.known[key] = next_expected(entry, moment)
+        return self.known[key]
+
+
 def about(entry):
     return [f"periodic:{entry.name}"], [f"task:{entry.task}"] + ([f"queue:{entry.queue}"] if entry.queue else [])
 
 
-def missed(entry, runs, now, beat=None, beat_down=False, **_):
+def missed(entry, runs, now, beat=None, beat_down=False, expect=next_expected, **_):
     last = runs[0]["enqueued_at"] if runs else None
     reference = last or entry.scheduler_last_run_at or (beat.last_run_at if beat else None)
-    due = next_expected(entry, reference)
+    due = expect(entry, reference)
     grace = timedelta(seconds=threshold("PERIODIC_GRACE_SECONDS", task=entry.task, entry=entry.name))
     if due is None or now - due <= grace:
         return None
-    count = missed_count(entry, due, now - grace)
+    count = missed_count(entry, due, now - grace, expect=expect)
     keys, links = about(entry)
     cause = ("Beat is not running (Jobwatch's own periodic tasks stopped too): nothing is sending scheduled jobs."
              if beat_down else
@@ -83,7 +98,7 @@ def missed(entry, runs, now, beat=None, beat_down=False, **_):
     )
 
 
-def missed_count(entry, due, cutoff, most=1000):
+def missed_count(entry, due, cutoff, most=1000, expect=next_expected):
     """How many runs were due from `due` up to `cutoff` (the one due since is not missed yet): by
     arithmetic for an interval, by walking the schedule for a crontab or solar one (at most
     `most`: beat down for a year on a per-minute crontab is "1000 or more")."""
@@ -93,15 +108,18 @@ def missed_count(entry, due, cutoff, most=1000):
     count, moment = 0, due
     while moment is not None and moment <= cutoff and count < most:
         count += 1
-        following = next_expected(entry, moment)
+        following = expect(entry, moment)
         moment = following if following is not None and following > moment else None
     return max(count, 1)
 
 
-def sent_twice(entry, runs, now, **_):
-    """Two runs where the schedule expects one: the newer sent before half the gap to its next."""
-    for newer, older in zip(runs, runs[1:], strict=False):
-        due = next_expected(entry, older["enqueued_at"])
+def sent_twice(entry, runs, now, expect=next_expected, **_):
+    """Two runs where the schedule expects one: the newer sent before half the gap to its next —
+    among the latest SENT_TWICE_RUNS (a second beat sends twice every time; one duplicate ends its
+    finding a few runs later)."""
+    latest = runs[:SENT_TWICE_RUNS]
+    for newer, older in zip(latest, latest[1:], strict=False):
+        due = expect(entry, older["enqueued_at"])
         if due is None or due <= older["enqueued_at"]:
             continue
         if newer["enqueued_at"] - older["enqueued_at"] < (due - older["enqueued_at"]) / 2:
@@ -165,11 +183,11 @@ def failing(entry, runs, now, **_):
     )
 
 
-def overlapping(entry, runs, now, **_):
+def overlapping(entry, runs, now, expect=next_expected, **_):
     """A run that outlasted the time to the next one: finished runs by their runtime, a running
     run by how long it has been running."""
     for run in runs[:3]:
-        gap_end = next_expected(entry, run["enqueued_at"])
+        gap_end = expect(entry, run["enqueued_at"])
         if gap_end is None or gap_end <= run["enqueued_at"]:
             continue
         gap = (gap_end - run["enqueued_at"]).total_seconds()

@@ -3,12 +3,14 @@ its schedule says it should run next."""
 
 from datetime import UTC, datetime
 
+from celery.schedules import schedule as every_interval
 from django.db import connection
 from django.utils import timezone
 
 from monitors.models import JobExecution
 
 RUN_COLUMNS = ["task_id", "state", "enqueued_at", "started_at", "finished_at", "runtime", "origin_kind"]
+TIMES = ("enqueued_at", "started_at", "finished_at")
 
 
 def recent_runs(names, count=30):
@@ -21,17 +23,26 @@ def recent_runs(names, count=30):
     found = {name: [] for name in names}
     if connection.vendor == "postgresql":
         table = connection.ops.quote_name(JobExecution._meta.db_table)
-        columns = ", ".join(f"j.{column}" for column in RUN_COLUMNS)
+        # Times as epoch seconds, made datetimes here: Django's loader for timestamptz is three
+        # times the cost, and 500 entries' 30 runs are 15,000 rows.
+        columns = ", ".join(f"date_part('epoch', j.{column})" if column in TIMES else f"j.{column}" for column in RUN_COLUMNS)
+        # `origin_entry <> ''` repeats the partial index's condition: PostgreSQL cannot prove it
+        # from `= n.name` (a name unknown when planning), and without it reads every job newest
+        # first through the enqueued_at index — a second per entry on millions of jobs.
         sql = (f"SELECT n.name, {columns} FROM unnest(%s::text[]) AS n(name), LATERAL ("
-               f"SELECT * FROM {table} WHERE origin_entry = n.name AND enqueued_at IS NOT NULL "
+               f"SELECT * FROM {table} WHERE origin_entry = n.name AND origin_entry <> '' AND enqueued_at IS NOT NULL "
                f"ORDER BY enqueued_at DESC LIMIT %s) AS j")
         with connection.cursor() as cursor:
             cursor.execute(sql, [names, count])
             for name, *values in cursor.fetchall():
-                found[name].append(dict(zip(RUN_COLUMNS, values, strict=True)))
+                run = dict(zip(RUN_COLUMNS, values, strict=True))
+                for column in TIMES:
+                    if run[column] is not None:
+                        run[column] = datetime.fromtimestamp(run[column], UTC)
+                found[name].append(run)
         return found
     for name in names:
-        found[name] = list(JobExecution.objects.filter(origin_entry=name, enqueued_at__isnull=False)
+        found[name] = list(JobExecution.objects.filter(origin_entry=name, enqueued_at__isnull=False).exclude(origin_entry="")
                            .order_by("-enqueued_at").values(*RUN_COLUMNS)[:count])
     return found
 
@@ -43,6 +54,10 @@ def next_expected(entry, last_run):
     to count from, a one-off that ran, a schedule that raises."""
     if last_run is None or (entry.one_off and entry.scheduler_last_run_at is not None):
         return None
+    if type(entry.schedule) is every_interval and not entry.schedule.relative:
+        # What Celery's reckoning comes to for a plain interval, without its clock and timezone
+        # work (80 µs a call: the detector asks for 500 entries' recent runs).
+        return datetime.fromtimestamp(round((last_run + entry.schedule.run_every).timestamp(), 3), UTC)
     try:
         clock = entry.schedule.now()
         remaining = entry.schedule.remaining_estimate(last_run)
@@ -50,8 +65,10 @@ def next_expected(entry, last_run):
         return None
     moment = clock + remaining
     moment = (moment if timezone.is_aware(moment) else timezone.make_aware(moment, UTC)).astimezone(UTC)
-    # To the millisecond: the two readings of the clock above are microseconds apart.
-    return datetime.fromtimestamp(round(moment.timestamp(), 3), UTC)
+    # To the second: the two readings of the clock above are apart by however long the machine
+    # took between them (milliseconds when busy), which could put a crontab's 03:00 a hair before
+    # 03:00 — and the run due after that at 03:00 the same day. Beat itself keeps to the second.
+    return datetime.fromtimestamp(round(moment.timestamp()), UTC)
 
 
 def summary(runs):

@@ -12,10 +12,10 @@ from monitors.periodic.schedule import entries
 RECENT = 30  # runs read per entry
 
 
-def all_statuses(now=None, count=RECENT):
-    """[status of every entry], by name."""
+def all_statuses(now=None, count=RECENT, known=None):
+    """[status of each entry of `known` ({name: Entry}, in its order; default every entry, by name)]."""
     now = now or timezone.now()
-    known = entries()
+    known = entries() if known is None else known
     runs = recent_runs(known, count)
     beat = MonitorHeartbeat.objects.filter(task=BEAT).first()
     return [entry_status(entry, runs[name], beat, now) for name, entry in known.items()]

@@ -18,14 +18,21 @@ def keep_tally(runs, problems, now):
     missed = {problem.subject: problem.evidence for problem in problems if problem.kind == "periodic_missed"}
     with transaction.atomic():
         tallies = {tally.entry: tally for tally in PeriodicTally.objects.select_for_update().filter(entry__in=list(runs))}
+        new, changed = [], []
         for name, entry_runs in runs.items():
             tally = tallies.get(name) or PeriodicTally(entry=name, updated_at=now)
-            changed = record_success(tally, entry_runs)
+            moved = record_success(tally, entry_runs)
             if name in missed:
-                changed |= record_missed(tally, missed[name])
-            if changed or tally.pk is None:
-                tally.updated_at = now
-                tally.save()
+                moved |= record_missed(tally, missed[name])
+            tally.updated_at = now
+            if tally.pk is None:
+                new.append(tally)
+            elif moved:
+                changed.append(tally)
+        # In two statements whatever the schedule's size (500 entries: one pass, not 500 writes).
+        PeriodicTally.objects.bulk_create(new, ignore_conflicts=True)
+        PeriodicTally.objects.bulk_update(changed, ["last_success_at", "missed_runs_total", "gap_from", "gap_missed",
+                                                    "updated_at"], batch_size=500)
 
 
 def record_success(tally, runs):

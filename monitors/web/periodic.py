@@ -13,27 +13,53 @@ from django.views.decorators.http import require_POST
 
 from monitors.actions import NotSwitchable, run_periodic_now, set_periodic_enabled
 from monitors.heartbeats import BEAT
-from monitors.models import MonitorHeartbeat
+from monitors.models import Finding, MonitorHeartbeat
 from monitors.periodic.runs import recent_runs
 from monitors.periodic.schedule import entries, scheduler_in_use
 from monitors.periodic.status import all_statuses, entry_status
 from monitors.web import charts
 from monitors.web.access import staff_only
 from monitors.web.actions import confirmation
-from monitors.web.params import BadParameter, Text, query
+from monitors.web.params import BadParameter, Count, Text, query
 from monitors.web.respond import respond
 
 STRIP = 30  # runs shown as marks on the list
+PAGE_SIZE = 50  # entries on a page of the list
 ENTRY_RUNS = 100  # runs on an entry's page (the jobs list has them all, keyset paged)
 
 
 @staff_only
+@query(q=Text(max_length=200), page=Count(default=1, maximum=100_000))
 def periodic_list(request):
+    """A page of PAGE_SIZE entries, those with an open finding first (then by name), among those
+    whose name or task holds `q`: a site with hundreds of entries reads its troubles at the top
+    and finds any entry by name, and the page reads the runs of the entries it shows only."""
+    search, page = request.query["q"].casefold(), max(request.query["page"], 1)
+    known = entries()
+    matching = {name: entry for name, entry in known.items()
+                if not search or search in name.casefold() or search in entry.task.casefold()}
+    open_findings = {}
+    for finding in Finding.objects.filter(detector="periodic", status="open").order_by("-last_seen").only(
+            "pk", "subject", "kind", "title"):
+        open_findings.setdefault(finding.subject, finding)
+    ordered = sorted(matching, key=lambda name: (name not in open_findings, name))
+    shown = ordered[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
+    rows = all_statuses(count=STRIP, known={name: matching[name] for name in shown})
+    for row in rows:
+        finding = open_findings.get(row["name"])
+        row["finding"] = {"id": finding.pk, "kind": finding.kind, "title": finding.title} if finding else None
     beat = MonitorHeartbeat.objects.filter(task=BEAT).first()
-    context = {"entries": all_statuses(count=STRIP), "beat_started_at": beat.last_run_at if beat else None,
-               "scheduler": scheduler_in_use()}
+    context = {
+        "entries": rows, "beat_started_at": beat.last_run_at if beat else None, "scheduler": scheduler_in_use(),
+        "q": request.query["q"], "page": page, "page_size": PAGE_SIZE, "matching": len(matching), "total": len(known),
+        "with_findings": sum(1 for name in matching if name in open_findings),
+        "disabled": sum(1 for entry in matching.values() if not entry.enabled),
+        "previous_page": page - 1 if page > 1 else None,
+        "next_page": page + 1 if page * PAGE_SIZE < len(matching) else None,
+    }
     return respond(request, "jobwatch/periodic.html", context, fragments=["periodic-table"],
-                   api=["entries", "beat_started_at", "scheduler"])
+                   api=["entries", "beat_started_at", "scheduler", "q", "page", "page_size", "matching", "total",
+                        "with_findings", "disabled", "next_page"])
 
 
 @staff_only

@@ -63,7 +63,8 @@ class Command(BaseCommand):
 
         # Alerts go to an email channel; without SMTP_HOST the mail is printed in the worker's output,
         # so the demo's incidents (the gateway outage, the storm) are seen being notified.
-        env = {"JOBWATCH_ALERT_EMAILS": "oncall@example.com", **os.environ, "PYTHONUNBUFFERED": "1"}
+        # The shop's own periodic tasks too (dashboard/settings.py), in beat and on the pages.
+        env = {"JOBWATCH_ALERT_EMAILS": "oncall@example.com", "DEMO_BEAT_SCHEDULE": "1", **os.environ, "PYTHONUNBUFFERED": "1"}
         supervisor = Supervisor("rundemo", cwd=settings.BASE_DIR, env=env)
         stop_requests = []
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
