@@ -34,11 +34,12 @@ queue, the newest failed job that names the service it came from, and the speed 
 whose runtimes spread the most. A page that does not answer
 200 at its own address is not saved (the JSON's `screenshots.failed` names it).
 
-## The target, and the problems the demo plants: 5
+## The target, and the problems the demo plants: 6
 
 The demo's 10-minute run never holds more active incidents than problems it planted. With
 rundemo's DEMO_TROUBLE (`--cycle 90 --storm 20 --gateway-outage 30 --rollbacks 0.05 --deletions
-0.05 --bulk 20 --bulk-every 45`), demo/workload.py and demo/receivers.py plant five problems:
+0.05 --bulk 20 --bulk-every 45`), demo/workload.py, demo/receivers.py and the shop's beat schedule
+(dashboard/settings.py, which rundemo turns on) plant six problems:
 
 1. **The save storm** (Customer saves). `Shop.record_visit` saves a Customer with
    `update_fields=["last_seen_at"]`, and every Customer save sets off three receivers
@@ -69,14 +70,19 @@ rundemo's DEMO_TROUBLE (`--cycle 90 --storm 20 --gateway-outage 30 --rollbacks 0
    that transaction. Its fix (bulk_update and one batch job) differs from the storm's, so it is a
    problem of its own, even though it shares the Customer receivers with problem 1.
 
+6. **The partner's stock feed down**. The periodic task `partner stock import` (every minute,
+   `demo.tasks.import_partner_stock`) connects to a partner feed that refuses connections for
+   minutes 5–11 of every 20 by the clock: its runs fail (a periodic task failing its last runs;
+   the service it calls failing). In a 10-minute run it may come once or not at all.
+
 Nothing else in the demo is planted to go wrong: sign-ups, the other orders and shipments outside
-the outage are the healthy shop, and a finding about them would be a false one. 5 is therefore the
+the outage are the healthy shop, and a finding about them would be a false one. 6 is therefore the
 most incidents the demo should ever show at once (fewer is fine: the problems come and go in the
 cycle, and Jobwatch may rightly see the storm and the bulk loop, both Customer saves, as one).
 One side effect is not planted but real: `Shop.ship_order` ships the latest order, so with no new
 order between two shipments the warehouse is told twice about one order — a true, info-level
-duplicate of notify_warehouse. It is not counted as a sixth problem (nothing in DEMO_TROUBLE asks
-for it), so an incident of its own takes one of the five places.
+duplicate of notify_warehouse. It is not counted as a seventh problem (nothing in DEMO_TROUBLE asks
+for it), so an incident of its own takes one of the six places.
 
 Exit status: non-zero only when the benchmark could not measure (the demo would not start, or died),
 never for a missed target.
@@ -109,7 +115,7 @@ from urllib.parse import urlencode, urlsplit
 
 ROOT = Path(_HERE).parent
 SCREENSHOT_DIR = ROOT / "docs" / "screenshots"
-PLANTED_PROBLEMS = 5
+PLANTED_PROBLEMS = 6
 SAMPLE_SECONDS = 15.0
 # rundemo stops its children with a 10-s grace of its own (STOP_GRACE_SECONDS); then a little more.
 STOP_GRACE_SECONDS = 20.0

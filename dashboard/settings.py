@@ -238,8 +238,8 @@ JOBWATCH = {
 # --- The demo shop ------------------------------------------------------------------------------
 DEMO_GATEWAY_URL = env_str("DEMO_GATEWAY_URL", "http://127.0.0.1:8765")
 # The shop's own periodic tasks, which rundemo turns on (so a benchmark or test of this site has
-# only Jobwatch's): a healthy one, a nightly one, and a stock import that fails now and then and
-# sometimes outlasts its schedule (demo/tasks.py), so the Periodic tasks page has something to show.
+# only Jobwatch's): a healthy one, a nightly one, and a stock import that fails now and then
+# (demo/tasks.py), so the Periodic tasks page has something to show.
 if env_bool("DEMO_BEAT_SCHEDULE", False):
     from celery.schedules import crontab
 
