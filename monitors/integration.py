@@ -80,8 +80,18 @@ def beat_starting(sender=None, **kwargs):
     else:
         if added:
             logger.info("Jobwatch scheduled %s on %s", ", ".join(added), type(sender.scheduler).__name__)
-    kind = type(sender.scheduler)
-    beat_started(scheduler=f"{kind.__module__}:{kind.__qualname__}")
+    beat_started(scheduler=scheduler_name(type(sender.scheduler)))
+
+
+def scheduler_name(kind):
+    """"module:Class" of beat's scheduler; a project's own subclass of a known one says which it
+    extends ("shop.beat:Scheduler (django_celery_beat.schedulers:DatabaseScheduler)"), since that
+    decides where the entries beat runs are kept."""
+    name = f"{kind.__module__}:{kind.__qualname__}"
+    known = next((base for base in kind.__mro__[1:] if base.__module__.startswith(("django_celery_beat.", "celery."))), None)
+    if known is not None and not kind.__module__.startswith(("django_celery_beat.", "celery.")):
+        name += f" ({known.__module__}:{known.__qualname__})"
+    return name[:200]
 
 
 def schedule_on(scheduler):

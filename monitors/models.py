@@ -552,10 +552,9 @@ class PeriodicTally(models.Model):
     entry = models.CharField(max_length=200, unique=True)
     last_success_at = models.DateTimeField(null=True, blank=True, help_text="when its last successful run finished")
     missed_runs_total = models.BigIntegerField(default=0)
-    # The gap being counted: the run (or start) the missed runs are counted from, and how many of
-    # them are in the total already — so each pass adds only the runs missed since the last.
-    gap_from = models.DateTimeField(null=True, blank=True)
-    gap_missed = models.IntegerField(default=0)
+    # The last missed due time in the total: each pass counts only the due times after it, so a
+    # run discarded or pruned (the reckoning moves back) or two passes at once count nothing twice.
+    counted_through = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField()
 
     def __str__(self):

@@ -126,3 +126,38 @@ def test_only_the_tables_entries_switch_and_bad_input_is_named(client, settings,
     call_command("jobwatch_periodic", disable=TICK, user=staff_with("switch_periodic_tasks", username="cli").username,
                  dry_run=True, stdout=out)
     assert "Would disable db tick (now enabled)" in out.getvalue() and PeriodicTask.objects.get(name=TICK).enabled
+
+
+def test_an_entry_enabled_again_is_not_late_for_the_runs_it_had_while_disabled(table):
+    from monitors.actions import set_periodic_enabled
+    from tests.rows import job_row
+
+    MonitorHeartbeat.objects.create(task=BEAT, last_run_at=timezone.now() - timedelta(hours=2), runs=1, scheduler=SCHEDULER)
+    job_row("tick-old", "demo.tasks.noop", "celery", at=timezone.now() - timedelta(minutes=30), origin_entry=TICK,
+            origin_kind="beat")
+    PeriodicTask.objects.filter(name=TICK).update(last_run_at=timezone.now() - timedelta(minutes=30))
+    assert (TICK, "periodic_missed") in findings()  # every 2 s, nothing for 30 min: missed
+    operator = staff_with("switch_periodic_tasks")
+    set_periodic_enabled(operator, TICK, False, surface="command")
+    assert PeriodicTask.objects.get(name=TICK).last_run_at is None  # its scheduler's own save() clears it
+    assert TICK not in {subject for subject, _ in findings()}  # disabled: not expected
+    set_periodic_enabled(operator, TICK, True, surface="command")
+    assert (TICK, "periodic_missed") not in findings()  # counted from its enabling, as its scheduler does
+
+
+def test_a_projects_own_scheduler_class_says_which_it_extends():
+    from django_celery_beat.schedulers import DatabaseScheduler
+
+    from monitors.integration import scheduler_name
+    from monitors.periodic.schedule import scheduler_in_use
+
+    class ShopScheduler(DatabaseScheduler):
+        pass
+
+    ShopScheduler.__module__ = "shop.beat"
+    name = scheduler_name(ShopScheduler)
+    assert name == "shop.beat:test_a_projects_own_scheduler_class_says_which_it_extends.<locals>.ShopScheduler " \
+                   "(django_celery_beat.schedulers:DatabaseScheduler)"
+    assert scheduler_name(DatabaseScheduler) == SCHEDULER
+    MonitorHeartbeat.objects.create(task=BEAT, last_run_at=timezone.now(), runs=1, scheduler=name)
+    assert "django_celery_beat" in scheduler_in_use()

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitors.heartbeats import BEAT, WATCHED
 from monitors.detectors import periodic
-from monitors.models import MonitorHeartbeat
+from monitors.models import JobExecution, MonitorHeartbeat
 from tests.rows import job_row
 
 pytestmark = [pytest.mark.django_db]
@@ -160,6 +160,11 @@ def test_the_tally_counts_each_missed_run_once_and_metrics_give_it(schedule, bea
     assert tally.missed_runs_total == 13
     assert tally.last_success_at == NOW - timedelta(seconds=600) + timedelta(seconds=0.6)
 
+    # The latest run discarded: the reckoning goes back to the run 10 min before; nothing counted twice.
+    JobExecution.objects.filter(origin_entry=MINUTELY, state="failed").delete()
+    periodic.detect(later)
+    assert PeriodicTally.objects.get(entry=MINUTELY).missed_runs_total == 13
+
     page = admin_client.get("/jobwatch/metrics").content.decode()
     samples = {(sample.name, sample.labels.get("entry")): sample.value
                for family in text_string_to_metric_families(page) for sample in family.samples}
@@ -173,3 +178,16 @@ def test_a_crontab_counts_every_time_it_passed(schedule, beat_running):
     run(NIGHTLY, 3 * 86400 + 9 * 3600, task="demo.tasks.echo")  # its last run 03:00 three days ago: 3 nights missed
     [problem] = [problem for problem in periodic.detect(NOW) if problem.subject == NIGHTLY and problem.kind == "periodic_missed"]
     assert problem.count == 3
+
+
+def test_a_long_outage_of_a_crontab_is_counted_over_passes_never_lost(schedule, beat_running):
+    from monitors.models import PeriodicTally
+
+    run(NIGHTLY, 30 * 86400 + 9 * 3600, task="demo.tasks.echo")  # last run 03:00 thirty days ago: 30 nights missed
+    [problem] = [problem for problem in periodic.detect(NOW) if problem.subject == NIGHTLY]
+    assert problem.count == periodic.WALK_STEPS and "or more runs missed" in problem.title  # a pass stays short
+    totals = [PeriodicTally.objects.get(entry=NIGHTLY).missed_runs_total]
+    for _ in range(3):
+        periodic.detect(NOW)
+        totals.append(PeriodicTally.objects.get(entry=NIGHTLY).missed_runs_total)
+    assert totals == [12, 24, 30, 30]

@@ -59,7 +59,9 @@ def set_periodic_enabled(user, name, enabled, *, surface="dashboard", dry_run=Fa
             log.succeeded = 0 if dry_run else 1
             return ActionResult(log=log, matched=1)
         row.enabled = enabled
-        row.save(update_fields=["enabled"])
+        # The whole row, as django-celery-beat's admin saves it: its save() clears last_run_at on
+        # a disable (so that enabling does not send a catch-up run at once) and date_changed moves.
+        row.save()
         log.succeeded = 1
         return ActionResult(log=log, matched=1)
 

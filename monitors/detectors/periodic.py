@@ -18,19 +18,25 @@ enabled entries of the scheduler beat uses are expected to run. Reads as of `now
 their last 30 runs through the (origin_entry, enqueued_at) index, beat's heartbeat.
 """
 
+import logging
 from datetime import timedelta
 from statistics import median
+
+from django.db import DatabaseError
 
 from monitors.heartbeats import BEAT, stale_tasks
 from monitors.detectors.base import Problem, short, threshold
 from monitors.models import JobExecution, MonitorHeartbeat
-from monitors.periodic.runs import next_expected, recent_runs
+from monitors.periodic.runs import next_expected, recent_runs, reckoned_from
 from monitors.periodic.schedule import entries
 from monitors.periodic.tally import keep_tally
+
+logger = logging.getLogger("monitors.detectors")
 
 NAME = "periodic"
 RUNS_READ = 30
 SENT_TWICE_RUNS = 4
+WALK_STEPS = 12  # due times of a crontab worked out per entry and pass, at most
 FINISHED = ("succeeded", "failed")
 
 
@@ -47,7 +53,11 @@ def detect(now):
             problem = rule(entry, entry_runs, now, beat=beat, beat_down=beat_down, expect=expect)
             if problem is not None:
                 problems.append(problem)
-    keep_tally(runs, problems, now)
+    try:
+        keep_tally(expected, runs, problems, now, expect, steps=WALK_STEPS)
+    except DatabaseError:
+        # The findings matter more than the metrics' tally: recorded all the same.
+        logger.exception("Jobwatch could not keep the periodic tasks' tally for /metrics")
     return problems
 
 
@@ -71,12 +81,12 @@ def about(entry):
 
 def missed(entry, runs, now, beat=None, beat_down=False, expect=next_expected, **_):
     last = runs[0]["enqueued_at"] if runs else None
-    reference = last or entry.scheduler_last_run_at or (beat.last_run_at if beat else None)
+    reference = reckoned_from(entry, last, beat.last_run_at if beat else None)
     due = expect(entry, reference)
     grace = timedelta(seconds=threshold("PERIODIC_GRACE_SECONDS", task=entry.task, entry=entry.name))
     if due is None or now - due <= grace:
         return None
-    count = missed_count(entry, due, now - grace, expect=expect)
+    count, complete = missed_count(entry, due, now - grace, expect=expect)
     keys, links = about(entry)
     cause = ("Beat is not running (Jobwatch's own periodic tasks stopped too): nothing is sending scheduled jobs."
              if beat_down else
@@ -86,31 +96,35 @@ def missed(entry, runs, now, beat=None, beat_down=False, expect=next_expected, *
     return Problem(
         kind="periodic_missed", subject=entry.name, severity="warning", count=count,
         title=f"Periodic task {entry.name} missed its run due {due:%Y-%m-%d %H:%M:%S} UTC"
-              + (f" ({count} runs missed)" if count > 1 else ""),
+              + (f" ({count}{'' if complete else ' or more'} runs missed)" if count > 1 else ""),
         explanation=(f"{entry.name} ({entry.task}, {entry.words}) should have been sent at {due:%H:%M:%S} UTC; "
                      f"{'its last run was sent ' + last.strftime('%Y-%m-%d %H:%M:%S') + ' UTC' if last else 'no run of it is recorded'}"
                      f", and nothing since. {cause}"),
         fix="Check that celery beat runs (one beat, no more) and has this entry; run it now from its page if it must not wait.",
         evidence={"entry": entry.name, "task": entry.task, "schedule": entry.words, "due": due.isoformat(),
-                  "last_run": last.isoformat() if last else None, "missed_runs": count, "beat_running": not beat_down,
-                  "counted_from": reference.isoformat()},
+                  "last_run": last.isoformat() if last else None, "missed_runs": count, "all_counted": complete,
+                  "beat_running": not beat_down, "counted_from": reference.isoformat(),
+                  "missed_through": (now - grace).isoformat()},
         keys=keys, links=links + (["monitor:jobwatch"] if beat_down else []),
     )
 
 
-def missed_count(entry, due, cutoff, most=1000, expect=next_expected):
-    """How many runs were due from `due` up to `cutoff` (the one due since is not missed yet): by
-    arithmetic for an interval, by walking the schedule for a crontab or solar one (at most
-    `most`: beat down for a year on a per-minute crontab is "1000 or more")."""
+def missed_count(entry, due, cutoff, most=WALK_STEPS, expect=next_expected):
+    """(how many runs were due from `due` up to `cutoff` — the one due since is not missed yet —,
+    whether that is all of them): by arithmetic for an interval; by walking the schedule for a
+    crontab or solar one, at most `most` steps (Celery's reckoning is ~0.1 ms a step, and with beat
+    down every entry is missing runs at once: "12 or more")."""
     every = entry.interval_seconds
     if every:
-        return int((cutoff - due).total_seconds() // every) + 1
+        return int((cutoff - due).total_seconds() // every) + 1, True
     count, moment = 0, due
-    while moment is not None and moment <= cutoff and count < most:
+    while moment is not None and moment <= cutoff:
+        if count == most:
+            return count, False
         count += 1
         following = expect(entry, moment)
         moment = following if following is not None and following > moment else None
-    return max(count, 1)
+    return max(count, 1), True
 
 
 def sent_twice(entry, runs, now, expect=next_expected, **_):

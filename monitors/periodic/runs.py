@@ -47,6 +47,17 @@ def recent_runs(names, count=30):
     return found
 
 
+def reckoned_from(entry, last_run, beat_started_at):
+    """The moment an entry's next run is counted from: its last run recorded, else its scheduler's
+    record of it, else beat's start. A django-celery-beat row whose last run its scheduler cleared
+    (disabling does, so that enabling sends no catch-up run) counts from when it was last changed,
+    as its scheduler does: an entry enabled again is not late for the runs it had while disabled."""
+    reference = last_run or entry.scheduler_last_run_at or beat_started_at
+    if entry.source == "django-celery-beat" and entry.scheduler_last_run_at is None and entry.changed_at is not None:
+        reference = max(reference, entry.changed_at) if reference is not None else entry.changed_at
+    return reference
+
+
 def next_expected(entry, last_run):
     """When the entry should run next after `last_run`, by its schedule's own reckoning (Celery's
     remaining_estimate, which counts from the schedule's clock: added back to that clock, the
@@ -63,7 +74,9 @@ def next_expected(entry, last_run):
         remaining = entry.schedule.remaining_estimate(last_run)
     except Exception:  # noqa: BLE001 (a custom schedule: shown without a next run)
         return None
-    moment = clock + remaining
+    # In UTC: an aware time in the app's zone plus a timedelta is wall-clock arithmetic, an hour
+    # out across a daylight-saving change.
+    moment = clock.astimezone(UTC) + remaining if timezone.is_aware(clock) else clock + remaining
     moment = (moment if timezone.is_aware(moment) else timezone.make_aware(moment, UTC)).astimezone(UTC)
     # To the second: the two readings of the clock above are apart by however long the machine
     # took between them (milliseconds when busy), which could put a crontab's 03:00 a hair before

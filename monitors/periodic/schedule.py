@@ -38,6 +38,7 @@ class Entry:
     one_off: bool = False
     runs_in_beat: bool = True
     scheduler_last_run_at: datetime | None = None  # as django-celery-beat recorded it
+    changed_at: datetime | None = None  # when its django-celery-beat row was last saved
     total_run_count: int | None = None
     zone: str = "UTC"
 
@@ -107,7 +108,8 @@ def from_database(zone, uses_database):
         found.append(Entry(
             name=row.name, task=row.task, schedule=schedule, args=arguments["args"] or [], kwargs=arguments["kwargs"] or {},
             queue=row.queue or "", source=DATABASE, enabled=row.enabled, one_off=row.one_off, runs_in_beat=uses_database,
-            scheduler_last_run_at=row.last_run_at, total_run_count=row.total_run_count, zone=zone))
+            scheduler_last_run_at=row.last_run_at, total_run_count=row.total_run_count, zone=zone,
+            changed_at=getattr(row, "date_changed", None)))
     return found
 
 

@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from monitors.heartbeats import BEAT
 from monitors.models import MonitorHeartbeat
-from monitors.periodic.runs import next_expected, recent_runs, summary
+from monitors.periodic.runs import next_expected, recent_runs, reckoned_from, summary
 from monitors.periodic.schedule import entries
 
 RECENT = 30  # runs read per entry
@@ -25,7 +25,7 @@ def entry_status(entry, runs, beat, now):
     seen = summary(runs)
     last = seen["last"]
     # Counted from the last run Jobwatch saw, else the scheduler's own record, else beat's start.
-    reference = (last["enqueued_at"] if last else None) or entry.scheduler_last_run_at or (beat.last_run_at if beat else None)
+    reference = reckoned_from(entry, last["enqueued_at"] if last else None, beat.last_run_at if beat else None)
     expected = next_expected(entry, reference) if entry.enabled and entry.runs_in_beat else None
     return {
         "name": entry.name, "task": entry.task, "schedule": entry.words, "source": entry.source, "queue": entry.queue,

@@ -43,6 +43,7 @@ def periodic_list(request):
             "pk", "subject", "kind", "title"):
         open_findings.setdefault(finding.subject, finding)
     ordered = sorted(matching, key=lambda name: (name not in open_findings, name))
+    page = min(page, max(1, -(-len(ordered) // PAGE_SIZE)))  # past the end: the last page
     shown = ordered[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
     rows = all_statuses(count=STRIP, known={name: matching[name] for name in shown})
     for row in rows:
@@ -59,7 +60,7 @@ def periodic_list(request):
     }
     return respond(request, "jobwatch/periodic.html", context, fragments=["periodic-table"],
                    api=["entries", "beat_started_at", "scheduler", "q", "page", "page_size", "matching", "total",
-                        "with_findings", "disabled", "next_page"])
+                        "with_findings", "disabled", "previous_page", "next_page"])
 
 
 @staff_only
