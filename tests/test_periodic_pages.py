@@ -148,3 +148,23 @@ def test_the_command_lists_the_same_entries(schedule):
     table = StringIO()
     call_command("jobwatch_periodic", stdout=table)
     assert "OVERDUE since" in table.getvalue() and "every day at 03:00 UTC" in table.getvalue()
+
+
+def test_a_crontabs_next_run_is_right_across_daylight_saving():
+    """03:00 in Paris is 01:00 UTC in summer and 02:00 UTC in winter: the next run after a change
+    of clocks is the local 03:00, not an hour off."""
+    from datetime import UTC, datetime
+
+    from celery import Celery
+
+    from monitors.periodic.runs import next_expected
+    from monitors.periodic.schedule import Entry
+
+    app = Celery("paris", set_as_current=False)
+    app.conf.timezone = "Europe/Paris"
+    entry = Entry(name="nightly", task="demo.tasks.noop", schedule=crontab(minute=0, hour=3, app=app))
+    after = {datetime(2025, 10, 20, 1, 0): datetime(2025, 10, 21, 1, 0),  # summer
+             datetime(2025, 10, 25, 1, 0): datetime(2025, 10, 26, 2, 0),  # the clocks go back that night
+             datetime(2026, 3, 28, 2, 0): datetime(2026, 3, 29, 1, 0)}  # and forward
+    for last, expected in after.items():
+        assert next_expected(entry, last.replace(tzinfo=UTC)) == expected.replace(tzinfo=UTC)

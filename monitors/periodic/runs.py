@@ -3,7 +3,9 @@ its schedule says it should run next."""
 
 from datetime import UTC, datetime
 
+from celery.schedules import crontab
 from celery.schedules import schedule as every_interval
+from celery.utils.time import ffwd
 from django.db import connection
 from django.utils import timezone
 
@@ -69,6 +71,16 @@ def next_expected(entry, last_run):
         # What Celery's reckoning comes to for a plain interval, without its clock and timezone
         # work (80 µs a call: the detector asks for 500 entries' recent runs).
         return datetime.fromtimestamp(round((last_run + entry.schedule.run_every).timestamp(), 3), UTC)
+    if isinstance(entry.schedule, crontab):
+        # The crontab's own next time: its last run in its zone fast-forwarded to the next
+        # matching minute, made absolute — no clock read (half the cost) and right across DST.
+        try:
+            start, delta, _ = entry.schedule.remaining_delta(last_run, ffwd=ffwd)
+            moment = start + delta
+        except Exception:  # noqa: BLE001 (a subclass that reckons otherwise: Celery's estimate below)
+            moment = None
+        if moment is not None and timezone.is_aware(moment):
+            return datetime.fromtimestamp(round(moment.astimezone(UTC).timestamp()), UTC)
     try:
         clock = entry.schedule.now()
         remaining = entry.schedule.remaining_estimate(last_run)

@@ -1,3 +1,5 @@
+from functools import lru_cache
+
 from django import template
 from django.utils import timezone
 from django.utils.html import conditional_escape, format_html, json_script
@@ -50,6 +52,18 @@ def sparkline(values, size="120x24"):
     return format_html('<svg class="spark" width="{}" height="{}" viewBox="0 0 {} {}" role="img" aria-label="trend, peak {}">'
                        '<polyline fill="none" stroke="#3b6fd8" stroke-width="1.5" points="{}"/></svg>',
                        width, height, width, height, top, path)
+
+
+@register.filter
+def run_marks(states):
+    """A periodic task's last runs as a strip of coloured marks, oldest first — built here in one
+    go: a page of 50 entries has 1,500 of them, a tenth of its time in the template loop."""
+    return mark_safe("".join(run_mark(state) for state in states))  # each mark escaped by run_mark
+
+
+@lru_cache(maxsize=64)  # a job's states are a handful of words
+def run_mark(state):
+    return format_html('<span class="mark state-{}" title="{}">■</span>', state, state)
 
 
 @register.simple_tag
