@@ -75,10 +75,11 @@ def test_it_groups_a_service_outage_into_one_incident_named_after_the_circuit(ho
     resolve(circuit, age, seconds=50)
     run_alerts(at(200))
     assert events(receiver) == [("opened", "circuit_open", "payments-api")]  # the failure rate is still high
+    assert live_incidents().get().title == "circuit_open payments-api"  # still named after its cause
     resolve(rate, seconds=210)
     run_alerts(at(220))
     run_alerts(at(300))
-    assert [event for event, _, _ in events(receiver)] == ["opened", "resolved"]
+    assert events(receiver) == [("opened", "circuit_open", "payments-api"), ("resolved", "circuit_open", "payments-api")]
 
 
 def test_it_groups_rolled_back_orphans_with_the_failures_and_the_smell_that_explain_them(hook, receiver):

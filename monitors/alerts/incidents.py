@@ -131,6 +131,12 @@ def follow_evidence(now):
                 Incident.objects.filter(pk=incident.pk).update(state=Incident.State.RESOLVING, resolved_at=over_at)
             continue
         lead = correlation.lead_of(open_findings)
+        named_after = next((f for f in findings if f.pk == incident.finding_id), None)
+        if named_after is not None and correlation.cause_rank(named_after) < correlation.cause_rank(lead):
+            # The cause ended first and its symptoms linger (failures still high, a queue draining):
+            # the incident keeps the cause's name, to its resolved notice — an incident that
+            # turned into "failure rate high" would page as a problem nobody was told of.
+            lead = named_after
         severity = correlation.severity_of(open_findings)
         changes = {"finding": lead, "kind": lead.kind, "subject": lead.subject[:350], "title": lead.title[:300],
                    "fix": lead.fix, "impact": correlation.impact_of(open_findings), "severity": severity,
