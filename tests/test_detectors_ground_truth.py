@@ -45,8 +45,10 @@ DETECTOR_OF = {
 
 @pytest.fixture(scope="module", autouse=True)
 def worker(django_db_setup, tmp_path_factory):
+    # No beat in these scenarios, by design: the worker's watch on beat would rightly page its
+    # absence once the module has run longer than the stale rule's grace (WATCHDOG_SECONDS 0: off).
     env = {"DATABASE_URL": database_url_for_workers(), "CELERY_BROKER_URL": fresh_redis_url(14),
-           "DEMO_GATEWAY_URL": "http://127.0.0.1:9"}
+           "DEMO_GATEWAY_URL": "http://127.0.0.1:9", "JOBWATCH_TEST_WATCHDOG_SECONDS": "0"}
     with WorkerProcess(tmp_path_factory.mktemp("detectors") / "worker.log", env=env, queues="celery") as process:
         yield process
     write_accuracy()

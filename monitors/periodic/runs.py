@@ -75,7 +75,8 @@ def next_expected(entry, last_run):
         # The crontab's own next time: its last run in its zone fast-forwarded to the next
         # matching minute, made absolute — no clock read (half the cost) and right across DST.
         try:
-            start, delta, _ = entry.schedule.remaining_delta(last_run, ffwd=ffwd)
+            # In the schedule's zone first: Celery 5.4 matches the fields against the time as given.
+            start, delta, _ = entry.schedule.remaining_delta(last_run.astimezone(entry.schedule.tz), ffwd=ffwd)
             moment = start + delta
         except Exception:  # noqa: BLE001 (a subclass that reckons otherwise: Celery's estimate below)
             moment = None
