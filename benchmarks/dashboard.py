@@ -53,7 +53,6 @@ from benchmarks.dashboard_data import (
     REDIS_URL,
     build,
     database_name,
-    database_url,
     fill_broker,
     log,
     read_marker,
@@ -61,6 +60,7 @@ from benchmarks.dashboard_data import (
     refill_small_tables,
     refresh,
     table_counts,
+    use_database,
 )
 from benchmarks.dashboard_flower import COMPARE_ROWS, COMPARISONS, compare_with_flower, flower_server
 from benchmarks.dashboard_pages import PAGES, TARGET_P95_MS, pick_values, print_table, time_pages
@@ -124,11 +124,7 @@ def main():
     if options.flower_server:
         return flower_server(options)
 
-    os.environ["DATABASE_URL"] = database_url(options.database)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.dashboard_settings"
-    os.environ["DEBUG"] = "0"
-    os.environ.setdefault("SECRET_KEY", "benchmark-only")
-    os.environ["CELERY_BROKER_URL"] = REDIS_URL if redis_reachable() else "memory://"
+    use_database(options.database, REDIS_URL if redis_reachable() else "memory://")
     started = time.perf_counter()
     marker, built = prepare(options)
     if os.environ["CELERY_BROKER_URL"] == REDIS_URL:

@@ -13,6 +13,7 @@ It imports none of the other dashboard_* modules.
 import hashlib
 import json
 import math
+import os
 import random
 import time
 import uuid
@@ -166,6 +167,16 @@ def job_at(seconds, rate_rows, t0):
         else:
             hi = middle - 1
     return lo
+
+
+def use_database(name, broker):
+    """Point this process's Django at benchmark database `name`, with the site's settings as in
+    production (DEBUG off) and `broker` (benchmarks/dashboard.py's and periodic.py's pages)."""
+    os.environ["DATABASE_URL"] = database_url(name)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.dashboard_settings"
+    os.environ["DEBUG"] = "0"
+    os.environ.setdefault("SECRET_KEY", "benchmark-only")
+    os.environ["CELERY_BROKER_URL"] = broker
 
 
 def log(message):

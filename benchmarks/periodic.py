@@ -36,11 +36,11 @@ from benchmarks.dashboard_data import (
     DATA_VERSION,
     DEFAULT_ROWS,
     build,
-    database_url,
     log,
     read_marker,
     refill_small_tables,
     table_counts,
+    use_database,
 )
 from benchmarks.dashboard_pages import TARGET_P95_MS, print_table, time_pages
 from benchmarks.periodic_data import FAILING, add_runs, beat_schedule, expected_runs
@@ -120,11 +120,7 @@ def main():
     options = parser.parse_args()
     options.database = options.database or database_name(options.rows)
 
-    os.environ["DATABASE_URL"] = database_url(options.database)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.dashboard_settings"
-    os.environ["DEBUG"] = "0"
-    os.environ.setdefault("SECRET_KEY", "benchmark-only")
-    os.environ["CELERY_BROKER_URL"] = "memory://"  # nothing here reads a queue
+    use_database(options.database, "memory://")  # nothing here reads a queue
     started = time.perf_counter()
     marker = prepare(options)
     if options.prepare_only:
