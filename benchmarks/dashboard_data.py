@@ -556,14 +556,23 @@ def job_chunks(lo, hi, parameters, jobs):
 
 
 def secondary_indexes(connection, table):
-    """[(drop, create, then)] statements of the table's indexes other than its primary key."""
+    """[(drop, create, then)] statements of the table's indexes other than its primary key. On a
+    partitioned table (PostgreSQL's day partitions, monitors/partitions.py) an index made on the
+    table is made on every partition; a unique constraint cannot adopt an index there, so it is
+    made again whole, after the others (`create` None)."""
+    partitioned = connection.execute("SELECT relkind = 'p' FROM pg_class WHERE oid = %s::regclass", [table]).fetchone()[0]
     rows = connection.execute("""
         SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), c.conname, pg_get_constraintdef(c.oid)
         FROM pg_index i LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
         WHERE i.indrelid = %s::regclass AND NOT i.indisprimary ORDER BY 1""", [table]).fetchall()
     statements = []
-    for index, definition, constraint, _constraint_definition in rows:
-        if constraint:
+    for index, definition, constraint, _constraint_definition in rows:  # noqa: B007 (read above)
+        # A partitioned table's index prints as "ON ONLY table": made so, it would cover no partition.
+        definition = definition.replace(" ON ONLY ", " ON ", 1)
+        if constraint and partitioned:
+            statements.append((f'ALTER TABLE {table} DROP CONSTRAINT "{constraint}"', None,
+                               f'ALTER TABLE {table} ADD CONSTRAINT "{constraint}" {_constraint_definition}'))
+        elif constraint:
             # Built as a plain unique index (a SHARE lock, so the other indexes build alongside),
             # then attached to its constraint.
             statements.append((f'ALTER TABLE {table} DROP CONSTRAINT "{constraint}"', definition,
@@ -571,6 +580,30 @@ def secondary_indexes(connection, table):
         else:
             statements.append((f"DROP INDEX {index}", definition, None))
     return statements
+
+
+def index_statements(indexes):
+    """(label, create, None) for run_statements: the indexes secondary_indexes() dropped."""
+    return [(create.split(" ON ")[0].replace("CREATE ", ""), create, None) for _, create, _ in indexes if create]
+
+
+def make_days(start, end):
+    """PostgreSQL's day partitions of the job history from `start` to `end` (epoch seconds), where
+    the table is partitioned (this process's Django database): generated rows land in their day."""
+    from django.db import connection as django_connection
+
+    from monitors import partitions
+
+    partitions.ensure_days(django_connection, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC))
+
+
+def set_logged(connection, table, logged):
+    """ALTER TABLE … SET [UN]LOGGED on the table, or on each partition of a partitioned one (which
+    holds no rows of its own, and takes neither)."""
+    leaves = [row[0] for row in connection.execute(
+        "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = %s::regclass", [table]).fetchall()]
+    for leaf in leaves or [table]:
+        connection.execute(f"ALTER TABLE {leaf} SET {'LOGGED' if logged else 'UNLOGGED'}")
 
 
 def build(name, rows, jobs):
@@ -586,22 +619,23 @@ def build(name, rows, jobs):
     now = time.time()
     t0 = now - SPAN
     parameters = generator_parameters(t0, now, rows)
+    make_days(t0, now + 7 * DAY)
     with connect(name) as connection:
         indexes = secondary_indexes(connection, "monitors_jobexecution")
         for drop, _, _ in indexes:
             connection.execute(drop)
         # Loaded without WAL, then written to the WAL in one pass (a table rewrite), before the
         # indexes are built: a third faster than row-by-row WAL here.
-        connection.execute("ALTER TABLE monitors_jobexecution SET UNLOGGED")
+        set_logged(connection, "monitors_jobexecution", False)
     phase = time.perf_counter()
     log(f"  jobs ({len(indexes)} secondary indexes dropped, {jobs} connections):")
     run_statements(name, list(job_chunks(1, rows, parameters, jobs)), jobs, settings=["SET synchronous_commit = off"])
     with connect(name) as connection:
-        connection.execute("ALTER TABLE monitors_jobexecution SET LOGGED")
+        set_logged(connection, "monitors_jobexecution", True)
     inserted = time.perf_counter() - phase
     log(f"  {rows:,} jobs inserted in {inserted:.0f}s")
     phase = time.perf_counter()
-    statements = [(create.split(" ON ")[0].replace("CREATE ", ""), create, None) for _, create, _ in indexes]
+    statements = index_statements(indexes)
     statements.sort(key=lambda statement: "task_id" not in statement[1])  # the widest first
     statements.append(("tallies", TALLY_SQL, {"lo": 1, "hi": rows, "since": datetime.fromtimestamp(0, UTC)}))
     statements += histogram_statements(rows, t0, now)

@@ -12,7 +12,7 @@ generated again as of now (where the misbehaviour is)."""
 import time
 from datetime import UTC, datetime
 
-from benchmarks.dashboard_data import DAY, connect, log, run_statements, secondary_indexes
+from benchmarks.dashboard_data import DAY, connect, index_statements, log, make_days, run_statements, secondary_indexes
 
 PERIODIC_VERSION = "periodic-data-1"  # change when the generator changes: the runs are generated again
 RECENT = DAY  # generated again on every run, as of now
@@ -149,6 +149,7 @@ def add_runs(name, days=365, jobs=2):
             indexes = secondary_indexes(connection, "monitors_jobexecution")
             for drop, _, _ in indexes:
                 connection.execute(drop)
+    make_days(now - span, now)
     if fresh:
         month = 30 * DAY
         chunks = [(f"runs from {datetime.fromtimestamp(lo, UTC):%Y-%m-%d}", RUNS_SQL,
@@ -156,8 +157,7 @@ def add_runs(name, days=365, jobs=2):
         chunks[0][2]["lo"] = now - span
         run_statements(name, chunks, jobs, settings=["SET synchronous_commit = off"])
         log("  indexes again:")
-        run_statements(name, [(create.split(" ON ")[0].replace("CREATE ", ""), create, None) for _, create, _ in indexes],
-                       jobs, settings=["SET maintenance_work_mem = '1GB'", "SET max_parallel_maintenance_workers = 0"])
+        run_statements(name, index_statements(indexes), jobs, settings=["SET maintenance_work_mem = '1GB'", "SET max_parallel_maintenance_workers = 0"])
         with connect(name) as connection:
             for _, _, then in indexes:
                 if then:

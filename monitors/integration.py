@@ -217,5 +217,7 @@ def beat_schedule():
         "jobwatch.send_alerts": {"task": "jobwatch.send_alerts", "schedule": float(setting("ALERT_INTERVAL"))},
         "jobwatch.roll_up_samples": {"task": "jobwatch.roll_up_samples", "schedule": float(setting("UPKEEP_INTERVAL"))},
         "jobwatch.prune_archive": {"task": "jobwatch.prune_archive", "schedule": float(setting("UPKEEP_INTERVAL"))},
+        "jobwatch.prepare_partitions": {"task": "jobwatch.prepare_partitions",
+                                        "schedule": float(setting("UPKEEP_INTERVAL"))},
         "jobwatch.prune_history": {"task": "jobwatch.prune_history", "schedule": float(setting("PRUNE_INTERVAL"))},
     }

@@ -1,7 +1,8 @@
 """Keeping the history bounded. Every deletion by age is here, in batches (a big delete must not
 hold locks for long or bloat one transaction), each kind with its own retention setting:
 
-- jobs, their per-minute tallies and hourly and daily time histograms, circuit transitions, resolved findings (with their incidents and
+- jobs, their per-minute tallies (on PostgreSQL both by dropping whole day partitions) and hourly
+  and daily time histograms, circuit transitions, resolved findings (with their incidents and
   notifications) and recorder processes gone quiet: HISTORY_RETENTION_DAYS (30) — prune_history,
   daily;
 - the audit log: AUDIT_RETENTION_DAYS (365) — prune_history;
@@ -17,11 +18,12 @@ An operator's purge (actions/purge.py) is not retention: it takes messages off a
 
 from datetime import timedelta
 
+from django.db import connections, router
 from django.db.models import Q
 from django.utils import timezone
 
 from monitors.conf import setting
-from monitors import timing
+from monitors import partitions, timing
 from monitors.models import (ActionLog, ArchivedMessage, CircuitEvent, Finding, JobExecution, JobHistogram, JobPayload,
                              JobTally, QueueSample, RecorderProcess)
 from monitors.sampling import bucket
@@ -41,9 +43,9 @@ def prune_history(now=None):
     return {
         # Through the enqueued_at and finished_at indexes; jobs whose enqueue was never recorded
         # go by when they finished.
-        "jobs": delete_in_batches(JobExecution.objects.filter(
+        "jobs": prune_by_day(partitions.JOBS, history, JobExecution.objects.filter(
             Q(enqueued_at__lt=history) | Q(enqueued_at__isnull=True, finished_at__lt=history))),
-        "job_tallies": delete_in_batches(JobTally.objects.filter(minute__lt=history)),
+        "job_tallies": prune_by_day(partitions.TALLIES, history, JobTally.objects.filter(minute__lt=history)),
         "job_histograms": delete_in_batches(JobHistogram.objects.filter(
             Q(resolution__in=[timing.HOUR, timing.DAY], start__lt=history)
             | Q(resolution=timing.MINUTE, start__lt=now - timedelta(days=MINUTE_HISTOGRAM_DAYS)))),
@@ -52,6 +54,18 @@ def prune_history(now=None):
         "recorder_processes": delete_in_batches(RecorderProcess.objects.filter(last_flush_at__lt=history)),
         "audit_log": delete_in_batches(ActionLog.objects.filter(at__lt=audit).exclude(outcome=ActionLog.Outcome.RUNNING)),
     }
+
+
+def prune_by_day(history, cutoff, older):
+    """A table partitioned by day (PostgreSQL, monitors/partitions.py) loses its days older than
+    `cutoff` by dropping them, the day holding the cutoff kept whole; a plain one (SQLite) by
+    deleting the `older` queryset in batches. Returns the rows gone (for dropped days, the
+    planner's count of them)."""
+    connection = connections[router.db_for_write(older.model)]
+    if partitions.partition_key(connection, history.table) is None:
+        return delete_in_batches(older)
+    _days, dropped_rows, deleted = partitions.drop_before(connection, history, cutoff)
+    return dropped_rows + deleted
 
 
 def delete_in_batches(queryset):

@@ -2,14 +2,16 @@
 schedule; each is safe to run on several workers at once."""
 
 from celery import shared_task
+from django.db import connections, router
 
-from monitors import retention, sampling
+from monitors import partitions, retention, sampling
 from monitors.actions import resume
 from monitors.actions.cancel import KILL_TASK, kill_if_still_running
 from monitors.actions.gate import RUN_ACTION_TASK
 from monitors.alerts import run_alerts as alert
 from monitors.heartbeats import heartbeat
 from monitors.detectors import run_detectors as detect
+from monitors.models import JobExecution
 
 
 @shared_task(name="jobwatch.sample_queues", ignore_result=True)
@@ -62,6 +64,14 @@ def roll_up_samples():
 def prune_archive():
     """Archived messages and kept arguments older than ARCHIVE_RETENTION_DAYS."""
     return retention.prune_archive()
+
+
+@shared_task(name="jobwatch.prepare_partitions", ignore_result=True)
+def prepare_partitions():
+    """PostgreSQL: the day partitions of the job history for yesterday, today and
+    PARTITION_DAYS_AHEAD days ahead (monitors/partitions.py). Nothing to do on SQLite."""
+    connection = connections[router.db_for_write(JobExecution)]
+    return partitions.prepare(connection)
 
 
 @shared_task(name="jobwatch.prune_history", ignore_result=True)

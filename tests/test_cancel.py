@@ -86,7 +86,8 @@ def test_a_running_job_is_terminated_and_says_by_whom(tmp_path, broker_url, queu
 
 
 def test_cancelling_needs_its_permission_and_a_refusal_is_audited():
-    JobExecution.objects.create(task_id="t-1", task_name="billing.send", state="enqueued", updated_at="2026-11-30T00:00Z")
+    JobExecution.objects.create(task_id="t-1", task_name="billing.send", state="enqueued", enqueued_at="2026-11-30T00:00Z",
+                                updated_at="2026-11-30T00:00Z")
     viewer = User.objects.create_user("viewer", is_staff=True)
     with pytest.raises(ActionRefused) as refused:
         cancel_jobs(viewer, JobSelection.from_ids(["t-1"]))

@@ -107,7 +107,7 @@ def test_a_job_whose_arguments_were_not_kept_whole_is_refused_with_the_reason(op
     from django.utils import timezone
 
     JobExecution.objects.create(task_id="cut", task_name="demo.tasks.echo", state="succeeded", payload_complete=False,
-                                args=["x…"], kwargs={}, updated_at=timezone.now())
+                                args=["x…"], kwargs={}, enqueued_at=timezone.now(), updated_at=timezone.now())
     result = replay_jobs(operator, JobSelection.from_ids(["cut"]), surface="command")
     assert result.log.failed == 1 and "redacted or truncated" in result.log.parameters["refused"][0]["reason"]
 

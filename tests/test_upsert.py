@@ -19,7 +19,12 @@ def at(seconds):
 
 def lifecycle(task_id):
     """A job enqueued in a transaction, retried once, then succeeded: every event the recorder
-    would write for it, in the order they happened."""
+    would write for it, in the order they happened. Each names the job's first publish time, as
+    the message header carries it to every process (the key of its day partition on PostgreSQL)."""
+    return [{**event, "enqueued_at": at(0)} for event in lifecycle_events(task_id)]
+
+
+def lifecycle_events(task_id):
     return [
         {"task_id": task_id, "task_name": "shop.charge", "state": "enqueued", "progress": 0, "queue": "payments",
          "routing_key": "payments", "args": [7], "kwargs": {}, "payload_size": 7, "payload_complete": True,
@@ -103,3 +108,38 @@ def test_it_upserts_events_in_any_order_and_batching_to_the_same_row(using, case
     for batch in batches(*case, task_id):
         write_rows(fold_events(batch), connections[using])
     check(stored(task_id, using))
+
+
+def headerless(task_id):
+    """The same job sent by a producer without Jobwatch: no enqueue event, and no event knows when it
+    was published; the worker's events carry its receive time (the main process stamps it)."""
+    return [{key: value for key, value in event.items() if key != "enqueued_at"}
+            for event in lifecycle_events(task_id)[2:]]
+
+
+@pytest.mark.django_db(databases=["default", "embedded"], transaction=True)
+@pytest.mark.parametrize("using", ["default", "embedded"])
+def test_a_job_published_without_the_header_is_one_row_whatever_the_batches(using):
+    """On PostgreSQL each event batch that does not know the key finds the row the job already has;
+    the first one keys it by the earliest time it knows."""
+    events = headerless(f"bare-{using}")
+    for batch in ([events[0]], events[1:3], [events[3]], events[4:]):
+        write_rows(fold_events(batch), connections[using])
+    (job,) = JobExecution.objects.using(using).filter(task_id=f"bare-{using}")
+    assert job.state == "succeeded" and job.retries == 1 and job.finished_at == at(33)
+    if connections[using].vendor == "postgresql":
+        assert job.enqueued_at == at(1)  # the first receive: what its first event knew
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_task_id_published_at_two_times_is_two_rows_on_postgresql_and_its_page_shows_the_newest(admin_client):
+    """A project that re-sends a task id (its own idempotency key, days apart): PostgreSQL keeps a row
+    per publish (each lives in its day's partition); the job page shows the newest, not an error."""
+    if connections["default"].vendor != "postgresql":
+        pytest.skip("SQLite keeps one row per task id")
+    for start in (at(0), at(86400 * 2)):
+        write_rows(fold_events([{**event, "enqueued_at": start} for event in lifecycle_events("same-id")[:1]]),
+                   connections["default"])
+    assert JobExecution.objects.filter(task_id="same-id").count() == 2
+    page = admin_client.get("/jobwatch/api/jobs/same-id/")
+    assert page.status_code == 200 and page.json()["job"]["enqueued_at"].startswith(at(86400 * 2).date().isoformat())

@@ -131,7 +131,7 @@ def test_the_admin_replays_after_a_confirmation_page(failed_job, broker):
 
 def test_a_job_argument_with_markup_is_escaped_on_the_confirmation_page(broker):
     JobExecution.objects.create(task_id="x", task_name="demo.tasks.echo", state="failed", args=["<script>alert(1)</script>"],
-                                kwargs={}, payload_complete=True, updated_at=timezone.now())
+                                kwargs={}, payload_complete=True, enqueued_at=timezone.now(), updated_at=timezone.now())
     page = logged_in(user("oncall", "replay_jobs")).post("/jobwatch/jobs/replay/", {"id": "x"})
     assert b"<script>alert(1)</script>" not in page.content and b"&lt;script&gt;" in page.content
 
@@ -140,7 +140,8 @@ def test_discard_hides_failed_jobs_from_the_history_and_undo_brings_them_back(fa
     from monitors.actions import discard_jobs
     from monitors.actions.selection import JobSelection
 
-    JobExecution.objects.create(task_id="ok-1", task_name="demo.tasks.echo", state="succeeded", updated_at=timezone.now())
+    JobExecution.objects.create(task_id="ok-1", task_name="demo.tasks.echo", state="succeeded", enqueued_at=timezone.now(),
+                                updated_at=timezone.now())
     operator = user("oncall", "discard_jobs")
     result = discard_jobs(operator, JobSelection.from_filter({"task": "demo.tasks.echo"}), surface="command")
     assert result.log.succeeded == 1  # only the failed one

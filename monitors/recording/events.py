@@ -6,7 +6,7 @@ Every builder reads only what the signal hands it; none touches the database or 
 import os
 import time
 import traceback as tracebacks
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.utils.dateparse import parse_datetime
 from kombu.utils.json import dumps
@@ -22,6 +22,13 @@ STAGES = 4
 STAGE = {"enqueued": 0, "received": 1, "started": 2}
 FINISHED_STAGE = 3
 PUBLISHED_HEADER = "jobwatch_published_at"
+# When the job was first published, in whole microseconds since the epoch: stamped once and kept
+# by every republish of the same job (retries, circuit waits), so that every event of the job —
+# from the publisher, the worker, the pool process — names the same `enqueued_at`. On PostgreSQL
+# that time is the key of the day partition the job's row lives in (monitors/partitions.py), and
+# an event naming another time would write a second row. (PUBLISHED_HEADER is re-stamped by each
+# republish: it measures how long this delivery waited.)
+ENQUEUED_HEADER = "jobwatch_enqueued_at"
 # Set by the worker's main process on receipt, read by the pool process (see signals.task_received).
 RECEIVED_KEY = "jobwatch_received_at"
 # Message headers set by monitors/circuits/waiting.py (kept in sync there; not imported, so that
@@ -123,6 +130,40 @@ def as_datetime(value):
     return parsed
 
 
+def enqueued_micros(source):
+    """The ENQUEUED_HEADER a message carries, from its headers (a dict), a worker's Request (its
+    request_dict) or a running task's request (headers become attributes); None when it carries
+    none, or something that is not a whole number of microseconds in a plausible range."""
+    if isinstance(source, dict):
+        value = source.get(ENQUEUED_HEADER)
+    else:
+        request_dict = getattr(source, "request_dict", None)
+        value = request_dict.get(ENQUEUED_HEADER) if isinstance(request_dict, dict) else getattr(source, ENQUEUED_HEADER, None)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**62:
+        return None
+    return value
+
+
+def micros_datetime(micros):
+    """Exact: the same integer gives the same time in every process (a float would round)."""
+    return EPOCH + timedelta(microseconds=micros)
+
+
+def datetime_micros(moment):
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def job_key(source):
+    """{"enqueued_at": …} for an event of the job whose message `source` describes, when the
+    message says when the job was first published; {} otherwise (the writer then finds the row
+    the job already has, see monitors/recording/upsert.py)."""
+    micros = enqueued_micros(source)
+    return {} if micros is None else {"enqueued_at": micros_datetime(micros)}
+
+
 def epoch_datetime(value):
     try:
         return datetime.fromtimestamp(float(value), UTC)
@@ -205,7 +246,7 @@ def received_event(request):
     retries = as_count(request_dict.get("retries"))
     waits = as_count(request_dict.get(WAITS_HEADER))
     circuit = str(request_dict.get(CIRCUIT_HEADER) or "")[:200]
-    moment = now()
+    moment = epoch_datetime(request_dict.get(RECEIVED_KEY)) or now()
     return {
         "task_id": request.id,
         "task_name": request.name or "",
@@ -218,6 +259,7 @@ def received_event(request):
         "received_at": moment,
         "worker": request.hostname or "",
         "updated_at": moment,
+        **job_key(request),
     }
 
 
@@ -241,6 +283,7 @@ def started_event(task_id, task, args, kwargs):
         "root_id": request.root_id or "",
         "group_id": request.group or "",
         "updated_at": moment,
+        **job_key(request),
     }
     event.update(cleaned_arguments(args, kwargs))
     return event
@@ -262,6 +305,7 @@ def finished_event(task_id, task, state, started_monotonic, retval, failure):
         "worker": request.hostname or "",
         "worker_pid": os.getpid(),
         "updated_at": moment,
+        **job_key(request),
     }
     if started_monotonic is not None:
         event["runtime"] = time.monotonic() - started_monotonic
@@ -330,10 +374,12 @@ def exception_type(exception):
     return cls.__qualname__ if module in ("builtins", None) else f"{module}.{cls.__qualname__}"
 
 
-def lost_event(task_id, task_name, attempt, state, reason, exception=None, einfo=None):
-    """A terminal event the worker's main process reports (revoked, rejected, lost, timed out)."""
+def lost_event(task_id, task_name, attempt, state, reason, exception=None, einfo=None, message=None):
+    """A terminal event the worker's main process reports (revoked, rejected, lost, timed out);
+    `message`: its headers, a Request or a task's request, when the handler has one."""
     moment = now()
     event = {
+        **(job_key(message) if message is not None else {}),
         "task_id": task_id,
         "task_name": task_name or "",
         "state": state,

@@ -93,6 +93,20 @@ def before_task_publish(sender=None, body=None, exchange=None, routing_key=None,
     event = events.enqueued_event(fields, exchange, routing_key, declare, properties, published_at)
     running = get_current_task()
     is_retry = running is not None and getattr(running.request, "id", None) == fields["task_id"]
+    first = events.enqueued_micros(headers or {})
+    if first is None and is_retry:
+        # A republish of the running job that did not carry its headers over: its request has them.
+        first = events.enqueued_micros(running.request)
+    if first is None and not is_retry:
+        first = events.datetime_micros(published_at)  # the job's first publish
+    if first is not None:
+        if headers is not None:
+            headers[events.ENQUEUED_HEADER] = first
+        event["enqueued_at"] = events.micros_datetime(first)
+    else:
+        # A retry of a job published without the header (by a producer without Jobwatch, or before
+        # it was installed): the writer finds the time its row already has.
+        del event["enqueued_at"]
     if is_retry:
         # A retry republishes its own message before task_retry fires: record it as the end of
         # the attempt that failed (its error arrives next), not as a new enqueue with an origin.
@@ -102,7 +116,6 @@ def before_task_publish(sender=None, body=None, exchange=None, routing_key=None,
         event["progress"] = events.progress(events.attempt_of(fields["retries"], fields["waits"]) - 1, "retried")
         if waiting:
             event["circuit"] = fields["circuit"]
-        del event["enqueued_at"]
     else:
         event.update(origin.origin_for_publish(sys._getframe(1)))
         if not event.get("origin_entry") and headers and isinstance(headers.get(PERIODIC_TASK_HEADER), str):
@@ -136,17 +149,18 @@ def after_task_publish(sender=None, headers=None, body=None, **extra):
     alias = event.pop("_connection_alias", None)
     submit(event)
     if alias and event.get("origin_in_atomic") and not event.get("origin_deferred"):
-        _note_commit(alias, event["task_id"], event["task_name"])
+        _note_commit(alias, event["task_id"], event["task_name"], event.get("enqueued_at"))
 
 
-def _note_commit(alias, task_id, task_name):
+def _note_commit(alias, task_id, task_name, enqueued_at):
     """Record when the transaction that enqueued this job commits. A rolled-back transaction
     never calls back, which is how the orphan detector tells "rolled back" from "deleted"."""
 
     def committed():
         moment = events.now()
         submit({"task_id": task_id, "task_name": task_name, "state": "enqueued", "progress": 0,
-                "origin_committed_at": moment, "updated_at": moment})
+                "origin_committed_at": moment, "updated_at": moment,
+                **({"enqueued_at": enqueued_at} if enqueued_at else {})})
 
     origin._original_on_commit(connections[alias], committed, robust=True)
 
@@ -192,7 +206,7 @@ def task_failure(sender=None, task_id=None, exception=None, einfo=None, tracebac
     failure = events.failure_fields(exception, einfo)
     attempt = _received_attempts.pop(task_id, 0)
     event = events.lost_event(task_id, getattr(sender, "name", ""), attempt, "failed", failure["exception_message"],
-                              exception, einfo)
+                              exception, einfo)  # the signal has no message: the writer finds the job's row
     submit(events.counted(event, "failed", HOSTNAME, exception=type(exception).__name__))
 
 
@@ -261,7 +275,7 @@ def task_revoked(sender=None, request=None, terminated=None, signum=None, expire
     # Celery hands over a Request, or for a job terminated while it ran a task Context, which has
     # no `name`: the sender (the task) has it.
     name = getattr(request, "name", None) or getattr(sender, "name", None) or getattr(request, "task", "") or ""
-    event = events.lost_event(request.id, name, _attempt_of(request), "revoked", reason)
+    event = events.lost_event(request.id, name, _attempt_of(request), "revoked", reason, message=request)
     submit(events.counted(event, "revoked", HOSTNAME))
 
 
@@ -271,7 +285,8 @@ def task_rejected(sender=None, message=None, exc=None, **extra):
     task_id = headers.get("id")
     if task_id:
         reason = f"rejected by the worker: {exc!r}" if exc else "rejected by the worker"
-        event = events.lost_event(task_id, headers.get("task"), _header_attempt(headers), "rejected", reason)
+        event = events.lost_event(task_id, headers.get("task"), _header_attempt(headers), "rejected", reason,
+                                  message=headers)
         submit(events.counted(event, "rejected", HOSTNAME))
 
 
@@ -285,7 +300,7 @@ def task_unknown(sender=None, name=None, id=None, message=None, exc=None, **extr
         queue = (getattr(message, "delivery_info", None) or {}).get("routing_key") or ""
         worker = getattr(sender, "hostname", "") or HOSTNAME
         error = NotRegistered(name)
-        event = events.lost_event(id, name, _header_attempt(headers), "failed", "", error)
+        event = events.lost_event(id, name, _header_attempt(headers), "failed", "", error, message=headers)
         # The type says what happened; the message says where (NotRegistered's own is the bare name).
         event.update(worker=worker, queue=queue,
                      exception_message=f"the worker {worker} has no task named {name!r}: the message was dropped")

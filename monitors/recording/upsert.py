@@ -17,9 +17,9 @@ PostgreSQL requires of a multi-row upsert) and in SQL (to fold that row into wha
 """
 
 from bisect import bisect_left
-from datetime import UTC
+from datetime import UTC, datetime
 
-from monitors import metric_histograms, timing
+from monitors import metric_histograms, partitions, timing
 from monitors.db import upsert
 from monitors.models import JobExecution, JobHistogram, JobPayload, JobTally, TaskCounter
 from monitors.recording.events import COUNTS_KEY, PAYLOAD_KEY
@@ -175,12 +175,20 @@ def set_clause(column, table, vendor, quote):
 _sql_cache = {}
 
 
+def conflict_columns(connection):
+    """What makes a job's row unique: its task id, and on PostgreSQL's day-partitioned table the
+    partition key too (monitors/partitions.py), which every event of the job carries."""
+    key = partitions.partition_key(connection, JobExecution._meta.db_table)
+    return ["task_id", key] if key else ["task_id"]
+
+
 def upsert_sql(connection, row_count):
     """PostgreSQL: one fixed statement whatever the batch size, `INSERT … SELECT FROM unnest(one
     array per column)`, which psycopg prepares once; a VALUES list with tens of thousands of
     placeholders would be parsed anew for every batch. SQLite, which has no arrays: VALUES."""
     vendor, quote = connection.vendor, connection.ops.quote_name
-    key = (vendor, row_count if vendor != "postgresql" else 0)
+    conflict = conflict_columns(connection)
+    key = (vendor, row_count if vendor != "postgresql" else 0, *conflict)
     sql = _sql_cache.get(key)
     if sql is None:
         table = quote(JobExecution._meta.db_table)
@@ -192,8 +200,8 @@ def upsert_sql(connection, row_count):
             rows = "VALUES " + ", ".join([row] * row_count)
         sql = (
             f"INSERT INTO {table} ({', '.join(quote(name) for name in COLUMNS)}) {rows}"
-            + " ON CONFLICT (task_id) DO UPDATE SET "
-            + ", ".join(set_clause(name, table, vendor, quote) for name in COLUMN_RULES)
+            + f" ON CONFLICT ({', '.join(quote(name) for name in conflict)}) DO UPDATE SET "
+            + ", ".join(set_clause(name, table, vendor, quote) for name in COLUMN_RULES if name not in conflict)
         )
         if len(_sql_cache) < 64:
             _sql_cache[key] = sql
@@ -218,6 +226,8 @@ _converters = {}
 
 def write_rows(rows, connection):
     """Upsert complete rows (from fold_events) in one statement, on `connection`."""
+    if "enqueued_at" in conflict_columns(connection):
+        find_keys(rows, connection)
     prepare = converters(connection)
 
     def parameter(convert, value):
@@ -229,6 +239,26 @@ def write_rows(rows, connection):
         params = [parameter(prepare[index], row[name]) for row in rows for index, name in enumerate(COLUMNS)]
     with connection.cursor() as cursor:
         cursor.execute(upsert_sql(connection, len(rows)), params)
+
+
+def find_keys(rows, connection):
+    """Give every row its partition key. A row whose events did not say when the job was first
+    published (a message sent without Jobwatch's header: by a producer that does not run it, or
+    before it was installed) takes the time the job's row already has — the newest, should one task
+    id have been published twice — or, for a job seen for the first time, the earliest time its
+    events know. Rare, so the look-up (an index probe per day partition) costs nothing otherwise."""
+    missing = [row for row in rows if row["enqueued_at"] is None]
+    if not missing:
+        return
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT DISTINCT ON (task_id) task_id, enqueued_at FROM {quote(JobExecution._meta.db_table)}"
+            " WHERE task_id = ANY(%s) ORDER BY task_id, enqueued_at DESC", [[row["task_id"] for row in missing]])
+        stored = dict(cursor.fetchall())
+    for row in missing:
+        known = [row[name] for name in ("received_at", "started_at", "finished_at", "updated_at") if row[name] is not None]
+        row["enqueued_at"] = stored.get(row["task_id"]) or (min(known) if known else datetime.now(UTC))
 
 
 def write_payloads(events, connection):

@@ -7,7 +7,7 @@ and the traceback comes last."""
 from datetime import timedelta
 
 from django.db.models import Sum
-from django.shortcuts import get_object_or_404
+from django.http import Http404
 from django.utils import timezone
 
 from monitors.models import QUEUED_STATES, ActionLog, ArchivedMessage, Finding, JobExecution, JobState, JobTally
@@ -22,7 +22,11 @@ RELATED_SHOWN = 10
 
 @staff_only
 def job_detail(request, task_id):
-    job = get_object_or_404(JobExecution, task_id=task_id)
+    # The newest, should one task id have been published twice (on PostgreSQL each publish time
+    # is a row of its own: see monitors/partitions.py).
+    job = JobExecution.objects.filter(task_id=task_id).order_by("-enqueued_at", "-id").first()
+    if job is None:
+        raise Http404("No job with this task id was recorded.")
     context = {
         "job": job,
         "timeline": timeline(job),
