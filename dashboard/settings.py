@@ -235,6 +235,20 @@ JOBWATCH = {
     "HISTORY_RETENTION_DAYS": env_int("JOBWATCH_HISTORY_RETENTION_DAYS", 30),
 }
 
+# A streaming replica of DATABASE_URL: the pages, their JSON and the detectors read the job
+# history from it (monitors/replica.py). No connection pool: a replica that is down must fail a
+# connection at once (a pool waits out its whole timeout), so the pages fall back to the primary
+# without waiting; connect_timeout bounds the wait for a host that does not answer at all.
+if env_str("REPLICA_DATABASE_URL", ""):
+    DATABASES["replica"] = replica = env_database("REPLICA_DATABASE_URL", None)
+    replica["OPTIONS"].pop("pool", None)
+    if replica["ENGINE"] == "django.db.backends.postgresql":
+        replica["OPTIONS"].setdefault("connect_timeout", 3)
+    replica["TEST"] = {"MIRROR": "default"}  # a test reads its own writes
+    DATABASE_ROUTERS = ["monitors.replica.ReadReplicaRouter"]
+    MIDDLEWARE.append("monitors.replica.ReplicaReadsMiddleware")
+    JOBWATCH["READ_DATABASE"] = "replica"
+
 # --- The demo shop ------------------------------------------------------------------------------
 DEMO_GATEWAY_URL = env_str("DEMO_GATEWAY_URL", "http://127.0.0.1:8765")
 # The shop's own periodic tasks, which rundemo turns on (so a benchmark or test of this site has

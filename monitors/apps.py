@@ -9,7 +9,7 @@ class MonitorsConfig(AppConfig):
     def ready(self):
         # Imported here, as Django asks of an AppConfig: this module is loaded before the models.
         from monitors import checks  # noqa: F401  (registers Jobwatch's system checks)
-        from monitors import conf
+        from monitors import conf, replica
         from monitors.circuits import breaker
         from monitors.recording import signals
 
@@ -18,3 +18,5 @@ class MonitorsConfig(AppConfig):
         # Every process that loads Django records what it enqueues (web servers, scripts, beat);
         # worker processes record what they run.
         signals.connect()
+        # The detectors' task reads the history from the replica, where one is configured.
+        replica.connect_signals()

@@ -88,6 +88,10 @@ DEFAULTS = {
     "WORKER_HEARTBEAT_SECONDS": 15.0,
     # The database alias the recorder writes to.
     "RECORDER_DATABASE": "default",
+    # A read-only alias (a streaming replica of the one above) the pages, their JSON and the
+    # detectors read the job history from; None reads where it is written. Needs the router and
+    # the middleware of monitors/replica.py.
+    "READ_DATABASE": None,
     # Argument keys whose values are replaced by "[redacted]" (matched without case, "_" or "-",
     # as a substring: "api_key", "X-Api-Key" and "apikey" all match "apikey").
     "REDACT_KEYS": [
@@ -173,6 +177,10 @@ DEFAULTS = {
     # Days of history kept (jobs, circuit transitions, resolved findings), and of the audit log.
     "HISTORY_RETENTION_DAYS": 30,
     "AUDIT_RETENTION_DAYS": 365,
+    # PostgreSQL: the job history is partitioned by day (monitors/partitions.py); the upkeep task
+    # creates this many days of partitions ahead, so that a week without upkeep still writes into
+    # day partitions rather than the catch-all one.
+    "PARTITION_DAYS_AHEAD": 7,
     # References for tasks you cannot decorate: {"task.name": {"arg name or index": "app.Model"}}.
     "RECORD_REFERENCES": {},
 }

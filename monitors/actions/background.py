@@ -6,8 +6,10 @@ from monitors.actions.purge import MessageSelection, run_purge
 from monitors.actions.replay import run_replay
 from monitors.actions.selection import JobSelection
 from monitors.models import ActionLog
+from monitors.replica import primary_reads
 
 
+@primary_reads()  # like every action, on what is there now (monitors/replica.py)
 def resume(action_id):
     """Run (or carry on with) an action handed to the background. Safe to run again after a
     worker died midway: replays are idempotent per request key, and a purge takes only what is

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from monitors.conf import setting
 from monitors.models import ActionLog
+from monitors.replica import primary_reads
 
 # Action → the Django permission it needs.
 PERMISSIONS = {
@@ -91,7 +92,10 @@ def audited(user, action, target, parameters, surface, dry_run=False):
         raise ActionRefused(log.error, permission=PERMISSIONS[action])
     log.save()
     try:
-        yield log
+        # The work reads the primary, never a replica (monitors/replica.py): an action acts on
+        # what is there now, not on what was there a moment ago.
+        with primary_reads():
+            yield log
     except Exception as error:
         fail(log, error)
         raise

@@ -25,7 +25,7 @@ from datetime import timedelta
 
 from celery import current_app
 from django.apps import apps
-from django.db import connection
+from django.db import connections, router
 from django.db.models import Count
 
 from monitors.brokers import BrokerUnavailable, PeekUnavailable, open_broker
@@ -220,6 +220,7 @@ def recorded_rows(candidates):
     ids as one array parameter (`= ANY`): a hundred thousand queued jobs cost one round trip, not
     a hundred IN lists of a thousand literals to parse and plan."""
     ids = list(candidates)
+    connection = connections[router.db_for_read(JobExecution)]  # a replica, where reads go to one
     if connection.vendor == "postgresql":
         table = connection.ops.quote_name(JobExecution._meta.db_table)
         columns = ", ".join(connection.ops.quote_name(name) for name in ROW_FIELDS)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from celery.schedules import crontab
 from celery.schedules import schedule as every_interval
 from celery.utils.time import ffwd
-from django.db import connection
+from django.db import connections, router
 from django.utils import timezone
 
 from monitors.models import JobExecution
@@ -23,6 +23,7 @@ def recent_runs(names, count=30):
     if not names:
         return {}
     found = {name: [] for name in names}
+    connection = connections[router.db_for_read(JobExecution)]  # a replica, where reads go to one
     if connection.vendor == "postgresql":
         table = connection.ops.quote_name(JobExecution._meta.db_table)
         # Times as epoch seconds, made datetimes here: Django's loader for timestamptz is three

@@ -10,8 +10,10 @@ celery_task_runtime{…} and celery_task_queue_wait_time{…} histograms, celery
 rules written for it keep working, plus what it lacks (jobwatch_*): the oldest message's age per
 queue, open findings by kind, circuit state and jobs waiting, recorder drops, the monitor's last
 runs, and each periodic task's last success and missed runs (kept by the periodic detector on each
-pass, so up to a detector interval behind). Everything is read from the database at scrape time (a few hundred rows), never from the
-broker. With JOBWATCH["METRICS_TOKEN"] set, Prometheus sends "Authorization: Bearer <token>";
+pass, so up to a detector interval behind), and how far behind a read replica is. Everything is read from the database at scrape time (a few hundred rows), never from the
+broker — and from the primary, even where the pages read a replica: a counter must never go
+back, as it would if reads moved between the primary and a replica seconds behind it. With
+JOBWATCH["METRICS_TOKEN"] set, Prometheus sends "Authorization: Bearer <token>";
 without it only logged-in staff may read it.
 """
 
@@ -32,6 +34,7 @@ from monitors.conf import setting
 from monitors.models import (Circuit, Finding, Incident, MonitorHeartbeat, PeriodicTally, RecorderProcess, Severity,
                              TaskCounter)
 from monitors.periodic.schedule import entries
+from monitors.replica import primary_reads, replica_status
 from monitors.sampling import latest_queue_rows
 from monitors.web.metric_labels import OTHER, Folder, registered_tasks
 
@@ -79,7 +82,9 @@ def metrics(request):
                             content_type="text/plain")
     registry = CollectorRegistry(auto_describe=False)
     registry.register(JobwatchCollector())
-    return HttpResponse(generate_latest(registry), content_type="text/plain; version=0.0.4; charset=utf-8")
+    with primary_reads():
+        body = generate_latest(registry)
+    return HttpResponse(body, content_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 class JobwatchCollector:
@@ -88,6 +93,7 @@ class JobwatchCollector:
         yield from queue_gauges()
         yield from jobwatch_gauges()
         yield from periodic_metrics()
+        yield from replica_gauges()
 
 
 def task_counters():
@@ -220,3 +226,19 @@ def periodic_metrics():
         missed.add_metric([name], missed_total)
     yield success
     yield missed
+
+
+def replica_gauges():
+    """Only where JOBWATCH["READ_DATABASE"] names a replica. No lag while it cannot be reached (or
+    is not a standby): alert on `jobwatch_replica_reachable == 0` and on the lag."""
+    status = replica_status()
+    if status is None:
+        return
+    reachable = GaugeMetricFamily("jobwatch_replica_reachable", "1 when the read replica answers.", labels=["alias"])
+    reachable.add_metric([status["alias"]], 1.0 if status["reachable"] else 0.0)
+    yield reachable
+    lag = GaugeMetricFamily("jobwatch_replica_lag_seconds", "How far the read replica is behind the primary.",
+                            labels=["alias"])
+    if status["lag_seconds"] is not None:
+        lag.add_metric([status["alias"]], status["lag_seconds"])
+    yield lag

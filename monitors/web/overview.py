@@ -2,7 +2,8 @@
 with their usual fix and where their jobs are), then open findings, queues in trouble, open
 circuits, throughput and failure rate (from the per-minute tallies), the slowest tasks (from the
 time histograms), queue age (from the samples),
-jobs the recorder lost, and the periodic monitor's own health."""
+jobs the recorder lost, the periodic monitor's own health, and how far behind the replica the
+history is read from is (monitors/replica.py), where there is one."""
 
 from datetime import timedelta
 
@@ -12,6 +13,7 @@ from django.utils import timezone
 from monitors.heartbeats import WATCHED, stale_tasks
 from monitors.models import Circuit, CircuitState, Finding, Incident, MonitorHeartbeat, RecorderProcess
 from monitors.pausing import mark_paused
+from monitors.replica import replica_status
 from monitors.sampling import latest_queue_rows
 from monitors.web import charts
 from monitors.web.access import staff_only
@@ -40,10 +42,12 @@ def overview(request):
     return respond(request, "jobwatch/overview.html", context, fragments=["overview-health", "overview-charts"],
                    api=["window", "incidents", "incidents_more", "open_incidents", "incidents_by_severity", "findings_by_severity",
                         "open_findings", "top_findings", "findings_more", "queues_in_trouble", "open_circuits", "recorder",
-                        "monitor", "stale", "throughput_now", "failure_rate_now", "series", "slowest_tasks"])
+                        "monitor", "stale", "replica", "throughput_now", "failure_rate_now", "series", "slowest_tasks"])
 
 
 def health():
+    # First: asked afresh, so that this page's own reads follow what the tile says.
+    replica = replica_status()
     active = Incident.objects.filter(state__in=Incident.ACTIVE)
     incidents_by_severity = counts_by_severity(active)
     open_findings = Finding.objects.filter(status=Finding.Status.OPEN)
@@ -71,6 +75,7 @@ def health():
         "recorder": recorder,
         "monitor": list(MonitorHeartbeat.objects.filter(task__in=list(WATCHED)).order_by("task")),
         "stale": stale_tasks(),
+        "replica": replica,
     }
 
 
