@@ -178,9 +178,9 @@ DEFAULTS = {
     "HISTORY_RETENTION_DAYS": 30,
     "AUDIT_RETENTION_DAYS": 365,
     # PostgreSQL: the job history is partitioned by day (monitors/partitions.py); the upkeep task
-    # creates this many days of partitions ahead, so that a week without upkeep still writes into
+    # creates this many days of partitions ahead, so that days without upkeep still write into
     # day partitions rather than the catch-all one.
-    "PARTITION_DAYS_AHEAD": 7,
+    "PARTITION_DAYS_AHEAD": 3,
     # References for tasks you cannot decorate: {"task.name": {"arg name or index": "app.Model"}}.
     "RECORD_REFERENCES": {},
 }

@@ -363,8 +363,13 @@ def test_a_task_failing_on_a_service_records_it_and_opens_a_finding_that_names_i
 @pytest.mark.integration
 def test_a_retried_job_records_the_error_it_retried_on(worker):
     job = tasks.flaky.delay(1)  # retries once on ConnectionError("flaky service"), then succeeds
-    recorded = JobExecution.objects.filter(task_id=job.id, state="succeeded")
+    # The retry may run in the other pool process, whose writer can flush its success before the
+    # first one flushes the failed attempt: wait for both.
+    recorded = JobExecution.objects.filter(task_id=job.id, state="succeeded", error_progress__isnull=False)
     wait_for(recorded.exists, timeout=30, what="the flaky job to retry and succeed")
     row = recorded.get()
+    # One row: the retry's republish and its run name the first publish's time, the key of the
+    # job's day partition on PostgreSQL (another time would have written a second row).
+    assert JobExecution.objects.filter(task_id=job.id).count() == 1 and row.retries == 1
     assert (row.exception_type, row.exception_message) == ("ConnectionError", "flaky service")
     assert (row.error_target, row.error_status, row.error_kind) == ("", None, "connection")

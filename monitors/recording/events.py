@@ -149,10 +149,6 @@ def micros_datetime(micros):
     return EPOCH + timedelta(microseconds=micros)
 
 
-def datetime_micros(moment):
-    return (moment - EPOCH) // timedelta(microseconds=1)
-
-
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -98,7 +98,7 @@ def before_task_publish(sender=None, body=None, exchange=None, routing_key=None,
         # A republish of the running job that did not carry its headers over: its request has them.
         first = events.enqueued_micros(running.request)
     if first is None and not is_retry:
-        first = events.datetime_micros(published_at)  # the job's first publish
+        first = round(published * 1_000_000)  # the job's first publish
     if first is not None:
         if headers is not None:
             headers[events.ENQUEUED_HEADER] = first
