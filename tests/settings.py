@@ -44,7 +44,9 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 DATABASES["embedded"] = sqlite_database(VAR_DIR / "embedded-tests.sqlite3")  # noqa: F405
 # A file, as in production, not Django's in-memory test database: its shared cache answers
 # concurrent writers with "table is locked" at once instead of waiting for the lock.
-DATABASES["embedded"]["TEST"] = {"NAME": str(VAR_DIR / "test-embedded.sqlite3")}  # noqa: F405
+# Named after the PostgreSQL test database, so that two runs against two databases (say, two
+# checkouts) do not share it — the first to finish would delete it under the other.
+DATABASES["embedded"]["TEST"] = {"NAME": str(VAR_DIR / f"test-embedded-{DATABASES['default']['NAME']}.sqlite3")}  # noqa: F405
 
 # django-celery-beat's table of periodic tasks, where it installs: its releases lag Django's, so
 # that is the oldest supported pair (bin/test); its tests skip elsewhere.

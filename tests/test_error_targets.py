@@ -242,6 +242,7 @@ def record_jobs(count, task, state="failed", ago=60, **fields):
     JobExecution.objects.bulk_create([
         JobExecution(task_id=f"{task}-{state}-{fields.get('error_target', '')}-{fields.get('error_status')}-{number}",
                      task_name=task, queue=task.rsplit(".", 1)[-1], state=state, updated_at=now,
+                     enqueued_at=now - timedelta(seconds=ago + number + 1),
                      finished_at=now - timedelta(seconds=ago + number), **fields)
         for number in range(count)
     ])

@@ -76,10 +76,10 @@ def fill_plain_table():
 
 def test_a_filled_table_migrates_to_day_partitions_keeping_every_row_id_and_index_and_back():
     target = latest()
-    indexes_before = index_names("monitors_jobexecution")
     try:
         migrate(BEFORE)
         assert partitions_of("monitors_jobexecution") == []
+        indexes_before = index_names("monitors_jobexecution")
         ids = fill_plain_table()
         migrate(target)
 
@@ -96,9 +96,10 @@ def test_a_filled_table_migrates_to_day_partitions_keeping_every_row_id_and_inde
         assert len(days) >= 4 + ahead
         assert partitions.partition_name("monitors_jobexecution", partitions.day_start(NOW + ahead * DAY)) in days
         assert JobTally.objects.count() == 5
-        assert index_names("monitors_jobexecution") == indexes_before  # every index of the plain table, by name
+        indexes_after = index_names("monitors_jobexecution")
+        assert indexes_after >= indexes_before  # every index of the plain table, by name (and later migrations')
         some_day = sorted(days)[0]
-        assert len(index_names(some_day)) == len(indexes_before)  # and on each partition
+        assert len(index_names(some_day)) == len(indexes_after)  # and on each partition
 
         # The recorder writes on: new ids after the copied ones, a known job merged into its row.
         write_rows(fold_events([{"task_id": "old-2", "state": "failed", "progress": 7, "updated_at": NOW,

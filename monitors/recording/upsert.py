@@ -184,8 +184,10 @@ def conflict_columns(connection):
 
 def upsert_sql(connection, row_count):
     """PostgreSQL: one fixed statement whatever the batch size, `INSERT … SELECT FROM unnest(one
-    array per column)`, which psycopg prepares once; a VALUES list with tens of thousands of
-    placeholders would be parsed anew for every batch. SQLite, which has no arrays: VALUES."""
+    array per column)`: one parameter per column rather than a VALUES list with tens of thousands
+    of placeholders. (Django binds parameters on the client, so the server still parses it for
+    every batch, and psycopg renders the arrays as literals: benchmarks/ingest.py's profile.)
+    SQLite, which has no arrays: VALUES."""
     vendor, quote = connection.vendor, connection.ops.quote_name
     conflict = conflict_columns(connection)
     key = (vendor, row_count if vendor != "postgresql" else 0, *conflict)
