@@ -12,14 +12,16 @@ One filter means one set of jobs wherever it is used: `filtered()` is the only p
 becomes a query, for the jobs list as for every action. A selection made from a filter is pinned
 when it is made — ages (2h) become the times they meant, and `up_to` records the newest job id
 then — so the preview, the confirmation and the action itself act on the jobs the operator saw,
-not on whatever matches a minute later. A text search without a time range covers the newest
-TEXT_SEARCH_ROWS jobs up to that id, in the list and in the action alike.
+not on whatever matches a minute later. A text search covers every job up to that id where
+PostgreSQL's trigram indexes can find the text (migration 0017); elsewhere, without a time range, the
+newest TEXT_SEARCH_ROWS jobs up to that id, in the list and in the action alike.
 """
 
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
 
+from django.db import connections
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -42,8 +44,18 @@ FILTER_KEYS = {
     "up_to": "recorded up to this job id (the moment a list or preview was made)",
     "discarded": "yes: the failed jobs an operator discarded, which every other list leaves out",
 }
-# Text in arguments or errors has no index: without a time range, only the newest jobs are searched.
+# Text in arguments or errors: on PostgreSQL with pg_trgm, migration 0017's trigram indexes find it in
+# the whole history. Without them (SQLite, a database where the extension could not be made), or
+# for text they cannot look up, a search without a time range reads only the newest jobs: a scan of
+# more than these is more than a page can afford.
 TEXT_SEARCH_ROWS = 100_000
+# Migration 0017's indexes, on exactly the expressions the text filter's icontains becomes.
+TEXT_INDEXES = ("jobwatch_text_error", "jobwatch_text_args")
+# A trigram index looks text up by its runs of three letters or digits: text without such a run
+# ("ok", "7", "a.b") gives it nothing to look up, and PostgreSQL would read the whole index or table.
+# In a database whose character type is C, only ASCII letters and digits count as such.
+LETTER_RUN = re.compile(r"[^\W_]{3}")
+ASCII_LETTER_RUN = re.compile(r"[^\W_]{3}", re.ASCII)
 AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$", re.ASCII)
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -145,16 +157,61 @@ def filtered(filters, discarded=False):
     jobs = JobExecution.objects.filter(discarded_at__isnull=not discarded)
     for key, value in filters.items():
         jobs = apply_filter(jobs, key, value)
-    if "text" in filters and "since" not in filters:
+    if text_search_bounded(filters, jobs.db):
         top = int(filters["up_to"]) if "up_to" in filters else newest_job_id()
         jobs = jobs.filter(id__gt=top - TEXT_SEARCH_ROWS)
-    return jobs, search_notes(filters)
+    return jobs, search_notes(filters, jobs.db)
 
 
-def search_notes(filters):
-    if "text" in filters and "since" not in filters:
-        return [f"Text is searched in the newest {TEXT_SEARCH_ROWS:,} jobs; add a time range (since) to search further back."]
-    return []
+def search_notes(filters, alias=None):
+    """What the list and the confirmation say about how far back the text filter reads."""
+    alias = alias or JobExecution.objects.all().db
+    if not text_search_bounded(filters, alias):
+        return []
+    if trigram_indexes(alias)[0]:
+        return [f"Text with fewer than three letters or digits in a row is searched in the newest {TEXT_SEARCH_ROWS:,} jobs;"
+                " search for a longer piece of it, or add a time range (since), to search further back."]
+    return [f"Text is searched in the newest {TEXT_SEARCH_ROWS:,} jobs; add a time range (since) to search further back."]
+
+
+def text_search_bounded(filters, alias):
+    """Whether the text filter reads only the newest TEXT_SEARCH_ROWS jobs: no time range, and no
+    index that can find the text."""
+    return "text" in filters and "since" not in filters and not text_indexed(filters["text"], alias)
+
+
+def text_indexed(text, alias):
+    """Whether the trigram indexes of database `alias` can find `text`."""
+    ready, ascii_only = trigram_indexes(alias)
+    return ready and (ASCII_LETTER_RUN if ascii_only else LETTER_RUN).search(text) is not None
+
+
+_trigram_indexes = {}
+
+
+def trigram_indexes(alias):
+    """(whether TEXT_INDEXES are there and valid, whether the database's character type is C).
+    Asked once per database per process, as every list of jobs would ask: a process started before
+    migration 0017 ran keeps the bounded search until it is restarted."""
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return False, False
+    key = (connection.settings_dict.get("HOST"), connection.settings_dict.get("PORT"), connection.settings_dict.get("NAME"))
+    if key not in _trigram_indexes:
+        with connection.cursor() as cursor:
+            # A partitioned table's index is valid once every partition has its own.
+            cursor.execute(
+                "SELECT (SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                "        WHERE i.indrelid = to_regclass(%s) AND c.relname = ANY(%s) AND i.indisvalid) = %s,"
+                " (SELECT datctype IN ('C', 'POSIX') FROM pg_database WHERE datname = current_database())",
+                [JobExecution._meta.db_table, list(TEXT_INDEXES), len(TEXT_INDEXES)])
+            _trigram_indexes[key] = tuple(bool(value) for value in cursor.fetchone())
+    return _trigram_indexes[key]
+
+
+def forget():
+    """Ask again (tests, after making or dropping the indexes)."""
+    _trigram_indexes.clear()
 
 
 def pinned(filters):
@@ -203,6 +260,8 @@ def apply_filter(jobs, key, value):
     if key == "circuit":
         return jobs.filter(circuit=value)
     if key == "text":
+        # On PostgreSQL: UPPER(column::text) LIKE UPPER('%…%'), the expressions migration 0017 indexes
+        # (change one, change the other). Django escapes % and _ in the value: they are literal.
         return jobs.filter(exception_message__icontains=value) | jobs.filter(args__icontains=value)
     if key == "discarded":  # chosen in filtered(): here only checked
         if value != "yes":

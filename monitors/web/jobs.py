@@ -8,7 +8,7 @@ cost of page 10,000 is the cost of page 1), and counts only as far as it can aff
 from django.db import DatabaseError
 
 from monitors.models import JobExecution, JobState, OriginKind
-from monitors.actions.selection import FILTER_KEYS, BadSelection, clean, filtered, pinned
+from monitors.actions.selection import FILTER_KEYS, BadSelection, clean, filtered, pinned, text_indexed
 from monitors.web.access import staff_only
 from monitors.web.counting import bounded_count, with_timeout
 from monitors.web.params import BadParameter, Flag, Id, Text, query
@@ -56,8 +56,10 @@ def job_list(request):
         "states": JobState.choices, "origin_kinds": OriginKind.choices,
     }
     if htmx_target(request) == "job-count" or is_api(request) or request.query["count"]:
-        # Text in arguments and errors has no index: counting it exactly would read every job in
-        # the searched range again, so its count is the planner's estimate, and says so.
-        context["count"] = None if error else bounded_count(jobs, filtered=bool(applied), estimate_only="text" in applied)
+        # Text in arguments and errors without a trigram index to find it (text_indexed): counting it
+        # exactly would read every job in the searched range again, so its count is the planner's
+        # estimate, and says so. With one, it is counted like any other filter.
+        unindexed_text = "text" in applied and not text_indexed(applied["text"], jobs.db)
+        context["count"] = None if error else bounded_count(jobs, filtered=bool(applied), estimate_only=unindexed_text)
     return respond(request, "jobwatch/jobs.html", context, fragments=["job-rows", "job-count"],
                    api=["jobs", "count", "applied", "notes", "error", "next_before"], status=400 if bad else 200)
