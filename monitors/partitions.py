@@ -25,6 +25,7 @@ upsert names both. SQLite (the embedded default) keeps plain tables.
 
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -188,35 +189,54 @@ ADVISORY_LOCK = 0x6A6F627761746368  # "jobwatch"
 # -- dropping old days ----------------------------------------------------------------------------
 
 
+@dataclass
+class Pruned:
+    days: int = 0  # day partitions dropped
+    rows: int = 0  # rows they held, by the planner's count (exact for a never-analysed day)
+    deleted: int = 0  # rows deleted from the catch-all
+    longest_lock: float = 0.0  # seconds the table was locked to detach a day (what writers wait)
+    seconds: float = 0.0  # all of it, the freeing of the days' files included
+
+
 def drop_before(connection, history, cutoff):
-    """Drop the day partitions of `history` that end at or before `cutoff`, then delete the catch-all
-    partition's rows older than it. The day that holds the cutoff is kept whole (retention is by
-    whole days). Returns (days dropped, rows they held by the planner's count, rows deleted)."""
+    """Drop the day partitions of `history` that end at or before `cutoff`, then delete the
+    catch-all partition's rows older than it. The day that holds the cutoff is kept whole
+    (retention is by whole days). Returns a Pruned.
+
+    Each day is detached in a transaction of its own, then dropped in another: the detach holds
+    the table's lock for an instant, the drop — the filesystem freeing the day's files, about a
+    second per gigabyte here — holds only the detached day's."""
     table = history.table
     q = lambda identifier: quote(connection, identifier)  # noqa: E731
-    dropped = rows = 0
+    pruned = Pruned()
+    started = time.perf_counter()
     for name, _start, end in day_partitions(connection, table):
         if end > cutoff:
             break
         try:
             with transaction.atomic(using=connection.alias):
                 with connection.cursor() as cursor:
-                    cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
                     cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", [name])
                     estimate = cursor.fetchone()[0]
                     if estimate < 0:  # never analysed: small enough to count
                         cursor.execute(f"SELECT count(*) FROM {q(name)}")
                         estimate = cursor.fetchone()[0]
+            locked = time.perf_counter()
+            with transaction.atomic(using=connection.alias):
+                with connection.cursor() as cursor:
+                    cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
                     # DETACH … CONCURRENTLY would take no exclusive lock, but PostgreSQL refuses it
                     # while a catch-all partition exists; a plain DETACH holds its lock for an instant.
                     cursor.execute(f"ALTER TABLE {q(table)} DETACH PARTITION {q(name)}")
+            pruned.longest_lock = max(pruned.longest_lock, time.perf_counter() - locked)
+            with transaction.atomic(using=connection.alias):
+                with connection.cursor() as cursor:
                     cursor.execute(f"DROP TABLE {q(name)}")
         except DatabaseError as error:
             logger.warning("Jobwatch could not drop the partition %s (it will try again next time): %s", name, error)
             break
-        dropped += 1
-        rows += estimate
-    deleted = 0
+        pruned.days += 1
+        pruned.rows += estimate
     default = q(default_name(table))
     while True:
         with transaction.atomic(using=connection.alias):
@@ -224,9 +244,15 @@ def drop_before(connection, history, cutoff):
                 cursor.execute(f"DELETE FROM {default} WHERE ctid IN (SELECT ctid FROM {default} WHERE {q(history.key)} < %s"
                                f" LIMIT {DELETE_BATCH})", [cutoff])
                 count = cursor.rowcount
-        deleted += count
+        pruned.deleted += count
         if count < DELETE_BATCH:
-            return dropped, rows, deleted
+            break
+    pruned.seconds = time.perf_counter() - started
+    if pruned.days or pruned.deleted:
+        logger.info("Jobwatch pruned %s: %d days dropped (about %d rows), %d old rows of the catch-all deleted, in %.1f s"
+                    " (the table locked %.0f ms at most)", table, pruned.days, pruned.rows, pruned.deleted, pruned.seconds,
+                    pruned.longest_lock * 1000)
+    return pruned
 
 
 # -- turning a plain table into a partitioned one, and back ---------------------------------------

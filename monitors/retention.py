@@ -64,8 +64,8 @@ def prune_by_day(history, cutoff, older):
     connection = connections[router.db_for_write(older.model)]
     if partitions.partition_key(connection, history.table) is None:
         return delete_in_batches(older)
-    _days, dropped_rows, deleted = partitions.drop_before(connection, history, cutoff)
-    return dropped_rows + deleted
+    pruned = partitions.drop_before(connection, history, cutoff)
+    return pruned.rows + pruned.deleted
 
 
 def delete_in_batches(queryset):
