@@ -233,6 +233,7 @@ JOBWATCH = {
     "TASK_THRESHOLDS": env_json("JOBWATCH_TASK_THRESHOLDS", {}),
     "CIRCUITS": env_json("JOBWATCH_CIRCUITS", {}),
     "HISTORY_RETENTION_DAYS": env_int("JOBWATCH_HISTORY_RETENTION_DAYS", 30),
+    "PARTITION_HISTORY": env_bool("JOBWATCH_PARTITION_HISTORY", False),
 }
 
 # A streaming replica of DATABASE_URL: the pages, their JSON and the detectors read the job

@@ -177,7 +177,13 @@ DEFAULTS = {
     # Days of history kept (jobs, circuit transitions, resolved findings), and of the audit log.
     "HISTORY_RETENTION_DAYS": 30,
     "AUDIT_RETENTION_DAYS": 365,
-    # PostgreSQL: the job history is partitioned by day (monitors/partitions.py); the upkeep task
+    # PostgreSQL: keep the job history and tallies in day partitions (monitors/partitions.py), read
+    # by migration 0016. Off by default: retention becomes dropping a day, but every page plans its
+    # queries over some 35 partitions (pages at 10 M jobs measured 2–5× slower, README "Scaling");
+    # for histories that a DELETE can no longer prune. To switch later: set it, then
+    # `manage.py migrate monitors 0015 && manage.py migrate`.
+    "PARTITION_HISTORY": False,
+    # PostgreSQL: with the job history partitioned by day (monitors/partitions.py), the upkeep task
     # creates this many days of partitions ahead, so that days without upkeep still write into
     # day partitions rather than the catch-all one.
     "PARTITION_DAYS_AHEAD": 3,

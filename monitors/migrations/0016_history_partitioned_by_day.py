@@ -1,25 +1,33 @@
 from django.db import migrations
 
 from monitors import partitions
+from monitors.conf import setting
 
 
 def partition(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        for history in partitions.HISTORY_TABLES:
-            partitions.convert(schema_editor.connection, history, partitioned=True)
+    connection = schema_editor.connection
+    if connection.vendor != "postgresql" or not setting("PARTITION_HISTORY"):
+        return
+    for history in partitions.HISTORY_TABLES:
+        if partitions.partition_key(connection, history.table) is None:
+            partitions.convert(connection, history, partitioned=True)
 
 
 def unpartition(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        for history in partitions.HISTORY_TABLES:
-            partitions.convert(schema_editor.connection, history, partitioned=False)
+    connection = schema_editor.connection
+    if connection.vendor != "postgresql":
+        return
+    for history in partitions.HISTORY_TABLES:
+        if partitions.partition_key(connection, history.table) is not None:
+            partitions.convert(connection, history, partitioned=False)
 
 
 class Migration(migrations.Migration):
-    """PostgreSQL: the job history and the per-minute tallies become tables partitioned by day
-    (monitors/partitions.py), so that retention drops whole days instead of deleting rows. The
-    rows are copied into the new table in one transaction: plan for the copy's time and disk on a
-    big history (about N minutes per 10 million jobs here, see the README's Scaling section).
+    """PostgreSQL, with JOBWATCH["PARTITION_HISTORY"] on: the job history and the per-minute tallies
+    become tables partitioned by day (monitors/partitions.py), so that retention drops whole days
+    instead of deleting rows. (Off, nothing changes; migrating back to 0015 and forward again
+    applies a changed setting.) The rows are copied into the new table in one transaction, the
+    recorder's writes waiting: plan for the copy's time and twice the table's disk on a big history.
     SQLite is left as it is. Django's view of the models does not change: the job table's
     primary key is (id, enqueued_at) in the database, and `id` alone to the ORM, which only ever
     looks a row up by it. Later changes to these two tables' fields work as on any table (columns
