@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.dashboard_data import database_url  # noqa: E402
 from benchmarks.databases import recreate_database  # noqa: E402
 
 PLAIN, DAYS = "jobwatch_bench_prune_plain", "jobwatch_bench_prune_days"
@@ -36,12 +37,8 @@ TARGET_DROP_SECONDS = 1.0
 TARGET_LOCK_SECONDS = 0.1
 
 
-def url(name):
-    return f"postgresql://postgres@127.0.0.1:5432/{name}"
-
-
 def django_env(name):
-    return {**os.environ, "DATABASE_URL": url(name), "DJANGO_SETTINGS_MODULE": "dashboard.settings", "DEBUG": "0",
+    return {**os.environ, "DATABASE_URL": database_url(name), "DJANGO_SETTINGS_MODULE": "dashboard.settings", "DEBUG": "0",
             "SECRET_KEY": os.environ.get("SECRET_KEY", "benchmark-only"), "CELERY_BROKER_URL": "memory://",
             "JOBWATCH_PARTITION_HISTORY": "1"}  # the newest release's partitions; the plain database stops before them
 
@@ -57,7 +54,7 @@ def fill(name, first_day, jobs, kept, with_partitions):
     import psycopg
     from psycopg import sql
 
-    with psycopg.connect(url(name), autocommit=True) as db:
+    with psycopg.connect(database_url(name), autocommit=True) as db:
         if with_partitions:
             for day in (first_day, first_day + DAY):
                 table = f"monitors_jobexecution_p{day:%Y%m%d}"

@@ -66,23 +66,23 @@ _task_tokens = {}  # task id → the token that undoes its replica_reads
 
 
 @contextlib.contextmanager
+def _reads_from_replica(on):
+    token = _replica_reads.set(on)
+    try:
+        yield
+    finally:
+        _replica_reads.reset(token)
+
+
 def replica_reads():
     """Within: reads of the history go to the replica (when it is configured and usable)."""
-    token = _replica_reads.set(True)
-    try:
-        yield
-    finally:
-        _replica_reads.reset(token)
+    return _reads_from_replica(True)
 
 
-@contextlib.contextmanager
 def primary_reads():
-    """Within: every read goes to the primary, whatever encloses it (actions, /metrics)."""
-    token = _replica_reads.set(False)
-    try:
-        yield
-    finally:
-        _replica_reads.reset(token)
+    """Within (or as a decorator): every read goes to the primary, whatever encloses it (actions,
+    /metrics)."""
+    return _reads_from_replica(False)
 
 
 class ReadReplicaRouter:
