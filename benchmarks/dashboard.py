@@ -22,7 +22,7 @@ superuser), each page of PAGES three ways: the full page, the htmx fragment (HX-
 and the JSON API. Warm-up requests, then `--requests` timed ones: median and p95 in ms. A route
 that does not exist (yet) is reported as missing; any other status than 200 as a failure. For a
 page over the target, the slowest query of one request is printed with its EXPLAIN ANALYZE.
-Target: every page, fragment and API answer p95 < 150 ms.
+Target: every page, fragment and API answer p95 < 50 ms.
 
 Flower: if installed (pip install -r benchmarks/requirements.txt), its tornado app runs in a
 subprocess holding 100,000 tasks fed as Celery events (the jobs of a 100,000-row database built

@@ -15,6 +15,7 @@ the handler's connections).
 import contextlib
 import copy
 
+import psycopg
 from django.db import InterfaceError, OperationalError, connections
 
 
@@ -84,27 +85,77 @@ def upsert(connection, model, rows, conflict, replace=(), add=()):
     """INSERT … ON CONFLICT (conflict) DO UPDATE, on a private connection (the ORM's bulk_create
     needs the handler's): `replace` columns take the new value, `add` columns add it to the stored
     one. `rows` are dicts with the same keys; values are prepared by the model's fields, as the
-    ORM would. One statement per UPSERT_PARAMETERS values (SQLite takes at most 32,766 in one);
-    the caller's transaction holds them together."""
+    ORM would. PostgreSQL: one prepared statement reading one array per column (execute_prepared).
+    SQLite: one statement per UPSERT_PARAMETERS values (it takes at most 32,766 in one); the
+    caller's transaction holds them together."""
     if not rows:
         return
     columns = list(rows[0])
     fields = [model._meta.get_field(name) for name in columns]
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
-    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
     updates = [f"{quote(name)} = excluded.{quote(name)}" for name in replace]
     updates += [f"{quote(name)} = {table}.{quote(name)} + excluded.{quote(name)}" for name in add]
+    insert = f"INSERT INTO {table} ({', '.join(quote(name) for name in columns)}) "
+    on_conflict = f" ON CONFLICT ({', '.join(quote(name) for name in conflict)}) DO UPDATE SET {', '.join(updates)}"
+    if connection.vendor == "postgresql":
+        arrays = ", ".join(f"%b::{field.db_type(connection)}[]" for field in fields)
+        params = []
+        for field in fields:
+            convert = converter(field, connection)
+            values = [row[field.name] for row in rows]
+            if convert is not None:
+                values = [None if value is None else convert(value, connection) for value in values]
+            params.append(uniform(field, values))
+        execute_prepared(connection, f"{insert}SELECT * FROM unnest({arrays}){on_conflict}", params)
+        return
+    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
     per_statement = max(UPSERT_PARAMETERS // len(columns), 1)
     with connection.cursor() as cursor:
         for start in range(0, len(rows), per_statement):
             chunk = rows[start : start + per_statement]
-            params = [field.get_db_prep_save(row[field.name], connection) for row in chunk for field in fields]
-            cursor.execute(
-                f"INSERT INTO {table} ({', '.join(quote(name) for name in columns)}) "
-                f"VALUES {', '.join([placeholders] * len(chunk))} "
-                f"ON CONFLICT ({', '.join(quote(name) for name in conflict)}) DO UPDATE SET {', '.join(updates)}",
-                params)
+            params = [prepared(field, row[field.name], connection) for row in chunk for field in fields]
+            cursor.execute(f"{insert}VALUES {', '.join([placeholders] * len(chunk))}{on_conflict}", params)
+
+
+def prepared(field, value, connection):
+    return None if value is None else field.get_db_prep_save(value, connection)
+
+
+def converter(field, connection):
+    """What turns a Python value into a parameter for `field`, where psycopg needs Django's help:
+    JSON everywhere, dates, times and booleans on SQLite; None where the driver takes the value as
+    it is (most fields), which saves a call per value in the recorder's batches."""
+    wanted = {"JSONField"} | ({"DateTimeField", "BooleanField"} if connection.vendor != "postgresql" else set())
+    return field.get_db_prep_save if field.get_internal_type() in wanted else None
+
+
+def uniform(field, values):
+    """One column's values as an array psycopg can send in binary, which takes one Python type per
+    array: a float column that also holds whole numbers (a sum that is still 0), a text column
+    given a number, are made one type by the field's kind. Almost always a no-op."""
+    kinds = set(map(type, values))
+    kinds.discard(type(None))
+    if len(kinds) <= 1:
+        return values
+    kind = field.get_internal_type()
+    convert = float if kind == "FloatField" else int if "Integer" in kind else str if kind in ("CharField", "TextField") else None
+    if convert is None:
+        return values  # the database's own error then names the column
+    return [None if value is None else convert(value) for value in values]
+
+
+def execute_prepared(connection, sql, params):
+    """PostgreSQL: run `sql` as a prepared statement with its parameters sent apart (in binary where
+    its placeholders say %b).
+    Django's cursors put parameters into the statement's text on the client: for the recorder's
+    batches that means rendering arrays of thousands of values as literals (psycopg escapes each
+    element with a regular expression) and the server parsing and planning the statement anew each
+    time. A statement whose text is the same for every batch is planned once per connection and
+    its arrays travel as they are (benchmarks/ingest.py measures it)."""
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
 
 
 UPSERT_PARAMETERS = 30_000

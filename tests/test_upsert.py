@@ -143,3 +143,62 @@ def test_one_task_id_published_at_two_times_is_two_rows_on_postgresql_and_its_pa
     assert JobExecution.objects.filter(task_id="same-id").count() == 2
     page = admin_client.get("/jobwatch/api/jobs/same-id/")
     assert page.status_code == 200 and page.json()["job"]["enqueued_at"].startswith(at(86400 * 2).date().isoformat())
+
+
+# Text as jobs produce it: quotes, backslashes, braces and commas (an array literal's syntax),
+# any Unicode, and NUL, which PostgreSQL cannot store.
+ANY_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-2**53, 2**53) | ANY_TEXT,
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(ANY_TEXT, inner, max_size=4),
+                           max_leaves=10)
+
+
+@pytest.mark.django_db(databases=["default", "embedded"], transaction=True)
+@pytest.mark.parametrize("using", ["default", "embedded"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(message=ANY_TEXT, result=ANY_TEXT, worker=ANY_TEXT, args=st.lists(JSON_VALUES, max_size=4),
+       pid=st.none() | st.integers(0, 2**31 - 1), runtime=st.none() | st.floats(0, 1e9))
+def test_any_value_a_job_carries_is_stored_as_it_was_and_nul_as_a_replacement_character(using, message, result, worker, args, pid,
+                                                                                         runtime):
+    """The values of one batch travel to PostgreSQL as arrays, one per column, bound apart from the
+    statement; whatever a job carries must come back as it went, and a NUL (which neither text nor
+    jsonb can hold) must not fail the batch it is in."""
+    from monitors.recording.payload import PayloadCleaner
+
+    cleaned_args, _, _, _ = PayloadCleaner.from_settings().clean(args, {})
+    failed = {"task_id": f"odd-{using}", "task_name": "shop.odd", "state": "failed", "progress": 2,
+              "enqueued_at": at(0), "updated_at": at(1), "args": cleaned_args, "kwargs": {}, "worker": worker,
+              "worker_pid": pid, "runtime": runtime, "exception_type": "ValueError", "exception_message": message,
+              "result": result, "error_progress": 2}
+    neighbour = {"task_id": f"plain-{using}", "task_name": "shop.plain", "state": "enqueued", "progress": 0,
+                 "enqueued_at": at(0), "updated_at": at(0)}
+    JobExecution.objects.using(using).filter(task_id__in=[failed["task_id"], neighbour["task_id"]]).delete()
+    write_rows(fold_events([failed, neighbour]), connections[using])
+    row = stored(failed["task_id"], using)
+
+    def without_nul(text):
+        return text.replace("\x00", "\ufffd")
+
+    assert row["exception_message"] == without_nul(message)
+    assert row["result"] == without_nul(result)
+    assert row["worker"] == without_nul(worker)[:JobExecution._meta.get_field("worker").max_length]
+    assert row["worker_pid"] == pid and row["runtime"] == runtime
+    assert row["args"] == cleaned_args and "\x00" not in repr(cleaned_args)
+    assert JobExecution.objects.using(using).filter(task_id=neighbour["task_id"]).exists()
+
+
+@pytest.mark.django_db(databases=["default", "embedded"], transaction=True)
+@pytest.mark.parametrize("using", ["default", "embedded"])
+def test_a_column_of_whole_and_fractional_numbers_is_written_in_one_batch(using):
+    """A batch of counters holds counts (whole numbers) and sums of seconds (fractions) in one column;
+    on PostgreSQL the column travels as one binary array, which must hold one type."""
+    from monitors.db import upsert
+    from monitors.models import TaskCounter
+
+    labels = {"name": "shop.odd", "hostname": "h", "queue_name": "q", "exception": "", "le": ""}
+    rows = [{"metric": "succeeded", **labels, "value": 3}, {"metric": "runtime_sum", **labels, "value": 0.25},
+            {"metric": "failed", **labels, "value": True}]
+    for _ in range(2):
+        upsert(connections[using], TaskCounter, rows, conflict=["metric", *labels], add=["value"])
+    stored = dict(TaskCounter.objects.using(using).filter(name="shop.odd").values_list("metric", "value"))
+    assert stored == {"succeeded": 6, "runtime_sum": 0.5, "failed": 2}

@@ -55,14 +55,24 @@ _MACHINERY = tuple(
     )
 ) + ("<frozen ",)
 _BEAT_FILE = os.path.join(os.path.dirname(__import__("celery").__file__), "beat.py")
-_machinery_cache = {}
+
+# What a frame's code is to `capture`, worked out once per code object: the walk runs on every
+# enqueue over the whole stack (a web request's is dozens of frames deep). Keyed by id() with the
+# code kept alongside, because hashing a code object hashes its constants, every time.
+SIGNAL_SEND, MODEL_METHOD, MACHINERY, BEAT = 1, 2, 4, 8
+_code_kinds = {}
 
 
-def is_machinery(code):
-    known = _machinery_cache.get(code)
-    if known is None:
-        known = _machinery_cache[code] = code.co_filename.startswith(_MACHINERY)
-    return known
+def code_kind(code):
+    known = _code_kinds.get(id(code))
+    if known is not None and known[0] is code:
+        return known[1]
+    kind = ((SIGNAL_SEND if code in SIGNAL_SEND_CODES else 0)
+            | (MODEL_METHOD if code.co_name in MODEL_METHODS else 0)
+            | (MACHINERY if code.co_filename.startswith(_MACHINERY) else 0)
+            | (BEAT if code.co_filename == _BEAT_FILE else 0))
+    _code_kinds[id(code)] = (code, kind)
+    return kind
 
 
 def dotted_name(obj):
@@ -98,15 +108,20 @@ def capture(start_frame):
     beat = False
     frame = start_frame
     while frame is not None:
-        code = frame.f_code
-        if code in SIGNAL_SEND_CODES:
+        kind = code_kind(frame.f_code)
+        if not kind:
+            if caller is None:
+                caller = frame
+            frame = frame.f_back
+            continue
+        if kind & SIGNAL_SEND:
             describe_signal(origin, frame.f_locals)
             break
-        if code.co_name in MODEL_METHODS and model_frame is None and isinstance(frame.f_locals.get("self"), Model):
+        if kind & MODEL_METHOD and model_frame is None and isinstance(frame.f_locals.get("self"), Model):
             model_frame = frame
-        if caller is None and not is_machinery(code):
+        if caller is None and not kind & MACHINERY:
             caller = frame
-        if code.co_filename == _BEAT_FILE:
+        if kind & BEAT:
             beat = True
             # Scheduler.apply_async(entry, …) — celery beat's own scheduler and those built on it
             # (django-celery-beat's DatabaseScheduler): the entry being sent, by its name.

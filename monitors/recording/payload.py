@@ -42,6 +42,8 @@ class PayloadCleaner:
 
     def clean(self, args, kwargs, measure=True):
         """Return (args, kwargs, size_in_bytes or None, complete). Safe to share between threads."""
+        if not args and not kwargs:
+            return [], {}, payload_size(args, kwargs) if measure else None, True
         changes = []  # anything appended means the copy is not the original
         clean_args = self._value(list(args or ()), 0, changes)
         clean_kwargs = self._value(dict(kwargs or {}), 0, changes)
@@ -55,6 +57,12 @@ class PayloadCleaner:
         if value is None or isinstance(value, (bool, int, float)):
             return value
         if isinstance(value, str):
+            if "\x00" in value:
+                # Neither PostgreSQL's jsonb nor its text can hold NUL; the recorded copy shows
+                # Unicode's replacement character instead (the full payload, kept as JSON text,
+                # keeps it escaped).
+                changes.append("NUL")
+                value = value.replace("\x00", "\ufffd")
             if len(value) > self.max_value_length:
                 changes.append("truncated")
                 return value[: self.max_value_length] + f"… [{len(value)} chars]"
@@ -69,11 +77,15 @@ class PayloadCleaner:
                     changes.append("cut")
                     cleaned["…"] = f"[{len(value) - self.max_items} more keys]"
                     break
+                name = str(key)
+                if "\x00" in name:
+                    changes.append("NUL")
+                    name = name.replace("\x00", "\ufffd")
                 if self.is_secret(key):
                     changes.append("redacted")
-                    cleaned[str(key)] = REDACTED
+                    cleaned[name] = REDACTED
                 else:
-                    cleaned[str(key)] = self._value(item, depth + 1, changes)
+                    cleaned[name] = self._value(item, depth + 1, changes)
             return cleaned
         if isinstance(value, (list, tuple)):
             cleaned = [self._value(item, depth + 1, changes) for item in value[: self.max_items]]
@@ -93,14 +105,23 @@ def payload_size(args, kwargs):
     return measure(args, kwargs)[0]
 
 
+# Built once: json.dumps with any option builds a new encoder per call, and this runs per publish.
+_MEASURING_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"), sort_keys=True)
+
+
 def measure(args, kwargs):
     """(size in bytes, short hash) of the full arguments as JSON: one serialisation for both.
     Keys are sorted for the hash, so equal calls hash equal whatever their keyword order."""
+    if not args and not kwargs:
+        return _NO_ARGUMENTS
     try:
-        text = json.dumps([args or [], kwargs or {}], default=str, separators=(",", ":"), sort_keys=True).encode()
+        text = _MEASURING_ENCODER.encode([args or [], kwargs or {}]).encode()
     except (TypeError, ValueError):
         return None, ""
     return len(text), hashlib.blake2b(text, digest_size=8).hexdigest()
+
+
+_NO_ARGUMENTS = (len(b"[[],{}]"), hashlib.blake2b(b"[[],{}]", digest_size=8).hexdigest())
 
 
 def shorten(text, limit):

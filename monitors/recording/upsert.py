@@ -20,7 +20,7 @@ from bisect import bisect_left
 from datetime import UTC, datetime
 
 from monitors import metric_histograms, partitions, timing
-from monitors.db import upsert
+from monitors.db import converter, execute_prepared, uniform, upsert
 from monitors.models import JobExecution, JobHistogram, JobPayload, JobTally, TaskCounter
 from monitors.recording.events import COUNTS_KEY, PAYLOAD_KEY
 
@@ -96,6 +96,7 @@ TEXT_COLUMNS = {
 UNKNOWN = {name: ("" if name in TEXT_COLUMNS else None) for name in COLUMNS}
 UNKNOWN.update({"progress": 0, "retries": 0, "circuit_waits": 0})
 CAUSE_COLUMNS = [name for name, rule in COLUMN_RULES.items() if rule == CAUSE]
+NUL_STAND_IN = "\ufffd"  # Unicode's replacement character
 MAX_LENGTHS = {name: field.max_length for name, field in FIELDS.items() if getattr(field, "max_length", None)}
 
 
@@ -143,9 +144,16 @@ def fold_events(events):
             row["progress"] = event.get("progress", 0)
         merge_into(row, event)
     for row in rows.values():
-        for name, limit in MAX_LENGTHS.items():
+        for name in TEXT_COLUMNS:
             value = row[name]
-            if isinstance(value, str) and len(value) > limit:
+            if not isinstance(value, str):
+                continue
+            if "\x00" in value:
+                # PostgreSQL's text cannot hold NUL (an exception message quoting binary data):
+                # one such value would otherwise fail the whole batch, every other job's included.
+                value = row[name] = value.replace("\x00", NUL_STAND_IN)
+            limit = MAX_LENGTHS.get(name)
+            if limit is not None and len(value) > limit:
                 row[name] = value[:limit]
     return list(rows.values())
 
@@ -185,8 +193,7 @@ def conflict_columns(connection):
 def upsert_sql(connection, row_count):
     """PostgreSQL: one fixed statement whatever the batch size, `INSERT … SELECT FROM unnest(one
     array per column)`: one parameter per column rather than a VALUES list with tens of thousands
-    of placeholders. (Django binds parameters on the client, so the server still parses it for
-    every batch, and psycopg renders the arrays as literals: benchmarks/ingest.py's profile.)
+    of placeholders, so that it can be prepared once per connection (see write_rows).
     SQLite, which has no arrays: VALUES."""
     vendor, quote = connection.vendor, connection.ops.quote_name
     conflict = conflict_columns(connection)
@@ -195,7 +202,7 @@ def upsert_sql(connection, row_count):
     if sql is None:
         table = quote(JobExecution._meta.db_table)
         if vendor == "postgresql":
-            arrays = ", ".join(f"%s::{FIELDS[name].db_type(connection)}[]" for name in COLUMNS)
+            arrays = ", ".join(f"%b::{FIELDS[name].db_type(connection)}[]" for name in COLUMNS)
             rows = f"SELECT * FROM unnest({arrays})"
         else:
             row = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
@@ -211,15 +218,10 @@ def upsert_sql(connection, row_count):
 
 
 def converters(connection):
-    """Per column, what turns a Python value into a database parameter: Django's own conversion
-    where the driver needs one (JSON everywhere; dates, times and booleans on SQLite), nothing
-    where the driver takes the value as it is, which is most of them and saves a call per value."""
+    """Per column, db.converter: Django's conversion where the driver needs one, else None."""
     cached = _converters.get(connection.vendor)
     if cached is None:
-        wanted = {"JSONField"} | ({"DateTimeField", "BooleanField"} if connection.vendor != "postgresql" else set())
-        cached = _converters[connection.vendor] = [
-            FIELDS[name].get_db_prep_save if FIELDS[name].get_internal_type() in wanted else None for name in COLUMNS
-        ]
+        cached = _converters[connection.vendor] = [converter(FIELDS[name], connection) for name in COLUMNS]
     return cached
 
 
@@ -236,11 +238,14 @@ def write_rows(rows, connection):
         return value if value is None or convert is None else convert(value, connection)
 
     if connection.vendor == "postgresql":
-        params = [[parameter(prepare[index], row[name]) for row in rows] for index, name in enumerate(COLUMNS)]
-    else:
-        params = [parameter(prepare[index], row[name]) for row in rows for index, name in enumerate(COLUMNS)]
+        params = [uniform(FIELDS[name], [parameter(prepare[index], row[name]) for row in rows])
+                  for index, name in enumerate(COLUMNS)]
+        execute_prepared(connection, upsert_sql(connection, len(rows)), params)
+        return
+    params = [parameter(prepare[index], row[name]) for row in rows for index, name in enumerate(COLUMNS)]
     with connection.cursor() as cursor:
         cursor.execute(upsert_sql(connection, len(rows)), params)
+
 
 
 def find_keys(rows, connection):
