@@ -17,7 +17,8 @@ from benchmarks.dashboard_data import connect, keep_alive, log, task_id_of
 
 # Every page timed, in one place: (label, path). {placeholders} are filled from the generated
 # data (see pick_values). Each one is timed as a full page, as an htmx fragment (the same path with
-# HX-Request: true), and through the JSON API at api_path(path).
+# HX-Request: true, and HX-Target: id when the path ends in #id), and through the JSON API at
+# api_path(path).
 PAGES = [
     ("overview", "/jobwatch/"),
     ("queues", "/jobwatch/queues/"),
@@ -27,6 +28,10 @@ PAGES = [
     ("jobs task+failed", "/jobwatch/jobs/?task={task}&state=failed"),
     ("jobs text", "/jobwatch/jobs/?text={word}"),
     ("jobs far back", "/jobwatch/jobs/?before={deep_id}"),
+    # The count the list asks for once it is shown: its fragment is the one the page swaps in
+    # (HX-Target: job-count); the API's ?count=1 answers the list and its count.
+    ("jobs count", "/jobwatch/jobs/?task={task}&state=failed&count=1#job-count"),
+    ("jobs text count", "/jobwatch/jobs/?text={word}&count=1#job-count"),
     ("job", "/jobwatch/jobs/{task_id}/"),
     ("failures", "/jobwatch/failures/"),
     ("tasks", "/jobwatch/tasks/"),
@@ -170,8 +175,9 @@ def time_pages(pages, values, options, marker):
     htmx = {"HX-Request": "true"}
     for label, template in pages:
         keep_alive(marker)
-        path = template.format(**values)
-        variants = {"full": (path, {}), "fragment": (path, htmx), "api": (api_path(path), {"Accept": "application/json"})}
+        path, _, target = template.format(**values).partition("#")  # "#id": the fragment's HX-Target
+        fragment = {**htmx, "HX-Target": target} if target else htmx
+        variants = {"full": (path, {}), "fragment": (path, fragment), "api": (api_path(path), {"Accept": "application/json"})}
         result = {"path": path}
         for variant, (url, headers) in variants.items():
             result[variant] = time_url(client, url, headers, options.warmup, options.requests, options.budget)

@@ -4,6 +4,7 @@ that keeps a year of it small is in retention.py)."""
 from datetime import timedelta
 
 from celery import current_app
+from django.db import connections
 from django.utils import timezone
 
 from monitors.brokers import broker_kind
@@ -53,6 +54,10 @@ def latest_queue_rows(within=timedelta(minutes=10)):
     """The queue table from the newest sample of each queue, for pages (no broker call)."""
     since = timezone.now() - within
     samples = QueueSample.objects.filter(sampled_at__gte=since, resolution=0).order_by("queue", "-sampled_at")
+    if connections[samples.db].vendor == "postgresql":
+        # One row per queue from the database rather than ten minutes of every queue's samples
+        # (40 a queue at the sampler's pace), on every page that shows the queues.
+        samples = samples.distinct("queue")
     newest = {}
     for sample in samples:
         newest.setdefault(sample.queue, sample)

@@ -91,9 +91,12 @@ def test_the_trigram_indexes_are_on_every_partition_and_on_new_ones():
     assert selection.trigram_indexes("default") == (True, False)
 
 
-def test_a_job_older_than_the_newest_is_found_and_the_action_acts_on_it_too(staff):
+def test_a_job_older_than_the_newest_is_found_and_the_action_acts_on_it_too(staff, monkeypatch):
+    from monitors.web import counting
+
+    monkeypatch.setattr(counting, "TIMEOUT_MS", 5000)  # what is counted, not how fast
     jobs = history()
-    listed = staff.get("/jobwatch/api/jobs/", {"text": "refused"}).json()
+    listed = staff.get("/jobwatch/api/jobs/", {"text": "refused", "count": "1"}).json()
     assert [row["task_id"] for row in listed["jobs"]] == [row.task_id for row in reversed(jobs)]  # all eight, oldest too
     assert listed["notes"] == []
     assert listed["count"]["kind"] == "exact" and listed["count"]["value"] == 8  # indexed: counted like any filter
@@ -168,7 +171,8 @@ def test_without_the_indexes_postgresql_searches_the_newest_jobs_as_before(staff
     selection.forget()
     assert found({"text": "refused"}) == ({row.task_id for row in jobs[-5:]}, [NEWEST_ONLY])
     assert NEWEST_ONLY in staff.get("/jobwatch/jobs/", {"text": "refused"}).content.decode()
-    assert staff.get("/jobwatch/api/jobs/", {"text": "refused"}).json()["count"]["kind"] == "estimated"
+    # Never counted row by row: the planner's estimate, or "many" should even that not come in time.
+    assert staff.get("/jobwatch/api/jobs/", {"text": "refused", "count": "1"}).json()["count"]["kind"] in ("estimated", "unknown")
 
 
 @pytest.mark.django_db(databases=["default", "embedded"])
@@ -181,3 +185,19 @@ def test_on_sqlite_the_newest_jobs_are_searched_as_before(monkeypatch):
     assert selection.trigram_indexes("embedded") == (False, False)
     assert found({"text": "REFUSED"}) == ({row.task_id for row in jobs[-5:]}, [NEWEST_ONLY])
     assert found({"text": "100%"})[0] == set()
+
+
+def test_a_count_says_many_when_neither_the_count_nor_the_estimate_comes_in_time(staff, monkeypatch):
+    """The jobs list's count is bounded twice: the exact count, then the planner's estimate; a filter
+    for which neither comes in time is shown as "many", never as a number nobody measured."""
+    from monitors.web import counting
+
+    history()
+    monkeypatch.setattr(counting, "TIMEOUT_MS", 1)
+    monkeypatch.setattr(counting, "ESTIMATE_TIMEOUT_MS", 1)
+    slow = "(SELECT pg_sleep(0.05)) IS NOT NULL"
+    monkeypatch.setattr(counting, "plan_estimate", lambda queryset, connection: connection.cursor().execute(f"SELECT {slow}"))
+    queryset = JobExecution.objects.extra(where=[slow])
+    assert counting.bounded_count(queryset).as_dict() == {"value": 0, "kind": "unknown", "label": "many"}
+    page = staff.get("/jobwatch/jobs/", {"text": "refused", "count": "1"}, headers={"HX-Request": "true", "HX-Target": "job-count"})
+    assert page.status_code == 200 and "job-count" in page.content.decode()

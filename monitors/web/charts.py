@@ -23,10 +23,11 @@ def line_chart(series, title="", y_title="", stacked=False, height=HEIGHT, windo
     the data covers, so that the charts of one page line up and a series that began ten minutes
     ago is drawn as ten minutes of an hour, not stretched across the chart."""
     data = []
+    to_wall_time = wall_time_converter()
     for index, (name, xs, ys) in enumerate(series):
         ys = list(ys)
         trace = {
-            "type": "scatter", "name": as_text(name), "x": [wall_time(x) for x in xs], "y": ys,
+            "type": "scatter", "name": as_text(name), "x": [to_wall_time(x) for x in xs], "y": ys,
             # A line needs two points: a series that has one so far shows it as a dot.
             "mode": "lines" if sum(y is not None for y in ys) > 2 else "lines+markers",
             "line": {"width": 1.6, "color": COLOURS[index % len(COLOURS)]},
@@ -75,9 +76,20 @@ def as_text(name):
 
 def wall_time(moment):
     """plotly.js draws a time as written, ignoring its offset: send the site's local time."""
-    if isinstance(moment, datetime.datetime) and timezone.is_aware(moment):
-        return timezone.localtime(moment).replace(tzinfo=None)
-    return moment
+    return wall_time_converter()(moment)
+
+
+def wall_time_converter():
+    """wall_time for many points: the site's zone looked up once (a chart has hundreds of points,
+    and each look-up goes through Django's per-request locals)."""
+    zone = timezone.get_current_timezone()
+
+    def convert(moment):
+        if isinstance(moment, datetime.datetime) and moment.utcoffset() is not None:
+            return moment.astimezone(zone).replace(tzinfo=None)
+        return moment
+
+    return convert
 
 
 def bar_chart(categories, series, title="", y_title="", height=HEIGHT):

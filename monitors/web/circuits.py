@@ -8,7 +8,7 @@ from django.utils.dateparse import parse_datetime
 
 from monitors.circuits.machine import OPEN
 from monitors.circuits.stores import shared_store
-from monitors.circuits.status import OPEN_STATES, current_state, jobs_waiting, open_since, policy_of
+from monitors.circuits.status import OPEN_STATES, current_state, jobs_waiting_by_circuit, open_since, policy_of
 from monitors.models import Circuit, CircuitEvent, CircuitState
 from monitors.web.access import staff_only
 from monitors.web.respond import respond
@@ -20,20 +20,20 @@ CHANGES = [("open", "Force open"), ("close", "Force closed"), ("reset", "Reset")
 @staff_only
 def circuit_list(request):
     store, now = shared_store(), timezone.now()
+    circuits = list(Circuit.objects.order_by("name"))
+    waiting = jobs_waiting_by_circuit([row.name for row in circuits])
     tiles = []
-    for row in Circuit.objects.order_by("name"):
+    for row in circuits:
         state, source = current_state(row, store)
-        tiles.append(tile(row, state, policy_of(row), now, source))
+        tiles.append(tile(row, state, policy_of(row), now, source, waiting[row.name]))
     return respond(request, "jobwatch/circuits.html", {"tiles": tiles, "circuit_changes": CHANGES}, fragments=["circuit-tiles"], api=["tiles"])
 
 
-def waiting_of(name):
-    waiting = jobs_waiting(name)
-    waiting["oldest"] = parse_datetime(waiting["oldest"]) if waiting["oldest"] else None
-    return waiting
+def waiting_of(waiting):
+    return {**waiting, "oldest": parse_datetime(waiting["oldest"]) if waiting["oldest"] else None}
 
 
-def tile(row, state, policy, now, source):
+def tile(row, state, policy, now, source, waiting):
     calls, failures = state.window_counts(policy, now)
     is_open = state.state in OPEN_STATES
     return {
@@ -56,6 +56,6 @@ def tile(row, state, policy, now, source):
         "last_failure_at": state.last_failure_at,
         "last_success_at": state.last_success_at,
         "forced_by": state.forced_by,
-        "waiting": waiting_of(row.name),
+        "waiting": waiting_of(waiting),
         "events": list(CircuitEvent.objects.filter(circuit=row.name).order_by("-at")[:EVENTS_SHOWN]),
     }

@@ -29,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from monitors import metric_histograms
 from monitors.heartbeats import stale_tasks
 from monitors.circuits.machine import STATES
-from monitors.circuits.status import jobs_waiting
+from monitors.circuits.status import jobs_waiting_by_circuit
 from monitors.conf import setting
 from monitors.models import (Circuit, Finding, Incident, MonitorHeartbeat, PeriodicTally, RecorderProcess, Severity,
                              TaskCounter)
@@ -185,10 +185,12 @@ def jobwatch_gauges():
 
     circuits = GaugeMetricFamily("jobwatch_circuit_state", "1 for the state each circuit is in.", labels=["circuit", "state"])
     waiting = GaugeMetricFamily("jobwatch_circuit_jobs_waiting", "Jobs waiting for the circuit to close.", labels=["circuit"])
-    for name, state in Circuit.objects.values_list("name", "state"):
+    states = dict(Circuit.objects.values_list("name", "state"))
+    waiting_by_circuit = jobs_waiting_by_circuit(list(states))
+    for name, state in states.items():
         for candidate in STATES:
             circuits.add_metric([name, candidate], 1.0 if candidate == state else 0.0)
-        waiting.add_metric([name], jobs_waiting(name)["count"])
+        waiting.add_metric([name], waiting_by_circuit[name]["count"])
     yield circuits
     yield waiting
 

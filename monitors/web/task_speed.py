@@ -7,6 +7,8 @@ eta it was told to wait for) → started, of every delivery, retries included. B
 recorder's fixed-bucket histograms (JobHistogram, monitors/web/speeds.py), so they cost the same
 at any history size; percentiles are estimates within a bucket (monitors/timing.py)."""
 
+from datetime import timedelta
+
 from monitors import timing
 from monitors.models import JobExecution
 from monitors.web import charts
@@ -25,6 +27,7 @@ SORTS = {
     "name": "name",
 }
 SLOWEST_OF = 1000  # a task's page lists the slowest of its newest this many jobs
+SLOWEST_REACH = (timedelta(days=1), timedelta(days=7), None)  # where slowest_recent_jobs looks, in turn
 SLOWEST_SHOWN = 10
 
 
@@ -154,10 +157,23 @@ def slowest_recent_jobs(name, until):
     """The slowest of the task's newest SLOWEST_OF jobs enqueued by `until`: their ids and
     runtimes through the task-and-time index (a bounded read, however many jobs the task has),
     then the few shown. (A range on enqueued_at rather than IS NOT NULL, which the planner would
-    rather serve from the time-only index, filtering on the task.)"""
-    newest = (JobExecution.objects.filter(task_name=name, enqueued_at__lte=until).order_by("-enqueued_at")
-              .values_list("id", "runtime")[:SLOWEST_OF])
+    rather serve from the time-only index, filtering on the task.)
+
+    Looked for in the last day first, then the last week, then all history: a busy task finds them
+    in the newest day, and over a day-partitioned history that query is planned over one or two
+    partitions rather than all of them."""
+    for reach in SLOWEST_REACH:
+        jobs = JobExecution.objects.filter(task_name=name, enqueued_at__lte=until)
+        if reach is not None:
+            jobs = jobs.filter(enqueued_at__gt=until - reach)
+        newest = list(jobs.order_by("-enqueued_at").values_list("id", "runtime", "enqueued_at")[:SLOWEST_OF])
+        if len(newest) >= SLOWEST_OF:
+            break
     slowest = sorted((row for row in newest if row[1] is not None), key=lambda row: -row[1])[:SLOWEST_SHOWN]
+    if not slowest:
+        return []
+    # Their times bound the look-up too, so that it reads only their days' partitions.
     jobs = (JobExecution.objects.only("task_id", "task_name", "state", "runtime", "started_at", "worker", "args", "kwargs")
-            .in_bulk([pk for pk, _ in slowest]))
-    return [jobs[pk] for pk, _ in slowest if pk in jobs]
+            .filter(enqueued_at__range=(min(row[2] for row in slowest), max(row[2] for row in slowest)))
+            .in_bulk([pk for pk, _, _ in slowest]))
+    return [jobs[pk] for pk, _, _ in slowest if pk in jobs]

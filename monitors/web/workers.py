@@ -6,7 +6,8 @@ with acks_late, redelivered)."""
 from collections import defaultdict
 from datetime import timedelta
 
-from django.db.models import Count
+from django.db.models import Count, F, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from monitors.conf import setting
@@ -39,11 +40,14 @@ def worker_list(request):
             worker["host"] = process.hostname
     in_flight = JobExecution.objects.filter(state__in=["received", "started"]).exclude(worker="")
     counts = dict(in_flight.values_list("worker").annotate(jobs=Count("id")).order_by())
+    # The first RUNNING_SHOWN of each worker in one query (a query per worker costs a plan each).
     running = defaultdict(list)
-    for node in counts:
-        running[node] = list(in_flight.filter(worker=node)
-                             .only("task_id", "task_name", "state", "queue", "worker", "worker_pid", "started_at", "received_at")
-                             .order_by("started_at")[:RUNNING_SHOWN])
+    first_of_each = (in_flight.annotate(place=Window(RowNumber(), partition_by=F("worker"), order_by=F("started_at").asc()))
+                     .filter(place__lte=RUNNING_SHOWN)
+                     .only("task_id", "task_name", "state", "queue", "worker", "worker_pid", "started_at", "received_at")
+                     .order_by("worker", "started_at"))
+    for job in first_of_each:
+        running[job.worker].append(job)
     for node in counts:
         workers.setdefault(node, new_worker(node))
     for node, worker in workers.items():
