@@ -35,8 +35,10 @@ class Count:
         return {"value": self.value, "kind": self.kind, "label": self.label}
 
 
-def bounded_count(queryset, filtered=True, cap=CAP, timeout_ms=TIMEOUT_MS, estimate_only=False):
-    """`estimate_only`: a filter no index serves (text search) goes straight to the estimate."""
+def bounded_count(queryset, filtered=True, cap=CAP, timeout_ms=TIMEOUT_MS, estimate_only=False, estimate=True):
+    """`estimate_only`: a filter no index serves (text search) goes straight to the estimate.
+    `estimate=False`: a filter whose plan is itself slow to make (text through trigram indexes: the
+    planner costs both indexes of every day partition) says "many" when the count does not finish."""
     connection = connections[queryset.db]
     if connection.vendor != "postgresql":
         return capped(queryset[: cap + 1].count(), cap)
@@ -51,7 +53,7 @@ def bounded_count(queryset, filtered=True, cap=CAP, timeout_ms=TIMEOUT_MS, estim
         with statement_timeout(queryset.db, timeout_ms):
             counted = queryset[: cap + 1].count()
     except DatabaseError:  # cancelled at the timeout: the planner's figure instead
-        return estimated(queryset, connection)
+        return estimated(queryset, connection) if estimate else Count(0, "unknown")
     return capped(counted, cap)
 
 

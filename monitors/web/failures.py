@@ -6,8 +6,10 @@ costs the same to show at any history size; each group's example is found throug
 failed-jobs index."""
 
 from collections import defaultdict
+from datetime import timedelta
 
 from django.db.models import Sum
+from django.utils import timezone
 
 from monitors.models import JobExecution, JobTally
 from monitors.web import charts
@@ -86,17 +88,28 @@ def latest_failures(groups, read=EXAMPLES_READ):
     its class, the execution table may hold the dotted path); a group none of them belongs to gets
     one query of its own."""
     wanted = set(groups)
-    picked = {}
+    picked, times = {}, {}
     newest = JobExecution.objects.filter(state="failed", discarded_at__isnull=True).order_by("-id")
-    for pk, task, exception_type in newest.values_list("id", "task_name", "exception_type")[:read]:
-        for exception in (exception_type, exception_type.rsplit(".", 1)[-1]):
-            if (task, exception) in wanted and (task, exception) not in picked:
-                picked[(task, exception)] = pk
+    # The last day first: over a day-partitioned history that read is planned over a partition or
+    # two rather than all of them; all of history only when the day does not hold every group.
+    for reach in (timedelta(days=1), None):
+        read_from = newest if reach is None else newest.filter(enqueued_at__gte=timezone.now() - reach)
+        rows = read_from.values_list("id", "task_name", "exception_type", "enqueued_at")[:read]
+        for pk, task, exception_type, enqueued_at in rows:
+            for exception in (exception_type, exception_type.rsplit(".", 1)[-1]):
+                if (task, exception) in wanted and (task, exception) not in picked:
+                    picked[(task, exception)], times[pk] = pk, enqueued_at
+        if len(rows) >= read or not wanted - set(picked):
+            break
     for task, exception in wanted - set(picked):
         example = latest_failure(task, exception)
         if example is not None:
-            picked[(task, exception)] = example.pk
-    jobs = JobExecution.objects.only(*EXAMPLE_COLUMNS).in_bulk(list(picked.values()))
+            picked[(task, exception)], times[example.pk] = example.pk, example.enqueued_at
+    if not picked:
+        return {}
+    # Their times bound the look-up too, so that it reads only their days' partitions.
+    jobs = (JobExecution.objects.only(*EXAMPLE_COLUMNS).filter(enqueued_at__range=(min(times.values()), max(times.values())))
+            .in_bulk(list(picked.values())))
     return {group: jobs.get(pk) for group, pk in picked.items()}
 
 
@@ -104,4 +117,4 @@ def latest_failure(task, exception):
     failed = JobExecution.objects.filter(state="failed", task_name=task, discarded_at__isnull=True)
     if exception:
         failed = failed.filter(exception_type__in=[exception]) | failed.filter(exception_type__endswith=f".{exception}")
-    return failed.only(*EXAMPLE_COLUMNS).order_by("-id").first()
+    return failed.only(*EXAMPLE_COLUMNS, "enqueued_at").order_by("-id").first()

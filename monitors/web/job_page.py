@@ -20,6 +20,27 @@ OPEN_FINDINGS_READ = 500  # open findings are few; read them all to match a job 
 RELATED_SHOWN = 10
 
 
+CLOCK_SKEW = timedelta(hours=1)  # how far apart the clocks of the hosts that publish may be
+SAME_SAVE_SPREAD = timedelta(days=1)  # a save's jobs: published in its transaction or at its commit
+
+
+def earlier(job):
+    jobs = JobExecution.objects.all()
+    return jobs if job.enqueued_at is None else jobs.filter(enqueued_at__lte=job.enqueued_at + CLOCK_SKEW)
+
+
+def later(job):
+    jobs = JobExecution.objects.all()
+    return jobs if job.enqueued_at is None else jobs.filter(enqueued_at__gte=job.enqueued_at - CLOCK_SKEW)
+
+
+def same_save(job):
+    jobs = JobExecution.objects.filter(origin_save=job.origin_save)
+    if job.enqueued_at is not None:
+        jobs = jobs.filter(enqueued_at__range=(job.enqueued_at - SAME_SAVE_SPREAD, job.enqueued_at + SAME_SAVE_SPREAD))
+    return jobs
+
+
 @staff_only
 def job_detail(request, task_id):
     # The newest, should one task id have been published twice (on PostgreSQL each publish time
@@ -36,12 +57,15 @@ def job_detail(request, task_id):
         "purge": purge_of(job),
         "discard": discard_of(job),
         "cancellable": [*QUEUED_STATES, JobState.RECEIVED, JobState.STARTED],
-        "parent": JobExecution.objects.filter(task_id=job.parent_id).first() if job.parent_id else None,
-        "children": list(JobExecution.objects.filter(parent_id=task_id).order_by("id")[:100]),
-        "replays": list(JobExecution.objects.filter(replay_of=task_id).order_by("id")[:100]),
-        "replay_of": JobExecution.objects.filter(task_id=job.replay_of).first() if job.replay_of else None,
-        "same_save": list(JobExecution.objects.filter(origin_save=job.origin_save).exclude(task_id=task_id)
-                          .only(*LIST_COLUMNS).order_by("id")[:50]) if job.origin_save else [],
+        # Each bounded by when it can have been enqueued (a parent or original before this job,
+        # children and replays after it, the jobs of one save at the same moment), with room for
+        # the clocks of two hosts: over a day-partitioned history each reads only those days.
+        "parent": earlier(job).filter(task_id=job.parent_id).first() if job.parent_id else None,
+        "children": list(later(job).filter(parent_id=task_id).order_by("id")[:100]),
+        "replays": list(later(job).filter(replay_of=task_id).order_by("id")[:100]),
+        "replay_of": earlier(job).filter(task_id=job.replay_of).first() if job.replay_of else None,
+        "same_save": list(same_save(job).exclude(task_id=task_id).only(*LIST_COLUMNS).order_by("id")[:50])
+                     if job.origin_save else [],
     }
     return respond(request, "jobwatch/job.html", context, fragments=["job-state"],
                    api=["job", "timeline", "failure_group", "findings", "similar", "purge", "discard", "parent",

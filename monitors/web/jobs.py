@@ -63,6 +63,7 @@ def job_list(request):
         # exactly would read every job in the searched range again, so its count is the planner's
         # estimate, and says so. With one, it is counted like any other filter.
         unindexed_text = "text" in applied and not text_indexed(applied["text"], jobs.db)
-        context["count"] = None if error else bounded_count(jobs, filtered=bool(applied), estimate_only=unindexed_text)
+        context["count"] = None if error else bounded_count(jobs, filtered=bool(applied), estimate_only=unindexed_text,
+                                                            estimate="text" not in applied)
     return respond(request, "jobwatch/jobs.html", context, fragments=["job-rows", "job-count"],
                    api=["jobs", "count", "applied", "notes", "error", "next_before"], status=400 if bad else 200)
