@@ -35,7 +35,7 @@ def test_it_records_jobs_on_sqlite_and_the_filesystem_broker(embedded_env, tmp_p
     assert migrated.returncode == 0, migrated.stderr
     database = tmp_path / "var" / "jobwatch.sqlite3"
 
-    with WorkerProcess(tmp_path / "worker.log", env=embedded_env, name="embedded"):
+    with WorkerProcess(tmp_path / "worker.log", env=embedded_env, name="embedded", inherit_env=False):
         enqueued = manage(
             embedded_env, "shell", "-c",
             "from demo.models import Customer; from demo import tasks; "
