@@ -1,6 +1,7 @@
 """The detectors on a large history: 10,000,000 JobExecution rows on PostgreSQL.
 
     .venv/bin/python benchmarks/detectors.py [--rows 10000000] [--queued 100000] [--keep]
+    JOBWATCH_PARTITION_HISTORY=1 .venv/bin/python benchmarks/detectors.py   # on the day-partitioned history
 
 Fills a dedicated database (jobwatch_bench_detectors) with a month of recorded jobs through COPY
 (indexes built afterwards, as a restore would), two days of queue samples, and a Redis queue of
@@ -223,6 +224,10 @@ def build(rows, recent):
     recreate_database(DATABASE)
     setup_django()
     now = timezone.now()
+    from monitors import partitions  # after django.setup()
+
+    # With JOBWATCH_PARTITION_HISTORY=1 the history is day-partitioned: each generated day in its own.
+    partitions.ensure_days(connection, now - timedelta(days=HISTORY_DAYS + 1), now + timedelta(days=3))
     loaded, indexed = copy_jobs(rows, recent, now)
     print(f"  loaded in {loaded:.0f}s, indexed in {indexed:.0f}s")
     fill_samples(now)
