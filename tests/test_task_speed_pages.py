@@ -232,3 +232,15 @@ def test_pages_take_the_same_time_whatever_is_in_the_histograms(client, django_a
     p95s = [row["runtime"]["p95"] for row in tasks]
     assert len(tasks) == 30 and p95s == sorted(p95s, reverse=True) and tasks[-1]["name"] == "t.0"
     assert WINDOWS["7d"].bucket % 3600 == 0  # a week's chart reads hourly rows
+
+
+def test_a_window_ending_now_reads_the_current_day_and_hour_rows_whole():
+    """Nothing is counted after now, so today's day row holds exactly midnight to now: a window
+    ending now reads it rather than the hours and minutes of today; one ending earlier cannot."""
+    since, until = datetime(2026, 11, 20, 13, 47, 10, tzinfo=UTC), datetime(2026, 11, 27, 13, 47, 10, tzinfo=UTC)
+    now_spans = spans(since, until, up_to_now=True)
+    assert now_spans[-1] == (86400, datetime(2026, 11, 21, tzinfo=UTC), datetime(2026, 11, 28, tzinfo=UTC))  # today whole
+    assert [resolution for resolution, _, _ in now_spans].count(60) == 1  # only the window's first minutes
+    past_spans = spans(since, until)
+    assert past_spans[-1][0] == 60 and past_spans[-1][2] == until  # a past window's end, minute by minute
+    assert sum(1 for resolution, _, _ in past_spans if resolution == 60) == 2

@@ -31,26 +31,36 @@ def ceil_to(moment, seconds):
     return floor if floor == moment else floor + timedelta(seconds=seconds)
 
 
-def spans(since, until, resolutions=RESOLUTIONS):
+def spans(since, until, resolutions=RESOLUTIONS, up_to_now=False):
     """[(resolution, start, end)]: which rows cover [since, until) — the coarsest for the middle,
-    finer ones for the ends; the finest takes every row that starts in its span."""
+    finer ones for the ends; the finest takes every row that starts in its span.
+
+    `up_to_now`: nothing was counted after `until` yet, so the row of the day (or hour) that
+    `until` falls in holds exactly its start to `until`, and stands for the finer rows after it:
+    a 7-day window ending now reads today's day row, not up to 23 hours and 59 minutes of rows."""
     if since >= until:
         return []
     resolution, *finer = resolutions
     if not finer:
         return [(resolution, floor_to(since, resolution), until)]
-    first, last = ceil_to(since, resolution), floor_to(until, resolution)
+    first = ceil_to(since, resolution)
+    last = ceil_to(until, resolution) if up_to_now else floor_to(until, resolution)
     if first >= last:
-        return spans(since, until, finer)
-    return [*spans(since, first, finer), (resolution, first, last), *spans(last, until, finer)]
+        return spans(since, until, finer, up_to_now)
+    return [*spans(since, first, finer), (resolution, first, last), *spans(last, until, finer, up_to_now)]
 
 
 def window_spans(since, until):
     """spans() of the window [since, until], as far as the rows kept reach."""
-    if since < timezone.now() - timedelta(days=MINUTE_HISTOGRAM_DAYS) + timedelta(minutes=5):
+    now = timezone.now()
+    if since < now - timedelta(days=MINUTE_HISTOGRAM_DAYS) + timedelta(minutes=5):
         since = floor_to(since, timing.HOUR)  # its minutes are gone: take the whole first hour
-    # Half-open spans; the row of the minute `until` is in starts before until + 1 µs.
-    return spans(since, until + timedelta(microseconds=1))
+    # Half-open spans; the row of the minute `until` is in starts before until + 1 µs. A window
+    # that ends at the page's moment (not the day-before comparison) reads the current rows whole.
+    return spans(since, until + timedelta(microseconds=1), up_to_now=until >= now - UP_TO_NOW)
+
+
+UP_TO_NOW = timedelta(seconds=5)  # a window ending this close to now ends now (the page's own clock)
 
 
 @dataclass
