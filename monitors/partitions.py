@@ -113,6 +113,22 @@ def day_partitions(connection, table):
     return sorted(found, key=lambda item: item[1])
 
 
+def catch_all(connection, tables=HISTORY_TABLES, limit=1_000_000):
+    """{table: (day partitions, rows in its catch-all)} of each partitioned history table: rows in
+    the catch-all mean days arrived that had no partition of their own (the upkeep task not run,
+    a clock far off), and pruning cannot drop them by day. Counted up to `limit`."""
+    found = {}
+    for history in tables:
+        if partition_key(connection, history.table) is None:
+            continue
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT count(*) FROM (SELECT 1 FROM {quote(connection, default_name(history.table))} LIMIT %s) rows",
+                           [limit])
+            rows = cursor.fetchone()[0]
+        found[history.table] = (len(day_partitions(connection, history.table)), rows)
+    return found
+
+
 def parse_bound(text):
     # pg_get_expr prints a timestamptz bound in the session's time zone, e.g. "2026-12-01 00:00:00+00".
     return datetime.fromisoformat(text if re.search(r"[+-]\d\d(:?\d\d)?$", text) else text + "+00:00").astimezone(UTC)

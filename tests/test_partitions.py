@@ -119,13 +119,28 @@ def test_a_filled_table_migrates_to_day_partitions_keeping_every_row_id_and_inde
     assert partitions.partition_key(connection, "monitors_jobexecution") == "enqueued_at"
 
 
-def test_days_are_made_ahead_and_a_row_that_came_early_moves_into_its_day():
+def catch_all_gauge(client, settings):
+    """/metrics' catch-all rows of the job table, as a Prometheus scraper reads them."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    settings.JOBWATCH = {**settings.JOBWATCH, "METRICS_TOKEN": "s3cret"}
+    body = client.get("/jobwatch/metrics", HTTP_AUTHORIZATION="Bearer s3cret").content.decode()
+    families = {family.name: family for family in text_string_to_metric_families(body)}
+    samples = {sample.labels["table"]: sample.value for sample in families["jobwatch_history_catch_all_rows"].samples}
+    days = {sample.labels["table"]: sample.value for sample in families["jobwatch_history_day_partitions"].samples}
+    return samples["monitors_jobexecution"], days["monitors_jobexecution"]
+
+
+def test_days_are_made_ahead_and_a_row_that_came_early_moves_into_its_day(client, settings):
     far = partitions.day_start(NOW + 20 * DAY)
     write_rows(fold_events([{"task_id": "early", "task_name": "shop.later", "state": "enqueued", "progress": 0,
                              "enqueued_at": far + timedelta(hours=5), "updated_at": NOW}]), connection)
     assert where("early") == "monitors_jobexecution_default"
+    rows, days_before = catch_all_gauge(client, settings)
+    assert rows == 1  # what an operator alerts on: days arriving without a partition of their own
 
     made = partitions.prepare(connection, now=far, ahead=2)
+    assert catch_all_gauge(client, settings) == (0, days_before + sum(name.startswith("monitors_jobexecution_p") for name in made))
     assert partitions.partition_name("monitors_jobexecution", far) in made
     assert partitions.partition_name("monitors_jobtally", far + 2 * DAY) in made
     assert where("early") == partitions.partition_name("monitors_jobexecution", far)

@@ -26,7 +26,7 @@ from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from monitors import metric_histograms
+from monitors import metric_histograms, partitions
 from monitors.heartbeats import stale_tasks
 from monitors.circuits.machine import STATES
 from monitors.circuits.status import jobs_waiting_by_circuit
@@ -94,6 +94,7 @@ class JobwatchCollector:
         yield from jobwatch_gauges()
         yield from periodic_metrics()
         yield from replica_gauges()
+        yield from partition_gauges()
 
 
 def task_counters():
@@ -228,6 +229,23 @@ def periodic_metrics():
         missed.add_metric([name], missed_total)
     yield success
     yield missed
+
+
+def partition_gauges():
+    """Only where the history is partitioned by day (PARTITION_HISTORY): alert on catch-all rows
+    above 0 for long — the upkeep task (jobwatch.prepare_partitions) is not making days ahead."""
+    found = partitions.catch_all(connection)
+    if not found:
+        return
+    days = GaugeMetricFamily("jobwatch_history_day_partitions", "Day partitions of each history table.", labels=["table"])
+    rows = GaugeMetricFamily("jobwatch_history_catch_all_rows",
+                             "Rows in a history table's catch-all partition: days that had no partition of their own.",
+                             labels=["table"])
+    for table, (day_count, catch_all_rows) in found.items():
+        days.add_metric([table], day_count)
+        rows.add_metric([table], catch_all_rows)
+    yield days
+    yield rows
 
 
 def replica_gauges():
