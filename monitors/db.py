@@ -15,7 +15,6 @@ the handler's connections).
 import contextlib
 import copy
 
-import psycopg
 from django.db import InterfaceError, OperationalError, connections
 
 
@@ -126,8 +125,15 @@ def converter(field, connection):
     """What turns a Python value into a parameter for `field`, where psycopg needs Django's help:
     JSON everywhere, dates, times and booleans on SQLite; None where the driver takes the value as
     it is (most fields), which saves a call per value in the recorder's batches."""
-    wanted = {"JSONField"} | ({"DateTimeField", "BooleanField"} if connection.vendor != "postgresql" else set())
-    return field.get_db_prep_save if field.get_internal_type() in wanted else None
+    kind = field.get_internal_type()
+    if kind == "JSONField":
+        # What JSONField.get_db_prep_save comes to for a plain value, without its layers: a JSON
+        # column or two in every row of every batch.
+        encoder = field.encoder
+        return lambda value, connection: connection.ops.adapt_json_value(value, encoder)
+    if connection.vendor != "postgresql" and kind in ("DateTimeField", "BooleanField"):
+        return field.get_db_prep_save
+    return None
 
 
 def uniform(field, values):
@@ -152,9 +158,19 @@ def execute_prepared(connection, sql, params):
     batches that means rendering arrays of thousands of values as literals (psycopg escapes each
     element with a regular expression) and the server parsing and planning the statement anew each
     time. A statement whose text is the same for every batch is planned once per connection and
-    its arrays travel as they are (benchmarks/ingest.py measures it)."""
+    its arrays travel as they are (benchmarks/ingest.py measures it).
+
+    That is psycopg 3's; with psycopg2 (which Django also drives) the statement runs through
+    Django's cursor as before, its %b placeholders read as %s."""
     connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
+    if type(connection.connection).__module__.partition(".")[0] != "psycopg":
+        with connection.cursor() as cursor:
+            cursor.execute(sql.replace("%b", "%s"), params)
+        return
+    # Here, not at the top: a host on SQLite or psycopg2 has no psycopg 3 to import (pyproject.toml).
+    from psycopg import Cursor
+
+    with Cursor(connection.connection) as cursor:
         cursor.execute(sql, params, prepare=True)
 
 

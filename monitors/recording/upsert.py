@@ -202,8 +202,12 @@ def upsert_sql(connection, row_count):
     if sql is None:
         table = quote(JobExecution._meta.db_table)
         if vendor == "postgresql":
+            # A column no row of the batch knows is sent as NULL rather than as an array of
+            # unknowns (write_rows): unnest() pads it with NULLs, which a text column reads as "".
             arrays = ", ".join(f"%b::{FIELDS[name].db_type(connection)}[]" for name in COLUMNS)
-            rows = f"SELECT * FROM unnest({arrays})"
+            values = ", ".join(f"COALESCE(u.{quote(name)}, '')" if name in TEXT_COLUMNS else f"u.{quote(name)}"
+                               for name in COLUMNS)
+            rows = f"SELECT {values} FROM unnest({arrays}) AS u({', '.join(quote(name) for name in COLUMNS)})"
         else:
             row = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
             rows = "VALUES " + ", ".join([row] * row_count)
@@ -233,19 +237,29 @@ def write_rows(rows, connection):
     if "enqueued_at" in conflict_columns(connection):
         find_keys(rows, connection)
     prepare = converters(connection)
-
-    def parameter(convert, value):
-        return value if value is None or convert is None else convert(value, connection)
-
     if connection.vendor == "postgresql":
-        params = [uniform(FIELDS[name], [parameter(prepare[index], row[name]) for row in rows])
-                  for index, name in enumerate(COLUMNS)]
+        params = []
+        for index, name in enumerate(COLUMNS):
+            unknown = UNKNOWN[name]
+            values = [row[name] for row in rows]
+            if unknown in (None, "") and values.count(unknown) == len(values):
+                # Nobody in the batch knows it (a worker's batch knows nothing of origins, most
+                # jobs carry no error): one NULL instead of an array to build and send.
+                params.append(None)
+                continue
+            convert = prepare[index]
+            if convert is not None:
+                values = [value if value is None else convert(value, connection) for value in values]
+            params.append(uniform(FIELDS[name], values))
         execute_prepared(connection, upsert_sql(connection, len(rows)), params)
         return
-    params = [parameter(prepare[index], row[name]) for row in rows for index, name in enumerate(COLUMNS)]
+    params = []
+    for row in rows:
+        for convert, name in zip(prepare, COLUMNS, strict=True):
+            value = row[name]
+            params.append(value if value is None or convert is None else convert(value, connection))
     with connection.cursor() as cursor:
         cursor.execute(upsert_sql(connection, len(rows)), params)
-
 
 
 def find_keys(rows, connection):

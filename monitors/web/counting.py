@@ -5,7 +5,6 @@ estimate. Each count says which it is, so a page never shows a guess as a fact."
 import contextlib
 from dataclasses import dataclass
 
-import psycopg
 from django.db import DatabaseError, connections, transaction
 
 CAP = 10_000
@@ -79,11 +78,11 @@ def table_estimate(model, connection):
 
 def plan_estimate(queryset, connection):
     """The planner's row estimate, read inside the server by jobwatch_row_estimate (migration 0018)
-    rather than by fetching the whole plan. The query goes as text with its values quoted by
-    psycopg, as Django's own cursor would send it."""
+    rather than by fetching the whole plan. The query goes as text with its values quoted by the
+    driver, as Django's own cursor would send it."""
     sql, params = queryset.query.sql_with_params()
     connection.ensure_connection()
-    query = psycopg.ClientCursor(connection.connection).mogrify(sql, params)
+    query = connection.ops.compose_sql(sql, params)
     with connection.cursor() as cursor:
         cursor.execute("SELECT jobwatch_row_estimate(%s)", [query])
         return int(cursor.fetchone()[0])
