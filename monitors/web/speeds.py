@@ -78,27 +78,31 @@ class TaskTimes:
 
 
 def times_by_task(window, measure, task=None):
-    """{task: TaskTimes} over the window, in one query: a grouped read per span of rows (UNION ALL),
-    each a range of the window index read from the index alone (an OR of the spans would make the
-    planner visit every row in the table), summed here."""
+    """{task: TaskTimes} over the window, in one query (times_by_measure)."""
+    return times_by_measure(window, (measure,), task)[measure]
+
+
+def times_by_measure(window, measures, task=None):
+    """{measure: {task: TaskTimes}} over the window, in one query: a grouped read per span of rows
+    (UNION ALL), each a range of the window index read from the index alone (an OR of the spans
+    would make the planner visit every row in the table), summed here."""
     branches = []
     for resolution, start, end in window_spans(window.since, window.until):
-        rows = JobHistogram.objects.filter(resolution=resolution, measure=measure, start__gte=start, start__lt=end)
+        rows = JobHistogram.objects.filter(resolution=resolution, measure__in=list(measures), start__gte=start, start__lt=end)
         if task is not None:
             rows = rows.filter(task_name=task)
-        branches.append(rows.values_list("task_name", "outcome", "upper_ms").annotate(n=Sum("count"), seconds=Sum("total"))
-                        .order_by())
-    found = defaultdict(TaskTimes)
-    if not branches:
-        return {}
-    first, *rest = branches
-    for task_name, outcome, upper, count, total in (first.union(*rest, all=True) if rest else first):
-        times = found[task_name]
-        times.counts[upper] = times.counts.get(upper, 0) + count
-        times.seconds += total or 0.0
-        if outcome == "failed":
-            times.failed += count
-    return dict(found)
+        branches.append(rows.values_list("measure", "task_name", "outcome", "upper_ms")
+                        .annotate(n=Sum("count"), seconds=Sum("total")).order_by())
+    found = {measure: defaultdict(TaskTimes) for measure in measures}
+    if branches:
+        first, *rest = branches
+        for measure, task_name, outcome, upper, count, total in (first.union(*rest, all=True) if rest else first):
+            times = found[measure][task_name]
+            times.counts[upper] = times.counts.get(upper, 0) + count
+            times.seconds += total or 0.0
+            if outcome == "failed":
+                times.failed += count
+    return {measure: dict(by_task) for measure, by_task in found.items()}
 
 
 def speeds_by_task(window, measure):

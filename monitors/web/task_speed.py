@@ -16,7 +16,7 @@ from monitors.web.access import staff_only
 from monitors.web.params import BadParameter, Choice, Text, query
 from monitors.web.respond import respond
 from monitors.web.speeds import (RUNTIME, WAIT, TaskTimes, earlier, percentile_series, speeds_by_task, task_times,
-                                 times_by_task)
+                                 times_by_measure)
 from monitors.web.windows import WINDOWS, window_from, window_param
 
 SORTS = {
@@ -55,8 +55,9 @@ SORT_KEYS = {
 def task_rows(window):
     """Every task with a job that finished or started in the window: its runtime and wait, its
     failures, and its runtime p95 in the window before."""
-    runtime = times_by_task(window, RUNTIME)
-    waits = speeds_by_task(window, WAIT)
+    both = times_by_measure(window, (RUNTIME, WAIT))  # one read of the window for the two
+    runtime = both[RUNTIME]
+    waits = {name: times.speed for name, times in both[WAIT].items()}
     before = speeds_by_task(earlier(window)[0], RUNTIME)
     rows = []
     for name in sorted(set(runtime) | set(waits)):
