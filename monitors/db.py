@@ -97,15 +97,10 @@ def upsert(connection, model, rows, conflict, replace=(), add=()):
     updates += [f"{quote(name)} = {table}.{quote(name)} + excluded.{quote(name)}" for name in add]
     insert = f"INSERT INTO {table} ({', '.join(quote(name) for name in columns)}) "
     on_conflict = f" ON CONFLICT ({', '.join(quote(name) for name in conflict)}) DO UPDATE SET {', '.join(updates)}"
+    converters = [converter(field, connection) for field in fields]
     if connection.vendor == "postgresql":
         arrays = ", ".join(f"%b::{field.db_type(connection)}[]" for field in fields)
-        params = []
-        for field in fields:
-            convert = converter(field, connection)
-            values = [row[field.name] for row in rows]
-            if convert is not None:
-                values = [None if value is None else convert(value, connection) for value in values]
-            params.append(uniform(field, values))
+        params = column_arrays(rows, columns, fields, converters, connection)
         execute_prepared(connection, f"{insert}SELECT * FROM unnest({arrays}){on_conflict}", params)
         return
     placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
@@ -113,27 +108,60 @@ def upsert(connection, model, rows, conflict, replace=(), add=()):
     with connection.cursor() as cursor:
         for start in range(0, len(rows), per_statement):
             chunk = rows[start : start + per_statement]
-            params = [prepared(field, row[field.name], connection) for row in chunk for field in fields]
+            params = row_values(chunk, columns, converters, connection)
             cursor.execute(f"{insert}VALUES {', '.join([placeholders] * len(chunk))}{on_conflict}", params)
 
 
-def prepared(field, value, connection):
-    return None if value is None else field.get_db_prep_save(value, connection)
+def column_arrays(rows, columns, fields, converters, connection, unknown=None):
+    """The parameters of an `unnest(%b::type[], …)` statement (PostgreSQL): per column, its
+    values in every row, converted (`converters`, aligned with `columns`, from converter()) and
+    made one type. A column whose value in every row is its `unknown` one (None or "", by column
+    name) goes as one NULL: a worker's batch knows nothing of origins, most jobs carry no error,
+    and an array of nothing would still be built and sent."""
+    unknown = unknown or {}
+    params = []
+    for name, field, convert in zip(columns, fields, converters, strict=True):
+        values = [row[name] for row in rows]
+        nobody_knows = unknown.get(name, 0)
+        if nobody_knows in (None, "") and values.count(nobody_knows) == len(values):
+            params.append(None)
+            continue
+        if convert is not None:
+            values = [None if value is None else convert(value, connection) for value in values]
+        params.append(uniform(field, values))
+    return params
+
+
+def row_values(rows, columns, converters, connection):
+    """The parameters of a multi-row VALUES statement: every row's values in column order,
+    converted where `converters` (aligned with `columns`) says."""
+    params = []
+    for row in rows:
+        for name, convert in zip(columns, converters, strict=True):
+            value = row[name]
+            params.append(value if value is None or convert is None else convert(value, connection))
+    return params
 
 
 def converter(field, connection):
-    """What turns a Python value into a parameter for `field`, where psycopg needs Django's help:
-    JSON everywhere, dates, times and booleans on SQLite; None where the driver takes the value as
-    it is (most fields), which saves a call per value in the recorder's batches."""
+    """What turns a Python value into a parameter for `field` where the driver needs Django's
+    help, or None where it takes the value as it is (text, numbers; on PostgreSQL also datetimes
+    and booleans): most of the recorder's columns, which saves a call per value in its batches.
+    The same for every row of a column, so callers look it up once per column."""
     kind = field.get_internal_type()
     if kind == "JSONField":
         # What JSONField.get_db_prep_save comes to for a plain value, without its layers: a JSON
         # column or two in every row of every batch.
         encoder = field.encoder
         return lambda value, connection: connection.ops.adapt_json_value(value, encoder)
-    if connection.vendor != "postgresql" and kind in ("DateTimeField", "BooleanField"):
-        return field.get_db_prep_save
-    return None
+    if kind in AS_THEY_ARE or (connection.vendor == "postgresql" and kind in ("DateTimeField", "BooleanField")):
+        return None
+    return field.get_db_prep_save
+
+
+AS_THEY_ARE = frozenset({"CharField", "TextField", "FloatField", "IntegerField", "BigIntegerField", "SmallIntegerField",
+                         "PositiveIntegerField", "PositiveSmallIntegerField", "PositiveBigIntegerField",
+                         "AutoField", "BigAutoField", "SmallAutoField"})
 
 
 def uniform(field, values):

@@ -20,7 +20,7 @@ from bisect import bisect_left
 from datetime import UTC, datetime
 
 from monitors import metric_histograms, partitions, timing
-from monitors.db import converter, execute_prepared, uniform, upsert
+from monitors.db import column_arrays, converter, execute_prepared, row_values, upsert
 from monitors.models import JobExecution, JobHistogram, JobPayload, JobTally, TaskCounter
 from monitors.recording.events import COUNTS_KEY, PAYLOAD_KEY
 
@@ -238,28 +238,11 @@ def write_rows(rows, connection):
         find_keys(rows, connection)
     prepare = converters(connection)
     if connection.vendor == "postgresql":
-        params = []
-        for index, name in enumerate(COLUMNS):
-            unknown = UNKNOWN[name]
-            values = [row[name] for row in rows]
-            if unknown in (None, "") and values.count(unknown) == len(values):
-                # Nobody in the batch knows it (a worker's batch knows nothing of origins, most
-                # jobs carry no error): one NULL instead of an array to build and send.
-                params.append(None)
-                continue
-            convert = prepare[index]
-            if convert is not None:
-                values = [value if value is None else convert(value, connection) for value in values]
-            params.append(uniform(FIELDS[name], values))
+        params = column_arrays(rows, COLUMNS, [FIELDS[name] for name in COLUMNS], prepare, connection, unknown=UNKNOWN)
         execute_prepared(connection, upsert_sql(connection, len(rows)), params)
         return
-    params = []
-    for row in rows:
-        for convert, name in zip(prepare, COLUMNS, strict=True):
-            value = row[name]
-            params.append(value if value is None or convert is None else convert(value, connection))
     with connection.cursor() as cursor:
-        cursor.execute(upsert_sql(connection, len(rows)), params)
+        cursor.execute(upsert_sql(connection, len(rows)), row_values(rows, COLUMNS, prepare, connection))
 
 
 def find_keys(rows, connection):
