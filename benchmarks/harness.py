@@ -166,6 +166,26 @@ def process_cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
+def postgres_cpu():
+    """{pid: CPU seconds} of every PostgreSQL server process on this machine."""
+    seconds = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            if text.split("(", 1)[1].rsplit(")", 1)[0] == "postgres":
+                seconds[int(stat.parent.name)] = process_cpu_seconds(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue  # exited meanwhile
+    return seconds
+
+
+def cpu_used(before, after):
+    """CPU seconds between two postgres_cpu() readings. A process that started in between counts
+    from zero; one that exited is lost (a backend of another client of the server, rarely one of
+    its own background processes)."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
 def machine_busy_share(seconds=0.5):
     """Share of this machine's CPU time in use over `seconds`, while none of ours runs: another
     workload on the machine skews every figure, so each run notes it. None without /proc."""

@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from benchmarks.databases import recreate_database  # noqa: E402
-from benchmarks.harness import code_fingerprint, machine_busy_share, process_cpu_seconds  # noqa: E402
+from benchmarks.harness import code_fingerprint, cpu_used, machine_busy_share, postgres_cpu, process_cpu_seconds  # noqa: E402
 
 TARGET_ONE_WRITER = 20_000  # events a second, one writer, the recorder's own upsert
 MODES = ("upsert", "copy")
@@ -317,25 +317,6 @@ def count_outcomes(*maps):
 
 class BenchmarkError(Exception):
     """The benchmark could not measure."""
-
-
-def postgres_cpu():
-    """{pid: CPU seconds} of every PostgreSQL server process on this machine."""
-    seconds = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-            if text.split("(", 1)[1].rsplit(")", 1)[0] == "postgres":
-                seconds[int(stat.parent.name)] = process_cpu_seconds(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue  # exited meanwhile
-    return seconds
-
-
-def cpu_used(before, after):
-    # A process that started during the run counts from zero; one that exited is lost (a
-    # backend of another client of the server, rarely one of its own background processes).
-    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 def reset(database_url):

@@ -3,6 +3,8 @@ broker and a real prefork worker (concurrency 2).
 
 - plain:    Jobwatch's recorder off, no result backend;
 - recorder: Jobwatch's recorder on, writing to PostgreSQL;
+- no-search: the recorder again, with the jobs list's text-search (trigram) indexes dropped for
+            the run: the difference from `recorder` is what those indexes cost the writes;
 - peer:     recorder off, django-celery-results (result_backend "django-db", result_extended).
 
 Each run empties the broker's Redis database and the tables, publishes N tasks from a publisher
@@ -10,7 +12,8 @@ process with the mode's settings (timed: publish throughput), then starts the wo
 queue and times it from the first task's start to the last task's finish (execution throughput).
 Filling the queue first keeps the two figures apart: the publisher never competes with the worker
 for the machine's two cores, worker start-up is not counted, and the worker runs saturated, which
-is where a per-task cost shows. The moment the N-th task finishes is read exactly from a probe in
+is where a per-task cost shows. The database server's CPU (every PostgreSQL process, from the
+publish to the last row written) is read per task in every mode. The moment the N-th task finishes is read exactly from a probe in
 each pool process (benchmarks/apps.py), identical in every mode. For the recorder, the write lag
 is how long after that moment all N rows were in JobExecution as succeeded.
 
@@ -58,14 +61,22 @@ from benchmarks.harness import (  # noqa: E402
     Worker,
     code_fingerprint,
     code_version,
+    cpu_used,
     machine_busy_share,
     machine_description,
+    postgres_cpu,
     publish,
     wait_for_tasks,
 )
+from psycopg import sql  # noqa: E402
 
-MODES = ("plain", "recorder", "peer")
+MODES = ("plain", "recorder", "no-search", "peer")
+# The modes with the recorder on; "no-search" differs only in the indexes the database keeps.
+RECORDING = ("recorder", "no-search")
 TARGET_RECORDER_RATIO = 0.90
+# What the recorder may cost where the application runs: its publishes, and the worker's CPU.
+TARGET_PUBLISH_RATIO = 0.95
+TARGET_WORKER_CPU_RATIO = 1.05
 # About 3.5 minutes on a 2-core machine, half of it the peer (~60 tasks/s there). Fewer tasks make
 # the recorder look cheaper than it is: its writer threads can finish after the last task.
 DEFAULT_TASKS = 1_500
@@ -155,7 +166,7 @@ def check_rows(bench, mode, expected=None):
     """What each mode should have stored, exactly: (failures, notes), both lists of sentences."""
     n = bench.tasks if expected is None else expected
     failures, notes = [], []
-    if mode == "recorder":
+    if mode in RECORDING:
         total = bench.count("SELECT count(*) FROM monitors_jobexecution")
         succeeded = bench.count(SUCCEEDED_ROWS)
         complete = bench.count(
@@ -178,25 +189,50 @@ def check_rows(bench, mode, expected=None):
         stored = bench.count("SELECT count(*) FROM django_celery_results_taskresult WHERE status = 'SUCCESS'")
         if stored != n:
             failures.append(f"django-celery-results stored {stored} successful results; expected {n}")
-    if mode != "recorder" and bench.count("SELECT count(*) FROM monitors_jobexecution"):
+    if mode not in RECORDING and bench.count("SELECT count(*) FROM monitors_jobexecution"):
         failures.append("the recorder wrote rows while switched off")
     return failures, notes
 
 
+# Text-search indexes taken away for a no-search run, by name: their definitions, to put back.
+_dropped_indexes = {}
+
+
+def keep_text_search_indexes(bench, keep):
+    """Drop the jobs table's trigram indexes (migration 0017), or put them back, whichever the
+    next run needs; the table is empty then, so either is instant. Found by their operator class,
+    not their names, so that a renamed index still counts. Returns how many the table has."""
+    if keep:
+        for definition in _dropped_indexes.values():
+            bench.db.execute(definition)
+        _dropped_indexes.clear()
+    else:
+        for name, definition in bench.db.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'monitors_jobexecution'"
+            " AND indexdef LIKE '%gin_trgm_ops%'"
+        ).fetchall():
+            bench.db.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+            _dropped_indexes[name] = definition
+    return bench.count("SELECT count(*) FROM pg_indexes WHERE tablename = 'monitors_jobexecution' AND indexdef LIKE '%gin_trgm_ops%'")
+
+
 def run_once(bench, mode):
     bench.reset(TABLES)
+    text_indexes = keep_text_search_indexes(bench, keep=mode != "no-search")
     busy_before = machine_busy_share()
+    db_before = postgres_cpu()
     timing = publish(bench, mode)
     probe_dir = Path(tempfile.mkdtemp(prefix=f"probe-{mode}-", dir=bench.scratch))
     worker = Worker(bench, mode, probe_dir)
     rows_at = None
     try:
         first_started, last_finished, cpu_start = wait_for_tasks(bench, worker, probe_dir, timeout=max(120.0, bench.tasks / 10))
-        if mode == "recorder":
+        if mode in RECORDING:
             # Measured before stopping the worker: its shutdown flushes the recorder at once.
             rows_at = wait_for_rows(bench, timeout=ROWS_TIMEOUT)
         # For the recorder this includes writing every row, whenever the writer threads did it.
         cpu_end = worker.cpu_seconds()
+        db_seconds = cpu_used(db_before, postgres_cpu())
     finally:
         worker.stop()
     execute_seconds = last_finished - first_started
@@ -207,12 +243,18 @@ def run_once(bench, mode):
         "execute_per_s": bench.tasks / execute_seconds,
         "execute_s": execute_seconds,
         "cpu_ms_per_task": None if None in (cpu_start, cpu_end) else (cpu_end - cpu_start) * 1000 / bench.tasks,
+        "db_cpu_ms_per_task": db_seconds * 1000 / bench.tasks,
+        "text_search_indexes": text_indexes,
         "write_lag_s": None if rows_at is None else max(rows_at - last_finished, 0.0),
         "machine_busy_before": busy_before,
         "failures": failures,
         "notes": notes,
     }
-    if mode == "recorder" and rows_at is None:
+    if mode == "no-search" and text_indexes:
+        result["failures"].append(f"{text_indexes} text-search indexes were still there")
+    if mode == "recorder" and not text_indexes:
+        result["notes"].append("the jobs table has no text-search indexes (is pg_trgm missing?): recorder and no-search are the same")
+    if mode in RECORDING and rows_at is None:
         result["failures"].insert(0, f"not all rows were succeeded in JobExecution {ROWS_TIMEOUT:.0f} s after the last task finished")
     return result
 
@@ -530,7 +572,8 @@ def rounded(value, digits=1):
 THROUGHPUT_KEYS = [
     "plain_per_s", "recorder_per_s", "peer_per_s", "recorder_ratio", "peer_ratio", "target_recorder_ratio", "recorder_meets_target",
     "recorder_beats_peer", "recorder_write_lag_s", "recorder_rows_exact", "recorder_runs_with_write_errors", "publish",
-    "worker_cpu_ms_per_task", "runs_per_s", "machine_busy_max",
+    "worker_cpu_ms_per_task", "worker_cpu_ratio", "target_publish_ratio", "target_worker_cpu_ratio", "db_cpu_ms_per_task",
+    "text_search_write_cost", "runs_per_s", "machine_busy_max",
 ]
 
 
@@ -554,7 +597,8 @@ def summarise_throughput(bench, runs, rounds):
     execute = {mode: median_of(runs, mode, "execute_per_s") for mode in MODES}
     publish_rates = {mode: median_of(runs, mode, "publish_per_s") for mode in MODES}
     cpu = {mode: median_of(runs, mode, "cpu_ms_per_task") for mode in MODES}
-    lag = median_of(runs, "recorder", "write_lag_s")
+    db_cpu = {mode: median_of(runs, mode, "db_cpu_ms_per_task") for mode in MODES}
+    lag = {mode: median_of(runs, mode, "write_lag_s") for mode in RECORDING}
     failures = [f"{run['mode']}: {failure}" for run in runs for failure in run["failures"]]
     busy = [run["machine_busy_before"] for run in runs if run["machine_busy_before"] is not None]
     disturbed = sum(share > BUSY_WARNING for share in busy)
@@ -567,19 +611,33 @@ def summarise_throughput(bench, runs, rounds):
     print(f"{bench.tasks:,} no-op tasks per run, Redis broker, prefork worker, concurrency {CONCURRENCY}; "
           f"median of {rounds} run{'s' if rounds > 1 else ''} per mode"
           + (f"; CELERY_DB_REUSE_MAX={bench.db_reuse_max}" if bench.db_reuse_max else ""))
-    print(f"{'mode':<10}{'publish/s':>11}{'vs plain':>10}{'execute/s':>11}{'vs plain':>10}{'worker CPU/task':>17}{'write lag':>11}")
+    print(f"{'mode':<10}{'publish/s':>11}{'vs plain':>10}{'execute/s':>11}{'vs plain':>10}{'worker CPU/task':>17}"
+          f"{'DB CPU/task':>13}{'write lag':>11}")
     for mode in MODES:
-        lag_text = f"{lag:.2f} s" if mode == "recorder" and lag is not None else "-"
+        lag_text = f"{lag[mode]:.2f} s" if lag.get(mode) is not None else "-"
         cpu_text = "-" if cpu[mode] is None else f"{cpu[mode]:.2f} ms"
+        db_text = "-" if db_cpu[mode] is None else f"{db_cpu[mode]:.3f} ms"
         print(
             f"{mode:<10}{publish_rates[mode]:>11,.0f}{ratio(publish_rates[mode], publish_rates['plain']):>10.3f}"
-            f"{execute[mode]:>11,.0f}{ratio(execute[mode], execute['plain']):>10.3f}{cpu_text:>17}{lag_text:>11}"
+            f"{execute[mode]:>11,.0f}{ratio(execute[mode], execute['plain']):>10.3f}{cpu_text:>17}{db_text:>13}{lag_text:>11}"
         )
     print(f"execution: recorder/plain {recorder_ratio:.3f} (target >= {TARGET_RECORDER_RATIO:.2f}: "
           f"{'met' if meets_target else 'MISSED'}), peer/plain {peer_ratio:.3f}; "
           f"the recorder {'beats' if beats_peer else 'DOES NOT beat'} the peer")
-    print(f"publish:   recorder/plain {ratio(publish_rates['recorder'], publish_rates['plain']):.3f}, "
+    publish_ratio, cpu_ratio = ratio(publish_rates["recorder"], publish_rates["plain"]), ratio(cpu["recorder"], cpu["plain"])
+    print(f"publish:   recorder/plain {publish_ratio:.3f} (target >= {TARGET_PUBLISH_RATIO:.2f}), "
           f"peer/plain {ratio(publish_rates['peer'], publish_rates['plain']):.3f}")
+    if cpu_ratio is not None:
+        print(f"worker CPU: recorder/plain {cpu_ratio:.3f}x (target <= {TARGET_WORKER_CPU_RATIO:.2f}x)")
+    search_cost = {
+        "db_cpu_ratio": ratio(db_cpu["recorder"], db_cpu["no-search"]),
+        "db_cpu_ms_per_task_added": rounded(None if None in (db_cpu["recorder"], db_cpu["no-search"]) else db_cpu["recorder"] - db_cpu["no-search"], 4),
+        "execute_ratio": ratio(execute["recorder"], execute["no-search"]),
+        "write_lag_s": {mode: rounded(lag[mode], 3) for mode in RECORDING},
+    }
+    if search_cost["db_cpu_ratio"] is not None:
+        print(f"text-search indexes: the database's CPU per recorded job {search_cost['db_cpu_ratio']:.2f}x without them "
+              f"({search_cost['db_cpu_ms_per_task_added']:+.3f} ms), execution {search_cost['execute_ratio']:.3f} of without")
     if bench.tasks < DEFAULT_TASKS:
         print(f"NOTE with {bench.tasks:,} tasks per run the recorder's writer threads do much of their work after the last "
               f"task, which flatters its execution ratio (not its CPU per task); use the default for a figure to quote")
@@ -603,7 +661,7 @@ def summarise_throughput(bench, runs, rounds):
         "target_recorder_ratio": TARGET_RECORDER_RATIO,
         "recorder_meets_target": meets_target,
         "recorder_beats_peer": beats_peer,
-        "recorder_write_lag_s": rounded(lag, 3),
+        "recorder_write_lag_s": rounded(lag["recorder"], 3),
         "recorder_rows_exact": not any(run["failures"] for run in runs if run["mode"] == "recorder"),
         "recorder_runs_with_write_errors": sum(bool(run["notes"]) for run in runs if run["mode"] == "recorder"),
         "failures": failures,
@@ -615,6 +673,11 @@ def summarise_throughput(bench, runs, rounds):
             "peer_ratio": ratio(publish_rates["peer"], publish_rates["plain"]),
         },
         "worker_cpu_ms_per_task": {mode: rounded(cpu[mode], 3) for mode in MODES},
+        "worker_cpu_ratio": cpu_ratio,
+        "target_publish_ratio": TARGET_PUBLISH_RATIO,
+        "target_worker_cpu_ratio": TARGET_WORKER_CPU_RATIO,
+        "db_cpu_ms_per_task": {mode: rounded(db_cpu[mode], 4) for mode in MODES},
+        "text_search_write_cost": search_cost,
         "runs_per_s": {mode: [rounded(run["execute_per_s"]) for run in runs if run["mode"] == mode] for mode in MODES},
         "machine_busy_max": rounded(max(busy), 3) if busy else None,
         "code": code_version(),

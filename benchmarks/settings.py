@@ -3,6 +3,7 @@
 JOBWATCH_BENCH_MODE picks the mode, and is the only thing that differs between them:
 - plain:    Jobwatch's recorder off, no result backend (Celery as it comes);
 - recorder: Jobwatch's recorder on, writing to the database;
+- no-search: the same (recording.py drops the text-search indexes for it);
 - peer:     recorder off, django-celery-results storing every result with result_extended.
 """
 
@@ -13,7 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from dashboard.settings import *  # noqa: F403
 from dashboard.settings import INSTALLED_APPS, JOBWATCH
 
-MODES = ("plain", "recorder", "peer")
+MODES = ("plain", "recorder", "no-search", "peer")
 BENCH_MODE = os.environ.get("JOBWATCH_BENCH_MODE", "")
 if BENCH_MODE not in MODES:
     raise ImproperlyConfigured(f"JOBWATCH_BENCH_MODE={BENCH_MODE!r}: use one of {', '.join(MODES)}.")
@@ -23,7 +24,7 @@ if BENCH_MODE not in MODES:
 DEBUG = False
 
 INSTALLED_APPS = [*INSTALLED_APPS, "benchmarks"]
-JOBWATCH = {**JOBWATCH, "RECORDER_ENABLED": BENCH_MODE == "recorder"}
+JOBWATCH = {**JOBWATCH, "RECORDER_ENABLED": BENCH_MODE in ("recorder", "no-search")}
 CELERY_RESULT_BACKEND = None
 # Celery closes every database connection (and, with psycopg's pool, the pool) before and after
 # each task unless told to reuse them; recording.py --reuse-db-connections sets this in every mode.
