@@ -133,7 +133,9 @@ def test_text_from_jobs_is_escaped_on_every_page(staff, shop):
 def test_jobs_filters_keyset_pages_and_counts(staff, monkeypatch):
     from monitors.web import counting
 
-    monkeypatch.setattr(counting, "TIMEOUT_MS", 5000)  # what is counted, not how fast: a cold test database plans slowly
+    # What is counted, not how fast: a cold test database plans slowly.
+    monkeypatch.setattr(counting, "TIMEOUT_MS", 5000)
+    monkeypatch.setattr(counting, "ANSWER_BUDGET_MS", 10_000)
     base = now() - timedelta(hours=1)
     for n in range(120):
         job(f"bulk-{n:03}", task_name="shop.sync" if n % 2 else "shop.other", state="failed" if n % 3 == 0 else "succeeded",
@@ -186,6 +188,26 @@ def test_counts_beyond_the_cap_and_the_unfiltered_total_say_so(staff, monkeypatc
     monkeypatch.setattr(counting, "ESTIMATE_TIMEOUT_MS", 5000)
     slow = counting.bounded_count(JobExecution.objects.extra(where=["pg_sleep(0.01) IS NOT NULL"]), timeout_ms=20)
     assert slow.kind == "estimated"
+
+
+def test_a_count_shares_the_answer_budget_with_the_list_it_comes_with(staff, monkeypatch):
+    """Listed and counted in one answer (the JSON with ?count=1, the page without JavaScript), the
+    count gets what the list left of ANSWER_BUDGET_MS; the page's own count fragment, which lists
+    nothing, gets its full timeouts."""
+    from monitors.web import counting
+
+    base = now()
+    JobExecution.objects.bulk_create([JobExecution(task_id=f"budget-{n}", task_name="shop.sync", state="failed",
+                                                   enqueued_at=base, updated_at=base) for n in range(12)])
+    assert counting.timeouts(20, 0) == (20, 15)  # nothing spent: the full timeouts
+    assert counting.timeouts(20, counting.ANSWER_BUDGET_MS - 14) == (8, 6)  # shrunk alike
+    assert counting.timeouts(20, counting.ANSWER_BUDGET_MS - 2) == (None, None)  # too little left to try
+    monkeypatch.setattr(counting, "TIMEOUT_MS", 5000)
+    monkeypatch.setattr(counting, "ANSWER_BUDGET_MS", 1)  # the list has spent it all
+    listed = staff.get("/jobwatch/api/jobs/?task=shop.sync&count=1").json()
+    assert len(listed["jobs"]) == 12 and listed["count"] == {"value": 0, "kind": "unknown", "label": "many"}
+    alone = staff.get("/jobwatch/jobs/?task=shop.sync", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="job-count").content.decode()
+    assert "12 matches" in alone
 
 
 def test_failures_are_grouped_by_task_and_exception_with_replay_and_discard(staff, shop):

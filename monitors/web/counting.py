@@ -13,6 +13,11 @@ CAP = 10_000
 # indexes on each) before the count is given up as "many": together within the pages' 50 ms.
 TIMEOUT_MS = 20
 ESTIMATE_TIMEOUT_MS = 15
+# What an answer that lists rows and counts them too (the page without JavaScript, the JSON with
+# ?count=1) may spend on both before rendering: the count gets what the rows left of it, its two
+# timeouts shrunk alike, and says "many" when too little is left to try.
+ANSWER_BUDGET_MS = 38
+LEAST_WORTH_TRYING_MS = 4
 
 
 @dataclass
@@ -34,31 +39,46 @@ class Count:
         return {"value": self.value, "kind": self.kind, "label": self.label}
 
 
-def bounded_count(queryset, filtered=True, cap=CAP, timeout_ms=TIMEOUT_MS, estimate_only=False, estimate=True):
+def bounded_count(queryset, filtered=True, cap=CAP, timeout_ms=TIMEOUT_MS, estimate_only=False, estimate=True, spent_ms=0):
     """`estimate_only`: a filter no index serves (text search) goes straight to the estimate.
     `estimate=False`: a filter whose plan is itself slow to make (text through trigram indexes: the
-    planner costs both indexes of every day partition) says "many" when the count does not finish."""
+    planner costs both indexes of every day partition) says "many" when the count does not finish.
+    `spent_ms`: what the answer already spent listing rows, out of ANSWER_BUDGET_MS."""
     connection = connections[queryset.db]
     if connection.vendor != "postgresql":
         return capped(queryset[: cap + 1].count(), cap)
+    exact_ms, estimate_ms = timeouts(timeout_ms, spent_ms)
+    if exact_ms is None:
+        return Count(0, "unknown")
     if estimate_only:
-        return estimated(queryset, connection)
+        return estimated(queryset, connection, exact_ms + estimate_ms)
     if not filtered:
         estimate = table_estimate(queryset.model, connection)
         # A small (or never analysed) table counts exactly, and cheaply.
         if estimate >= cap:
             return Count(estimate, "estimated")
     try:
-        with statement_timeout(queryset.db, timeout_ms):
+        with statement_timeout(queryset.db, exact_ms):
             counted = queryset[: cap + 1].count()
     except DatabaseError:  # cancelled at the timeout: the planner's figure instead
-        return estimated(queryset, connection) if estimate else Count(0, "unknown")
+        return estimated(queryset, connection, estimate_ms) if estimate else Count(0, "unknown")
     return capped(counted, cap)
 
 
-def estimated(queryset, connection):
+def timeouts(timeout_ms, spent_ms):
+    """(exact count's, estimate's) timeouts in ms, or (None, None) when not worth trying: in full
+    when nothing was spent before the count, else scaled down to what is left of the budget."""
+    whole = timeout_ms + ESTIMATE_TIMEOUT_MS
+    left = whole if not spent_ms else min(whole, ANSWER_BUDGET_MS - spent_ms)
+    if left < LEAST_WORTH_TRYING_MS:
+        return None, None
+    exact_ms = max(round(left * timeout_ms / whole), 1)
+    return exact_ms, max(left - exact_ms, 1)
+
+
+def estimated(queryset, connection, timeout_ms=ESTIMATE_TIMEOUT_MS):
     try:
-        with statement_timeout(queryset.db, ESTIMATE_TIMEOUT_MS):
+        with statement_timeout(queryset.db, timeout_ms):
             return Count(plan_estimate(queryset, connection), "estimated")
     except DatabaseError:
         return Count(0, "unknown")
