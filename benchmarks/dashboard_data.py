@@ -728,8 +728,12 @@ def refresh(name, marker, jobs):
         connection.execute("DELETE FROM monitors_queuesample WHERE resolution = 0 AND sampled_at < to_timestamp(%s)",
                            [now - RAW_SAMPLE_SECONDS])
         connection.execute("DELETE FROM monitors_queuesample WHERE sampled_at < to_timestamp(%s)", [now - SAMPLE_YEAR])
+    # VACUUM as after a build: the hours this stands for are hours in which autovacuum would have
+    # marked the rewritten pages all-visible (the Tasks pages read the histogram index alone only
+    # there).
+    with connect(name) as connection:
         for table in ("monitors_jobexecution", "monitors_jobtally", "monitors_jobhistogram", "monitors_queuesample"):
-            connection.execute(f"ANALYZE {table}")
+            connection.execute(f"VACUUM (ANALYZE) {table}")
     seconds = time.perf_counter() - started
     log(f"  {last_new - first_new + 1:,} jobs generated (from {datetime.fromtimestamp(regenerated_from, UTC):%H:%M} UTC), "
         f"{pruned:,} older than 30 days pruned, in {seconds:.0f}s")

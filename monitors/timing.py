@@ -47,23 +47,37 @@ def bucket_label(upper_ms):
 def percentile(counts, fraction):
     """Seconds below which `fraction` of the counted jobs fall, from {upper_ms: count}; None
     when nothing was counted. In the overflow bucket the answer is its lower bound (a day)."""
+    return percentiles(counts, (fraction,))[0]
+
+
+def percentiles(counts, fractions):
+    """percentile() of each of `fractions`, in their order, from one walk through the buckets
+    (a task's page draws three lines of them over 168 hours)."""
     total = sum(counts.values())
     if not total:
-        return None
-    rank = fraction * total
+        return [None] * len(fractions)
+    waiting = sorted(fractions, reverse=True)  # the smallest last, to pop first
+    found = {}
     seen = 0
     for upper in sorted(counts):
         count = counts[upper]
         if not count:
             continue
-        if seen + count >= rank:
-            lower = lower_bound_ms(upper)
-            if upper >= OVERFLOW_MS:
-                return lower / 1000
-            share = (rank - seen) / count
-            return (lower + (upper - lower) * share) / 1000
+        while waiting and seen + count >= waiting[-1] * total:
+            fraction = waiting.pop()
+            found[fraction] = within(upper, (fraction * total - seen) / count)
+        if not waiting:
+            break
         seen += count
-    return None  # not reached: the last bucket always holds the rank
+    return [found.get(fraction) for fraction in fractions]  # the last bucket always holds the rank
+
+
+def within(upper, share):
+    """Seconds at `share` (0–1) of the way through the bucket that ends at `upper` ms."""
+    lower = lower_bound_ms(upper)
+    if upper >= OVERFLOW_MS:
+        return lower / 1000
+    return (lower + (upper - lower) * share) / 1000
 
 
 @dataclass(frozen=True)
@@ -79,8 +93,9 @@ class Speed:
     @classmethod
     def of(cls, counts, total_seconds=None):
         count = sum(counts.values())
+        p50, p95, p99 = percentiles(counts, (0.5, 0.95, 0.99))
         return cls(count=count, mean=(total_seconds / count) if count and total_seconds is not None else None,
-                   p50=percentile(counts, 0.5), p95=percentile(counts, 0.95), p99=percentile(counts, 0.99))
+                   p50=p50, p95=p95, p99=p99)
 
     def as_dict(self):
         return {"count": self.count, "mean": rounded(self.mean), "p50": rounded(self.p50),

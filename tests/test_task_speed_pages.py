@@ -11,6 +11,8 @@ from unittest import mock
 from urllib.parse import urlencode
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.utils import timezone
@@ -61,6 +63,27 @@ def test_percentiles_interpolate_within_the_bucket_holding_the_rank():
     assert timing.percentile({timing.OVERFLOW_MS: 3}, 0.99) == 86_400  # "more than a day"
     speed = timing.Speed.of(counts, total_seconds=45.0)
     assert (speed.count, speed.mean) == (100, 0.45)
+
+
+@settings(max_examples=300, deadline=None)
+@given(counts=st.dictionaries(st.sampled_from(timing.UPPER_BOUNDS_MS), st.integers(0, 50), max_size=12),
+       fractions=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=5))
+def test_several_percentiles_at_once_are_each_the_percentile_on_its_own(counts, fractions):
+    """The task page's lines ask for several percentiles of each point in one walk, in any order
+    and with repeats; each must be what asking for it alone gives: rank by rank through the
+    buckets, never past the last one that counted a job."""
+    together = timing.percentiles(counts, fractions)
+    for fraction, value in zip(fractions, together, strict=True):
+        assert value == timing.percentiles(counts, [fraction])[0]
+        if not sum(counts.values()):
+            assert value is None
+            continue
+        rank, seen = fraction * sum(counts.values()), 0
+        for upper in sorted(counts):  # the bucket that holds the rank, found the slow way
+            seen += counts[upper]
+            if counts[upper] and seen >= rank:
+                break
+        assert timing.lower_bound_ms(upper) / 1000 <= value <= max(upper, timing.lower_bound_ms(upper)) / 1000
 
 
 def test_the_estimate_stays_within_its_bucket_of_the_true_percentile():
