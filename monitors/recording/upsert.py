@@ -89,6 +89,7 @@ COLUMN_RULES = {
 }
 COLUMNS = ["task_id", *COLUMN_RULES]
 FIELDS = {name: JobExecution._meta.get_field(name) for name in COLUMNS}
+FIELDS_IN_ORDER = [FIELDS[name] for name in COLUMNS]  # aligned with COLUMNS, as column_arrays takes them
 TEXT_COLUMNS = {
     name for name, field in FIELDS.items() if field.get_internal_type() in ("CharField", "TextField")
 }
@@ -238,7 +239,7 @@ def write_rows(rows, connection):
         find_keys(rows, connection)
     prepare = converters(connection)
     if connection.vendor == "postgresql":
-        params = column_arrays(rows, COLUMNS, [FIELDS[name] for name in COLUMNS], prepare, connection, unknown=UNKNOWN)
+        params = column_arrays(rows, COLUMNS, FIELDS_IN_ORDER, prepare, connection, unknown=UNKNOWN)
         execute_prepared(connection, upsert_sql(connection, len(rows)), params)
         return
     with connection.cursor() as cursor:
