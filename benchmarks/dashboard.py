@@ -64,6 +64,7 @@ from benchmarks.dashboard_data import (
 )
 from benchmarks.dashboard_flower import COMPARE_ROWS, COMPARISONS, compare_with_flower, flower_server
 from benchmarks.dashboard_pages import PAGES, TARGET_P95_MS, pick_values, print_table, time_pages
+from benchmarks.harness import python_reference_ms
 
 MAX_REFRESH_SECONDS = 3 * 86400  # older data is rebuilt rather than topped up
 
@@ -140,6 +141,9 @@ def main():
         log(f"Values: {values}")
         log(f"\nTiming {len(pages)} pages × (full, htmx fragment, api): {options.warmup} warm-up + {options.requests} "
             f"requests each (ms: p50 p95)")
+    reference_ms = python_reference_ms()
+    log(f"Machine reference: {reference_ms} ms for a fixed piece of Python (benchmarks/harness.py: "
+        "python_reference_ms); pages scale with it from one day to the next")
     load_before = os.getloadavg()[0]
     timing_started = time.perf_counter()
     results = time_pages(pages, values, options, marker)
@@ -196,7 +200,7 @@ def main():
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, PostgreSQL",
         "database": options.database, "rows": counts["jobs"], "queue_samples": counts["queue_samples"],
         "tallies": counts["tallies"], "built_now": built, "build_s": marker["build_seconds"],
-        "requests": options.requests, "pages": pages_json, "worst_p95_ms": worst[0], "worst": f"{worst[1]} {worst[2]}",
+        "requests": options.requests, "python_reference_ms": reference_ms, "pages": pages_json, "worst_p95_ms": worst[0], "worst": f"{worst[1]} {worst[2]}",
         "target_p95_ms": TARGET_P95_MS, "met": met, "missing": missing, "missing_api": missing_api,
         "failed": list(failed), "load_average": load, "flower": flower if flower else None,
         **({"flower_skipped": why} if flower is None else {}),

@@ -161,29 +161,91 @@ class Worker:
                 self.process.wait()
 
 
-def process_cpu_seconds(pid):
+def process_cpu_seconds(pid, reaped_children=False):
+    """utime + stime of process `pid`; with reaped_children, plus those of its children that have
+    exited and been waited for (cutime + cstime)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLOCK_TICKS
 
 
 def postgres_cpu():
-    """{pid: CPU seconds} of every PostgreSQL server process on this machine."""
-    seconds = {}
+    """{pid: CPU seconds} of every PostgreSQL server process on this machine. The postmaster's
+    figure includes its exited children: a backend that served a client who disconnected between
+    two readings (a worker that stopped, a publisher that finished) still counts, because the
+    postmaster reaps it and the kernel adds its CPU time to the postmaster's cutime and cstime."""
+    names, parents = {}, {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
-            if text.split("(", 1)[1].rsplit(")", 1)[0] == "postgres":
-                seconds[int(stat.parent.name)] = process_cpu_seconds(int(stat.parent.name))
+            names[int(stat.parent.name)] = text.split("(", 1)[1].rsplit(")", 1)[0]
+            parents[int(stat.parent.name)] = int(text.rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue  # exited meanwhile
+    seconds = {}
+    for pid, name in names.items():
+        if name != "postgres":
+            continue
+        try:
+            seconds[pid] = process_cpu_seconds(pid, reaped_children=names.get(parents[pid]) != "postgres")
+        except (OSError, IndexError, ValueError):
+            continue
     return seconds
 
 
 def cpu_used(before, after):
-    """CPU seconds between two postgres_cpu() readings. A process that started in between counts
-    from zero; one that exited is lost (a backend of another client of the server, rarely one of
-    its own background processes)."""
-    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+    """CPU seconds between two postgres_cpu() readings: the difference of their totals. A backend
+    that exits in between moves all its time into the postmaster's figure, so the total keeps it;
+    one that started in between counts from zero."""
+    return sum(after.values()) - sum(before.values())
+
+
+class TextSearchIndexes:
+    """The jobs table's trigram indexes (migration 0017), dropped for a run that measures what the
+    recorder costs without them and put back for the next. Found by their operator class, not
+    their names, so that a renamed index still counts. Meant for an empty table, where either is
+    instant."""
+
+    def __init__(self):
+        self.dropped = {}  # name: CREATE INDEX statement
+
+    def keep(self, db, keep):
+        """Drop the indexes, or put them back, on psycopg connection `db` (autocommit), whichever
+        the next run needs; how many the table has then."""
+        if keep:
+            for definition in self.dropped.values():
+                db.execute(definition)
+            self.dropped.clear()
+        else:
+            for name, definition in db.execute(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'monitors_jobexecution'"
+                " AND indexdef LIKE '%gin_trgm_ops%'"
+            ).fetchall():
+                db.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+                self.dropped[name] = definition
+        return db.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'monitors_jobexecution'"
+                          " AND indexdef LIKE '%gin_trgm_ops%'").fetchone()[0]
+
+
+TEXT_SEARCH_INDEXES = TextSearchIndexes()
+
+
+def python_reference_ms(rounds=5):
+    """Milliseconds this machine takes for a fixed piece of pure Python (dicts, strings, sorting:
+    what rendering a page does most), the best of `rounds`. Benchmarks print it with their figures
+    so that runs on different days can be compared: on a shared virtual machine the same code has
+    been seen to run twice as slowly from one day to the next."""
+    best = None
+    for _ in range(rounds):
+        started = time.perf_counter()
+        rows = [{"id": number, "name": f"task-{number % 97}", "ms": (number * 7919) % 1000} for number in range(20_000)]
+        rows.sort(key=lambda row: (row["name"], -row["ms"]))
+        "".join(f"<td>{row['name']}</td><td>{row['ms']}</td>" for row in rows)
+        elapsed = (time.perf_counter() - started) * 1000
+        best = elapsed if best is None else min(best, elapsed)
+    return round(best, 1)
 
 
 def machine_busy_share(seconds=0.5):

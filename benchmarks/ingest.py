@@ -27,12 +27,16 @@ own) and `copy` (staging.write_rows_by_copy: COPY into a temporary table, then I
 ON CONFLICT with the same merge). For each, 1, 2 and 4 writer processes (--writers), each with
 its own connection and its own jobs, all started at once; events/s overall (all events over the
 time until the last writer finished) and per writer. Tables are emptied and checkpointed before
-each run, and the rows checked after it: one per job, in its final state.
+each run, and the rows checked after it: one per job, in its final state. A third mode, `no-search`,
+is `upsert` into a jobs table without the trigram indexes that make text search exact (migration
+0017, dropped for the run and put back after): the two side by side give what those indexes cost
+each write, in events/s and in the writers' backends' CPU.
 
 The database's CPU: utime + stime of every PostgreSQL server process (/proc), before and after a
 run, as CPU-seconds per 1,000 events and as cores busy over the run. All of the server's
-processes count (WAL writer, checkpointer), and so does anything else using the same server at
-the time: the run also gives the CPU of its own writers' backends alone.
+processes count (WAL writer, checkpointer, backends that exited meanwhile), and so does anything
+else using the same server at the time: the run also gives the CPU of its own writers' backends
+alone.
 
 The last line is one line of JSON. The exit status is non-zero only when the benchmark could not
 measure (the database unusable, a writer failing, rows missing), never for a missed target.
@@ -58,10 +62,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from benchmarks.databases import recreate_database  # noqa: E402
-from benchmarks.harness import code_fingerprint, cpu_used, machine_busy_share, postgres_cpu, process_cpu_seconds  # noqa: E402
+from benchmarks.harness import TEXT_SEARCH_INDEXES, code_fingerprint, cpu_used, machine_busy_share, postgres_cpu, process_cpu_seconds  # noqa: E402
 
 TARGET_ONE_WRITER = 20_000  # events a second, one writer, the recorder's own upsert
-MODES = ("upsert", "copy")
+# "no-search" is the recorder's upsert into a jobs table without its trigram indexes (migration
+# 0017): against "upsert" it gives what exact text search costs each write.
+MODES = ("upsert", "copy", "no-search")
 # A run takes 5–20 s at the rates seen on the 2-core machine (1,000–4,500 events/s): the default
 # run is ~3 min on it alone, ~5 min with other work present.
 DEFAULT_EVENTS = 20_000
@@ -319,11 +325,13 @@ class BenchmarkError(Exception):
     """The benchmark could not measure."""
 
 
-def reset(database_url):
+def reset(database_url, mode="upsert"):
     import psycopg
 
     with psycopg.connect(database_url, autocommit=True) as db:
         db.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
+        if not TEXT_SEARCH_INDEXES.keep(db, keep=mode != "no-search") and mode != "no-search":
+            raise BenchmarkError("the jobs table has no text-search indexes (is pg_trgm missing?): nothing to compare")
         db.execute("CHECKPOINT")  # what the previous run dirtied is not written during this one
 
 
@@ -344,12 +352,12 @@ def check_rows(database_url, expected):
 
 
 def run(mode, writers, arguments, database_url, round_index):
-    reset(database_url)
+    reset(database_url, mode)
     busy = machine_busy_share()
     context = multiprocessing.get_context("spawn")
     ready, results, start, finish = context.Queue(), context.Queue(), context.Event(), context.Event()
     per_writer = arguments.events // writers
-    run_name = f"r{round_index}{mode[0]}{writers}"
+    run_name = f"r{round_index}{MODES.index(mode)}{writers}"
     processes = [context.Process(target=writer_process, args=(index, mode, run_name, per_writer, arguments.batch,
                                                               arguments.window, 1000 * round_index + index, ready, start,
                                                               results, finish))
@@ -412,7 +420,7 @@ def run(mode, writers, arguments, database_url, round_index):
 def describe(result):
     per_writer = ", ".join(f"{rate:,}" for rate in result["per_writer_events_per_s"])
     busy = result["machine_busy_before"]
-    return (f"  {result['mode']:<7}{result['writers']} writer(s): {result['events_per_s']:>7,} events/s "
+    return (f"  {result['mode']:<10}{result['writers']} writer(s): {result['events_per_s']:>7,} events/s "
             f"(each: {per_writer}); db CPU {result['db_cpu_s_per_1000']:.3f} s/1k events "
             f"(own backends {result['backends_cpu_s_per_1000']:.3f}), {result['db_cores_busy']:.2f} cores; "
             f"writers' CPU {result['writer_cpu_s_per_1000']:.3f} s/1k"
@@ -477,7 +485,7 @@ def parse_arguments():
                         help=f"events a batch (default RECORDER_BATCH_SIZE, {DEFAULTS['RECORDER_BATCH_SIZE']})")
     parser.add_argument("--window", type=int, default=DEFAULT_WINDOW, help=f"events shuffled together (default {DEFAULT_WINDOW:,})")
     parser.add_argument("--writers", default="1,2,4", help="writer process counts (default 1,2,4)")
-    parser.add_argument("--modes", default=",".join(MODES), help="upsert, copy or both (default both)")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"of {', '.join(MODES)} (default all)")
     parser.add_argument("--database", default="jobwatch_bench_ingest", help="database to drop, create and migrate (default jobwatch_bench_ingest)")
     parser.add_argument("--profile", action="store_true", help="after the runs, cProfile one upsert writer over --events events")
     arguments = parser.parse_args()
@@ -576,16 +584,27 @@ def main():
     ratios = {str(writers): round(best[("copy", writers)]["events_per_s"] / best[("upsert", writers)]["events_per_s"], 3)
               for writers in arguments.writers if ("copy", writers) in best and ("upsert", writers) in best}
     print()
-    print(f"{'mode':<8}{'writers':>8}{'events/s':>10}{'per writer':>12}{'db CPU s/1k':>13}{'own backends':>14}"
+    print(f"{'mode':<10}{'writers':>8}{'events/s':>10}{'per writer':>12}{'db CPU s/1k':>13}{'own backends':>14}"
           f"{'db cores':>10}{'fold':>8}{'job rows':>10}{'side data':>11}")
     for (mode, writers), result in sorted(best.items()):
-        print(f"{mode:<8}{writers:>8}{result['events_per_s']:>10,}{round(result['events_per_s'] / writers):>12,}"
+        print(f"{mode:<10}{writers:>8}{result['events_per_s']:>10,}{round(result['events_per_s'] / writers):>12,}"
               f"{result['db_cpu_s_per_1000']:>13.3f}{result['backends_cpu_s_per_1000']:>14.3f}{result['db_cores_busy']:>10.2f}"
               f"{result['fold_s_per_1000']:>8.3f}{result['job_rows_s_per_1000']:>10.3f}{result['side_data_s_per_1000']:>11.3f}")
     print("(fold, job rows, side data: the writers' wall seconds per 1,000 events in fold_events, in writing the job "
           "rows, and in the rest of the flush: payloads, counters, tallies, histograms, the writer's row)")
     for writers, ratio in ratios.items():
         print(f"copy / upsert, {writers} writer(s): {ratio:.3f}")
+    search_cost = {str(writers): {
+        "events_per_s_ratio": round(best[("upsert", writers)]["events_per_s"] / best[("no-search", writers)]["events_per_s"], 3),
+        "own_backends_cpu_ratio": round(best[("upsert", writers)]["backends_cpu_s_per_1000"]
+                                        / best[("no-search", writers)]["backends_cpu_s_per_1000"], 3),
+        "own_backends_cpu_s_per_1000_added": round(best[("upsert", writers)]["backends_cpu_s_per_1000"]
+                                                   - best[("no-search", writers)]["backends_cpu_s_per_1000"], 4),
+    } for writers in arguments.writers if ("upsert", writers) in best and ("no-search", writers) in best}
+    for writers, cost in search_cost.items():
+        print(f"text-search indexes, {writers} writer(s): events/s {cost['events_per_s_ratio']:.3f} of without them; "
+              f"the writers' backends' CPU {cost['own_backends_cpu_ratio']:.2f}x "
+              f"({cost['own_backends_cpu_s_per_1000_added']:+.3f} s per 1,000 events)")
     one = best.get(("upsert", 1))
     met = None if one is None else one["events_per_s"] >= TARGET_ONE_WRITER
     if one is not None:
@@ -602,7 +621,7 @@ def main():
         "events_per_second": table("events_per_s"),
         "per_writer_events_per_second": {mode: {writers: round(rate / int(writers)) for writers, rate in rates.items()}
                                          for mode, rates in table("events_per_s").items()},
-        "copy_over_upsert": ratios,
+        "copy_over_upsert": ratios, "text_search_write_cost": search_cost,
         "db_cpu_seconds_per_1000_events": table("db_cpu_s_per_1000"), "db_cores_busy": table("db_cores_busy"),
         "db_own_backends_cpu_seconds_per_1000_events": table("backends_cpu_s_per_1000"),
         "writer_cpu_seconds_per_1000_events": table("writer_cpu_s_per_1000"),

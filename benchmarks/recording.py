@@ -53,6 +53,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 from benchmarks.harness import (  # noqa: E402
+    TEXT_SEARCH_INDEXES,
     CONCURRENCY,
     DB_REUSE_MAX,
     ROOT,
@@ -68,7 +69,6 @@ from benchmarks.harness import (  # noqa: E402
     publish,
     wait_for_tasks,
 )
-from psycopg import sql  # noqa: E402
 
 MODES = ("plain", "recorder", "no-search", "peer")
 # The modes with the recorder on; "no-search" differs only in the indexes the database keeps.
@@ -195,30 +195,9 @@ def check_rows(bench, mode, expected=None):
 
 
 # Text-search indexes taken away for a no-search run, by name: their definitions, to put back.
-_dropped_indexes = {}
-
-
-def keep_text_search_indexes(bench, keep):
-    """Drop the jobs table's trigram indexes (migration 0017), or put them back, whichever the
-    next run needs; the table is empty then, so either is instant. Found by their operator class,
-    not their names, so that a renamed index still counts. Returns how many the table has."""
-    if keep:
-        for definition in _dropped_indexes.values():
-            bench.db.execute(definition)
-        _dropped_indexes.clear()
-    else:
-        for name, definition in bench.db.execute(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'monitors_jobexecution'"
-            " AND indexdef LIKE '%gin_trgm_ops%'"
-        ).fetchall():
-            bench.db.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
-            _dropped_indexes[name] = definition
-    return bench.count("SELECT count(*) FROM pg_indexes WHERE tablename = 'monitors_jobexecution' AND indexdef LIKE '%gin_trgm_ops%'")
-
-
 def run_once(bench, mode):
     bench.reset(TABLES)
-    text_indexes = keep_text_search_indexes(bench, keep=mode != "no-search")
+    text_indexes = TEXT_SEARCH_INDEXES.keep(bench.db, keep=mode != "no-search")
     busy_before = machine_busy_share()
     db_before = postgres_cpu()
     timing = publish(bench, mode)

@@ -745,7 +745,9 @@ class JobHistogram(models.Model):
 
     class Meta:
         constraints = [
-            # Also the task page's index: one task's rows of one resolution over a window.
+            # Also the task page's index: one task's rows of one resolution over a window. On
+            # PostgreSQL its index carries count and total too (migration 0021), so that the page
+            # reads them from the index alone.
             models.UniqueConstraint(fields=["task_name", "resolution", "start", "measure", "outcome", "upper_ms"],
                                     name="jobwatch_one_histogram_bucket"),
         ]

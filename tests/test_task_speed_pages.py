@@ -168,7 +168,10 @@ def test_a_window_is_covered_once_by_days_then_hours_then_minutes():
 
 
 def test_a_window_reads_whole_hours_from_hourly_rows_and_its_ends_from_minute_rows():
-    now = timezone.now().replace(minute=30, second=0, microsecond=0)
+    # Ending half an hour to an hour and a half ago, not now: a window that ends now reads the
+    # current day's row for its part of today (spans' up_to_now), which in the first hours after
+    # midnight UTC is the whole of that part.
+    now = (timezone.now() - timedelta(hours=1)).replace(minute=30, second=0, microsecond=0)
     for minutes_ago in range(0, 24 * 60, 7):  # a job every 7 minutes for a day
         moment = now - timedelta(minutes=minutes_ago)
         record(moment, "a.t", runtimes=[0.1])
@@ -282,3 +285,22 @@ def test_the_histogram_is_vacuumed_after_a_hundredth_of_it_changes():
     assert {name: float(value) for name, value in options.items()} == {
         "autovacuum_vacuum_scale_factor": 0.01, "autovacuum_vacuum_insert_scale_factor": 0.01,
         "autovacuum_analyze_scale_factor": 0.01}
+
+
+def test_a_task_page_reads_its_histogram_counts_from_the_bucket_key_alone():
+    """The unique bucket key carries count and total (migration 0021): the task page's read of one
+    task's rows is answered from the index, and the recorder's upsert still finds the key by its
+    columns."""
+    if connection.vendor != "postgresql":
+        pytest.skip("covering indexes are PostgreSQL's")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'jobwatch_one_histogram_bucket'")
+        assert cursor.fetchone()[0] == ("UNIQUE (task_name, resolution, start, measure, outcome, upper_ms)"
+                                        " INCLUDE (count, total)")
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_bitmapscan = off")
+        cursor.execute("EXPLAIN SELECT start, upper_ms, sum(count), sum(total) FROM monitors_jobhistogram"
+                       " WHERE task_name = 'shop.charge' AND resolution = 3600 AND start >= now() - interval '7 days'"
+                       " GROUP BY 1, 2")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Index Only Scan using jobwatch_one_histogram_bucket" in plan, plan
