@@ -175,7 +175,6 @@ def test_counts_beyond_the_cap_and_the_unfiltered_total_say_so(staff, monkeypatc
     base = now()
     JobExecution.objects.bulk_create([JobExecution(task_id=f"many-{n}", task_name="shop.sync", state="succeeded",
                                                    enqueued_at=base, updated_at=base) for n in range(30)])
-    monkeypatch.setattr(counting, "CAP", 25)
     capped = counting.bounded_count(JobExecution.objects.filter(task_name="shop.sync"), cap=25)
     assert (capped.value, capped.kind, capped.label) == (25, "at least", "25+")
     with connection.cursor() as cursor:
@@ -293,6 +292,26 @@ def test_charts_are_embedded_as_data_not_script(staff, shop):
     names = [trace["name"] for trace in figure["data"]]
     assert names == ["succeeded", "failed"] and max(figure["data"][0]["y"]) == 12.0
     assert 'src="/static/jobwatch/vendor/htmx-2.0.11.min.js"' in html and "plotly-basic-3.7.0.min.js" in html
+
+
+def test_chart_times_are_the_sites_wall_clock_across_a_daylight_saving_change():
+    """plotly.js draws a date axis's milliseconds as UTC: each point is sent as the site's wall
+    time at that moment, so the hour after the clocks went back reads one hour less."""
+    from datetime import UTC, datetime
+
+    from monitors.web.charts import line_chart, wall_time_converter
+
+    paris = timezone.override("Europe/Paris")
+    with paris:
+        convert = wall_time_converter()
+        before = datetime(2026, 10, 25, 0, 30, tzinfo=UTC)  # 02:30 summer time (UTC+2)
+        after = datetime(2026, 10, 25, 1, 30, tzinfo=UTC)  # 02:30 winter time (UTC+1)
+        assert convert(before) == convert(after) == int(datetime(2026, 10, 25, 2, 30, tzinfo=UTC).timestamp() * 1000)
+        figure = line_chart([("jobs", [before, after], [1, 2])])
+    assert figure["data"][0]["x"] == [convert(before), convert(after)]
+    assert figure["layout"]["xaxis"]["type"] == "date"
+    with timezone.override("UTC"):
+        assert wall_time_converter()(after) == int(after.timestamp() * 1000)
 
 
 def test_job_page_shows_the_chain_and_the_same_save(staff, shop):

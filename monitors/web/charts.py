@@ -37,7 +37,7 @@ def line_chart(series, title="", y_title="", stacked=False, height=HEIGHT, windo
         data.append(trace)
     layout = line_layout(title, y_title, height, len(series) > 1)
     if window is not None:
-        layout["xaxis"]["range"] = [wall_time(window.since).isoformat(), wall_time(window.until).isoformat()]
+        layout["xaxis"]["range"] = [wall_time(window.since), wall_time(window.until)]
     return {"data": data, "layout": layout}
 
 
@@ -75,18 +75,26 @@ def as_text(name):
 
 
 def wall_time(moment):
-    """plotly.js draws a time as written, ignoring its offset: send the site's local time."""
+    """A time as plotly.js should draw it (see wall_time_converter)."""
     return wall_time_converter()(moment)
 
 
 def wall_time_converter():
-    """wall_time for many points: the site's zone looked up once (a chart has hundreds of points,
-    and each look-up goes through Django's per-request locals)."""
+    """wall_time for many points, the site's zone looked up once (a chart has hundreds of points,
+    and each look-up goes through Django's per-request locals).
+
+    plotly.js reads a number on a date axis as milliseconds since 1970 and draws it as UTC, and it
+    draws a time string as written, ignoring any offset; either way it shows what it is given.
+    It is given the site's wall time as such milliseconds: the moment's own plus its offset in the
+    site's zone at that moment (so a chart across a daylight-saving change shows the clock as it
+    was). A number rather than a string because a chart's points are most of a page's JSON: as
+    text each cost ~3.5 µs more to make and encode (the Overview's 400-point queue-age chart,
+    built and encoded: 3.9 ms as text, 2.5 ms as numbers)."""
     zone = timezone.get_current_timezone()
 
     def convert(moment):
         if isinstance(moment, datetime.datetime) and moment.utcoffset() is not None:
-            return moment.astimezone(zone).replace(tzinfo=None)
+            return round((moment.timestamp() + moment.astimezone(zone).utcoffset().total_seconds()) * 1000)
         return moment
 
     return convert

@@ -39,11 +39,14 @@ class Count:
         return {"value": self.value, "kind": self.kind, "label": self.label}
 
 
-def bounded_count(queryset, filtered=True, cap=CAP, timeout_ms=TIMEOUT_MS, estimate_only=False, estimate=True, spent_ms=0):
-    """`estimate_only`: a filter no index serves (text search) goes straight to the estimate.
+def bounded_count(queryset, filtered=True, cap=None, timeout_ms=None, estimate_only=False, estimate=True, spent_ms=0):
+    """`cap` and `timeout_ms` default to CAP and TIMEOUT_MS as they are when called.
+    `estimate_only`: a filter no index serves (text search) goes straight to the estimate.
     `estimate=False`: a filter whose plan is itself slow to make (text through trigram indexes: the
     planner costs both indexes of every day partition) says "many" when the count does not finish.
     `spent_ms`: what the answer already spent listing rows, out of ANSWER_BUDGET_MS."""
+    cap = CAP if cap is None else cap
+    timeout_ms = TIMEOUT_MS if timeout_ms is None else timeout_ms
     connection = connections[queryset.db]
     if connection.vendor != "postgresql":
         return capped(queryset[: cap + 1].count(), cap)
