@@ -14,7 +14,8 @@ PAGES = [
     # <path:…>: queue and circuit names may hold a "/" (they are the operator's, not ours).
     ("queues/<path:name>/", queues.queue_detail, "queue"),
     ("jobs/", jobs.job_list, "jobs"),
-    ("jobs/<str:task_id>/", job_page.job_detail, "job"),
+    # A task id is the sender's to choose (apply_async(task_id=…)): it may hold a "/" too.
+    ("jobs/<path:task_id>/", job_page.job_detail, "job"),
     ("failures/", failures.failure_list, "failures"),
     ("tasks/", task_speed.task_list, "tasks"),
     # ?name=: a task's name is the sender's to write (a newline, "..", anything) — a query value

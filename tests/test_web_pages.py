@@ -11,6 +11,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
+from django.utils.html import escape
 
 import monitors
 from monitors.models import (Circuit, CircuitEvent, Finding, JobExecution, JobTally, MonitorHeartbeat, QueueSample,
@@ -312,6 +313,41 @@ def test_chart_times_are_the_sites_wall_clock_across_a_daylight_saving_change():
     assert figure["layout"]["xaxis"]["type"] == "date"
     with timezone.override("UTC"):
         assert wall_time_converter()(after) == int(after.timestamp() * 1000)
+
+
+ODD_TASK_IDS = ["imports/2026-12-02/batch 7", "a/../../admin", "a?b#c&d=e", "100% done", "naïve ünïcode", "it's", "-"]
+
+
+@pytest.mark.parametrize("task_id", ODD_TASK_IDS)
+def test_a_job_link_is_what_reverse_writes_but_keeps_a_slash_inside_the_id(task_id):
+    """reverse() would leave a "/" of the id as it is, and a browser walks "a/../.." out of the
+    jobs pages: in the link the id is one path segment."""
+    from django.urls import reverse
+
+    from monitors.templatetags.jobwatch import job_url
+
+    jobs = reverse("monitors:jobs")
+    by_reverse = reverse("monitors:job", args=[task_id]).removeprefix(jobs).removesuffix("/")
+    assert job_url(task_id) == jobs + by_reverse.replace("/", "%2F") + "/"
+
+
+def test_jobs_whose_ids_hold_slashes_and_query_characters_are_listed_and_open(staff):
+    """A task id is the sender's (apply_async(task_id=…)): one holding a "/" or "?" neither breaks
+    the list for everyone nor leads to another page."""
+    for task_id in ODD_TASK_IDS:
+        job_row(task_id, "shop.import", "default").save()
+    listing = staff.get("/jobwatch/jobs/")
+    assert listing.status_code == 200
+    html = listing.content.decode()
+    for task_id in ODD_TASK_IDS:
+        from monitors.templatetags.jobwatch import job_url
+
+        link = job_url(task_id)
+        assert f'href="{escape(link)}"' in html
+        page = staff.get(link)
+        assert page.status_code == 200, (task_id, link)
+        assert escape(task_id) in page.content.decode()
+        assert staff.get("/jobwatch/api" + link.removeprefix("/jobwatch")).json()["job"]["task_id"] == task_id
 
 
 def test_job_page_shows_the_chain_and_the_same_save(staff, shop):
