@@ -198,7 +198,10 @@ def execute_prepared(connection, sql, params):
     # Here, not at the top: a host on SQLite or psycopg2 has no psycopg 3 to import (pyproject.toml).
     from psycopg import Cursor
 
-    with Cursor(connection.connection) as cursor:
+    # Django's cursors turn the driver's errors into django.db's; a cursor of the driver's own does
+    # not, so this does: a connection lost mid-statement must read as OperationalError (transient,
+    # retried) to the recorder, not as a bug that drops the batch.
+    with connection.wrap_database_errors, Cursor(connection.connection) as cursor:
         cursor.execute(sql, params, prepare=True)
 
 

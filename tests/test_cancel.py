@@ -68,7 +68,7 @@ def test_a_queued_job_is_taken_off_its_queue_never_runs_and_runs_once_restored(t
 
 def test_a_running_job_is_terminated_and_says_by_whom(tmp_path, broker_url, queue, operator):
     app = celery_app(broker_url)
-    with worker(tmp_path, broker_url, queue):
+    with worker(tmp_path, broker_url, queue) as running:
         task_id = app.send_task("demo.tasks.sleep_for", args=[60], queue=queue).id
         wait_for(lambda: JobExecution.objects.filter(task_id=task_id, state="started").exists(), timeout=30,
                  what="the job to start")
@@ -79,7 +79,9 @@ def test_a_running_job_is_terminated_and_says_by_whom(tmp_path, broker_url, queu
                              surface="command", app=app)
         assert result.log.parameters["terminated"] == 1
         job = wait_for(lambda: JobExecution.objects.filter(task_id=task_id, state="revoked").first(), timeout=30,
-                       what="the worker to record the termination")
+                       what="the worker to record the termination",
+                       explain=lambda: f"the job's row: {JobExecution.objects.filter(task_id=task_id).values().first()}; "
+                                       f"the worker's log ends: {running.log()[-3000:]}")
         assert "terminated by signal 15" in job.exception_message
         assert (job.cancelled_by, job.cancel_reason) == ("oncall (command)", "stuck")
         assert job.runtime is None or job.runtime < 60

@@ -42,6 +42,12 @@ def worker_counters():
     return rows.aggregate(recorded=Sum("events_recorded"), overflow=Sum("events_dropped_overflow"), error=Sum("events_dropped_error"))
 
 
+def worker_rows():
+    """Each worker process's counters (the main process and each pool process)."""
+    fields = ["pid", "events_recorded", "events_dropped_overflow", "events_dropped_error", "write_errors"]
+    return list(RecorderProcess.objects.exclude(pid=os.getpid()).values(*fields))
+
+
 def test_jobs_succeed_while_the_database_is_down_and_the_drop_counter_says_what_was_lost(tmp_path):
     database = connection.settings_dict["NAME"]
     broker, results = fresh_redis_url(11), fresh_redis_url(12)
@@ -76,12 +82,18 @@ def test_jobs_succeed_while_the_database_is_down_and_the_drop_counter_says_what_
             total = sum(value or 0 for value in counts.values())
             return counts if total == expected else None
 
-        counts = wait_for(settled, timeout=60, what=f"worker counters to account for {expected} events")
+        counts = wait_for(settled, timeout=60, what=f"worker counters to account for {expected} events",
+                          explain=lambda: f"the processes' counters: {worker_rows()}")
         assert "could not write to the database" in worker.log()
 
     dropped = counts["overflow"] + counts["error"]
     assert dropped > 0, "the outage outlasted the buffer, so some events must have been dropped"
-    assert counts["recorded"] >= 2 * BUFFER_SIZE - WORKER_EVENTS_PER_JOB  # each pool process kept a full buffer
+    for process in worker_rows():
+        # Each process kept a full buffer's worth (or all it saw) for after the outage. How the
+        # jobs split between the two pool processes is the pool's business: on a loaded machine
+        # one may run nearly all of them.
+        seen = process["events_recorded"] + process["events_dropped_overflow"] + process["events_dropped_error"]
+        assert process["events_recorded"] >= min(seen, BUFFER_SIZE), process
     output = StringIO()
     call_command("jobwatch_recorder", "--json", stdout=output)
     report = json.loads(output.getvalue())

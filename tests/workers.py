@@ -100,12 +100,15 @@ class WorkerProcess:
         self.stop()
 
 
-def wait_for(predicate, timeout=30, what="condition", interval=0.1):
+def wait_for(predicate, timeout=30, what="condition", interval=0.1, explain=None):
+    """`predicate()` once it is true; else, after `timeout` seconds, an AssertionError that says
+    what was awaited and, from `explain()`, what was seen instead."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            seen = f"; {explain()}" if explain else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{seen}")
         time.sleep(interval)

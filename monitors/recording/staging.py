@@ -50,7 +50,7 @@ def _copy_and_move(rows, connection):
         cursor.execute(statements["create"])
         # Django's wrapper does not know COPY; psycopg's own cursor does. Text format: psycopg
         # escapes tabs, newlines and backslashes in text and dumps Jsonb as JSON text.
-        with cursor.cursor.copy(statements["copy"]) as copy:
+        with connection.wrap_database_errors, cursor.cursor.copy(statements["copy"]) as copy:
             for row in rows:
                 values = [row[name] for name in COLUMNS]
                 for index, convert in convert_at:

@@ -171,14 +171,16 @@ class EventWriter:
         # The counters in a transaction of their own: holding the jobs table while waiting for
         # the counters' table could deadlock with anything that locks both (a TRUNCATE, a
         # migration). They are cumulative, so if this write fails the next flush catches up.
-        self._counters_dirty = True
+        # Marked clean before they are read: a job thread that counts a drop while they are being
+        # written marks them dirty again, so its count reaches the next flush instead of being
+        # lost behind a row that is already out of date.
+        self._counters_dirty = False
         try:
             with one_transaction(connection):
                 self._write_counters(connection)
         except DatabaseError as error:
+            self._counters_dirty = True
             logger.warning("Jobwatch recorder could not write its counters: %s", error)
-            return
-        self._counters_dirty = False
 
     def _write_side_data(self, batch, connection):
         """A failed job's full arguments (JobPayload), the Prometheus counts (TaskCounter), the
