@@ -45,16 +45,22 @@ def interval_of(task):
     return float(setting(WATCHED[task]))
 
 
-def stale_tasks(now=None, running=None):
+def heartbeat_rows():
+    """{task: MonitorHeartbeat} of the watched tasks and of beat's start: what stale_tasks reads
+    (a page that also lists them reads them once)."""
+    return {beat.task: beat for beat in MonitorHeartbeat.objects.filter(task__in=[*WATCHED, BEAT])}
+
+
+def stale_tasks(now=None, running=None, rows=None):
     """[(task, last run or None, interval)] of watched tasks that have not run for
     STALE_AFTER_INTERVALS of their interval.
 
     Counted from the later of a task's last run and beat's last start: beat starts its entries
     one interval after it starts, and a restarted beat needs as long again, so a fresh start or a
     deploy is not an outage. `running` names the watched task calling this: the monitor is up at
-    least since now, even if nothing has reported yet."""
+    least since now, even if nothing has reported yet. `rows`: heartbeat_rows(), if already read."""
     now = now or timezone.now()
-    beats = {beat.task: beat for beat in MonitorHeartbeat.objects.filter(task__in=[*WATCHED, BEAT])}
+    beats = dict(heartbeat_rows() if rows is None else rows)
     beat = beats.pop(BEAT, None)
     beat_started = beat.last_run_at if beat else None
     first_runs = [row.first_run_at or row.last_run_at for row in beats.values()]

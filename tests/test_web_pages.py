@@ -435,3 +435,54 @@ def test_every_template_with_partials_loads_the_jobwatch_library_first():
     for path in (Path(monitors.__file__).parent / "templates").rglob("*.html"):
         before, partial, _ = path.read_text().partition("{% partialdef")
         assert not partial or "{% load jobwatch %}" in before, path
+
+
+@pytest.mark.django_db(databases=["default", "embedded"])
+@pytest.mark.parametrize("key", ["1h", "7d"])
+def test_the_queue_age_chart_draws_each_buckets_worst_moment_on_postgresql_and_sqlite(key):
+    from monitors.web.windows import WINDOWS, bucket_times, queue_peaks
+
+    window = WINDOWS[key]
+    times = bucket_times(window)
+    step = timedelta(seconds=window.bucket)
+    # Three samples in the second bucket, one in the fourth, and a bucket whose samples know no age.
+    samples = [("payments", times[1] + step / 4, 5.0), ("payments", times[1] + step / 2, 40.0),
+               ("payments", times[1] + 3 * step / 4, 7.0), ("payments", times[3], 2.0),
+               ("payments", times[5], None), ("mail", times[3] + step / 2, 1.5),
+               ("payments", times[0] - step, 999.0)]  # before the window: not drawn
+    for database in ("default", "embedded"):
+        QueueSample.objects.using(database).bulk_create(
+            [QueueSample(queue=queue, sampled_at=moment, depth=1, oldest_age=age) for queue, moment, age in samples])
+        peaks = queue_peaks(window, "oldest_age", using=database)
+        assert peaks == {"payments": ([times[1], times[3], times[5]], [40.0, 2.0, None]),
+                         "mail": ([times[3]], [1.5])}, database
+
+
+@pytest.mark.parametrize("key", ["15m", "1h", "6h", "7d"])
+def test_the_last_15_minutes_tiles_read_the_same_whatever_the_window(key):
+    """The default hour's per-minute points hold the last 15 minutes, so the tiles are summed from
+    them; a window of wider points reads the minutes apart. Both must agree."""
+    from dataclasses import replace
+
+    from monitors.web.overview import activity
+    from monitors.web.windows import WINDOWS
+
+    minute = now().replace(second=0, microsecond=0)
+    for ago, metric, count in [(0, "succeeded", 6), (2, "failed", 3), (5, "succeeded", 20), (14, "succeeded", 4),
+                               (17, "failed", 50), (40, "succeeded", 70)]:  # the last two: before the 15 minutes
+        JobTally.objects.create(minute=minute - timedelta(minutes=ago), metric=metric, task_name="t", count=count)
+    end = now()
+    tiles = activity(replace(WINDOWS[key], end=end))
+    reference = activity(replace(WINDOWS["15m"], end=end))
+    assert (tiles["throughput_now"], tiles["failure_rate_now"]) == (reference["throughput_now"], reference["failure_rate_now"])
+    assert reference["failure_rate_now"] == round(100 * 3 / 33, 1)
+
+
+def test_the_overview_reads_the_monitors_heartbeats_once_and_still_shows_its_banner(staff, shop):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        page = staff.get("/jobwatch/").content.decode()
+    assert "The periodic monitor is not running" in page
+    assert sum("monitors_monitorheartbeat" in query["sql"] for query in captured.captured_queries) == 1

@@ -32,9 +32,12 @@ def nav(context):
     return NAV_PAGES
 
 
-@register.inclusion_tag("jobwatch/monitor_banner.html")
-def monitor_banner():
-    """A stale monitor is a banner on every page, not silence (samples and findings stop)."""
+@register.inclusion_tag("jobwatch/monitor_banner.html", takes_context=True)
+def monitor_banner(context):
+    """A stale monitor is a banner on every page, not silence (samples and findings stop). A page
+    that read the stale tasks itself (the Overview's "stale") is not asked again."""
+    if "stale" in context:
+        return {"stale": context["stale"]}
     try:
         return {"stale": stale_tasks()}
     except Exception:  # the banner must never take a page down with it

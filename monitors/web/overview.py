@@ -5,13 +5,14 @@ time histograms), queue age (from the samples),
 jobs the recorder lost, the periodic monitor's own health, and how far behind the replica the
 history is read from is (monitors/replica.py), where there is one."""
 
+from dataclasses import replace
 from datetime import timedelta
 
 from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
-from monitors.heartbeats import WATCHED, stale_tasks
-from monitors.models import Circuit, CircuitState, Finding, Incident, MonitorHeartbeat, RecorderProcess
+from monitors.heartbeats import WATCHED, heartbeat_rows, stale_tasks
+from monitors.models import Circuit, CircuitState, Finding, Incident, RecorderProcess
 from monitors.pausing import mark_paused
 from monitors.replica import replica_status
 from monitors.sampling import latest_queue_rows
@@ -22,7 +23,8 @@ from monitors.web.respond import htmx_target, respond
 from monitors.web.task_speed import slowest_tasks
 from monitors.web.triage import in_triage_order
 from monitors.web.params import query
-from monitors.web.windows import WINDOWS, failure_rates, per_minute, queue_series, tally_series, window_from, window_param
+from monitors.web.windows import (WINDOWS, bucket_times, failure_rates, per_minute, queue_peaks, tally_series, window_from,
+                                  window_param)
 
 SEVERITIES = ("critical", "warning", "info")
 INCIDENTS_SHOWN = 5
@@ -56,6 +58,7 @@ def health():
     top = list(in_triage_order(open_findings)[:FINDINGS_SHOWN])
     queues = mark_paused(latest_queue_rows())
     since = timezone.now() - RECORDER_WINDOW
+    beats = heartbeat_rows()
     recorder = RecorderProcess.objects.filter(last_flush_at__gte=since).aggregate(
         processes=Count("id"), recorded=Sum("events_recorded"), dropped_overflow=Sum("events_dropped_overflow"),
         dropped_error=Sum("events_dropped_error"), write_errors=Sum("write_errors"), last_flush=Max("last_flush_at"),
@@ -73,8 +76,9 @@ def health():
         "waiting_total": sum(row.depth or 0 for row in queues),
         "open_circuits": list(Circuit.objects.exclude(state__in=[CircuitState.CLOSED]).order_by("name")),
         "recorder": recorder,
-        "monitor": list(MonitorHeartbeat.objects.filter(task__in=list(WATCHED)).order_by("task")),
-        "stale": stale_tasks(),
+        "monitor": [beats[task] for task in sorted(beats) if task in WATCHED],
+        # Read here, the page's banner (monitor_banner) shows it rather than asking again.
+        "stale": stale_tasks(rows=beats),
         "replica": replica,
     }
 
@@ -87,12 +91,17 @@ def counts_by_severity(queryset):
 def activity(window):
     times, series = tally_series(window, ["succeeded", "failed"])
     succeeded, failed = series[("succeeded", "")], series[("failed", "")]
-    recent = WINDOWS["15m"]
-    recent_times, now_series = tally_series(recent, ["succeeded", "failed"])
-    good, bad = sum(now_series[("succeeded", "")]), sum(now_series[("failed", "")])
+    recent = replace(WINDOWS["15m"], end=window.until)
+    if window.bucket == recent.bucket and window.span >= recent.span:
+        # The window's minutes hold the last 15 (the default hour does): no second read.
+        recent_times = bucket_times(recent)
+        good, bad = sum(succeeded[-len(recent_times):]), sum(failed[-len(recent_times):])
+    else:
+        recent_times, now_series = tally_series(recent, ["succeeded", "failed"])
+        good, bad = sum(now_series[("succeeded", "")]), sum(now_series[("failed", "")])
     # The buckets start at a whole minute: the span they cover is a little over 15 minutes.
-    minutes = max((timezone.now() - recent_times[0]).total_seconds() / 60, 1)
-    ages = queue_series(window, "oldest_age")
+    minutes = max((recent.until - recent_times[0]).total_seconds() / 60, 1)
+    ages = queue_peaks(window, "oldest_age")
     return {
         "throughput_now": round((good + bad) / minutes, 1),
         "failure_rate_now": round(100 * bad / (good + bad), 1) if good + bad else None,

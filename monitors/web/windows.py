@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import BigIntegerField, Func, Sum
+from django.db.models import BigIntegerField, Func, Max, Sum
 from django.utils import timezone
 
 from monitors.models import JobTally, QueueSample
@@ -124,6 +124,22 @@ def per_minute(counts, window):
 def failure_rates(failed, succeeded):
     """% of finished jobs that failed, per bucket (None where nothing finished)."""
     return [round(100 * bad / (bad + good), 1) if bad + good else None for bad, good in zip(failed, succeeded, strict=True)]
+
+
+def queue_peaks(window, field, using="default"):
+    """{queue: ([times], [values])}: the highest value of one QueueSample field in each of the
+    window's chart buckets, raw samples and roll-ups alike. A chart draws a bucket in a few
+    pixels, and a queue's worst moment in it is what an operator looks for: one row per queue and
+    bucket comes back (60 an hour) rather than every sample (240 an hour at the sampler's pace)."""
+    times = bucket_times(window)
+    rows = (QueueSample.objects.using(using).filter(sampled_at__gte=times[0]).annotate(bucket=Bucket("sampled_at", window.bucket))
+            .values_list("queue", "bucket").annotate(peak=Max(field)).order_by("queue", "bucket"))
+    series = defaultdict(lambda: ([], []))
+    for queue, bucket, peak in rows:
+        moments, values = series[queue]
+        moments.append(datetime.fromtimestamp(bucket, tz=UTC))
+        values.append(peak)
+    return dict(series)
 
 
 def queue_series(window, field, queues=None):
