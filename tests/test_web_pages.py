@@ -486,3 +486,52 @@ def test_the_overview_reads_the_monitors_heartbeats_once_and_still_shows_its_ban
         page = staff.get("/jobwatch/").content.decode()
     assert "The periodic monitor is not running" in page
     assert sum("monitors_monitorheartbeat" in query["sql"] for query in captured.captured_queries) == 1
+
+
+def test_counts_and_estimates_are_planned_without_jit_compilation():
+    """PostgreSQL JIT-compiles any plan costed above jit_above_cost, even one it only EXPLAINs for
+    an estimate; over a large history that compiling took most of a count's budget and could not
+    be cut short by the statement timeout. Here every plan is costed above it."""
+    from django.db import connection
+
+    from monitors.web.counting import statement_timeout
+
+    if connection.vendor != "postgresql":
+        pytest.skip("JIT is PostgreSQL's")
+    with connection.cursor() as cursor:
+        cursor.execute("SET jit_above_cost = 0")
+        cursor.execute("SHOW jit")
+        jit_before = cursor.fetchone()[0]
+        try:
+            with statement_timeout("default", 1000):
+                cursor.execute("SHOW jit")
+                assert cursor.fetchone()[0] == "off"
+                cursor.execute("EXPLAIN SELECT count(*) FROM monitors_jobexecution WHERE runtime > 1")
+                assert not any("JIT" in row[0] for row in cursor.fetchall())
+            cursor.execute("SHOW jit")
+            assert cursor.fetchone()[0] == jit_before  # SET LOCAL: the connection goes back as it was
+        finally:
+            cursor.execute("RESET jit_above_cost")
+
+
+def test_a_count_inside_the_requests_transaction_leaves_its_settings_as_they_were():
+    """With ATOMIC_REQUESTS a page's reads share one transaction: a count's timeout, whether it
+    finished or was cut short, must not go on limiting the statements after it."""
+    from django.db import DatabaseError, connection, transaction
+
+    from monitors.web.counting import statement_timeout
+
+    if connection.vendor != "postgresql":
+        pytest.skip("statement timeouts are PostgreSQL's")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL statement_timeout = 0")
+        cursor.execute("SHOW jit")
+        jit = cursor.fetchone()[0]
+        with statement_timeout("default", 5000):
+            cursor.execute("SELECT 1")
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == "0"
+        with pytest.raises(DatabaseError), statement_timeout("default", 20):
+            cursor.execute("SELECT pg_sleep(1)")
+        cursor.execute("SELECT current_setting('statement_timeout'), current_setting('jit'), pg_sleep(0.05)")
+        assert cursor.fetchone()[:2] == ("0", jit)

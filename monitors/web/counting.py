@@ -120,10 +120,27 @@ def with_timeout(queryset, timeout_ms):
 @contextlib.contextmanager
 def statement_timeout(alias, timeout_ms):
     """A transaction whose statements PostgreSQL cancels after `timeout_ms` (other databases: no
-    limit). SET LOCAL ends with the transaction, so the connection goes back unchanged."""
+    limit). SET LOCAL ends with the transaction, so the connection goes back unchanged.
+
+    Without JIT compilation, too: PostgreSQL compiles the expressions of any plan it costs above
+    jit_above_cost (100,000 by default, which a count or an estimate over a large history passes)
+    even to only EXPLAIN it, and that compiling took 50 ms of a 60 ms estimate over 39 day
+    partitions (benchmarks/dashboard.py's data). A statement given milliseconds never gains it back."""
     connection = connections[alias]
-    with transaction.atomic(using=alias):
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+    if connection.vendor != "postgresql":
         yield
+        return
+    nested = connection.in_atomic_block  # e.g. a host project with ATOMIC_REQUESTS
+    with transaction.atomic(using=alias):
+        with connection.cursor() as cursor:
+            if nested:
+                # SET LOCAL lasts until the outer transaction ends, not this savepoint: put the
+                # request's own settings back afterwards, or its later statements keep this timeout.
+                cursor.execute("SELECT current_setting('statement_timeout'), current_setting('jit')")
+                before = cursor.fetchone()
+            cursor.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}; SET LOCAL jit = off")
+        yield
+    # Here only when the block succeeded (a failed one rolled back to its savepoint, its settings too).
+    if nested:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('statement_timeout', %s, true), set_config('jit', %s, true)", before)
