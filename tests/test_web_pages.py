@@ -186,8 +186,44 @@ def test_counts_beyond_the_cap_and_the_unfiltered_total_say_so(staff, monkeypatc
     assert counting.bounded_count(JobExecution.objects.all(), filtered=False).kind == "exact"
     # An exact count that would take too long gives way to the planner's estimate.
     monkeypatch.setattr(counting, "ESTIMATE_TIMEOUT_MS", 5000)
-    slow = counting.bounded_count(JobExecution.objects.extra(where=["pg_sleep(0.01) IS NOT NULL"]), timeout_ms=20)
+    slow_filter = JobExecution.objects.extra(where=["pg_sleep(0.01) IS NOT NULL"])
+    slow = counting.bounded_count(slow_filter, timeout_ms=20)
     assert slow.kind == "estimated"
+
+
+def counts_tried(queryset, **options):
+    """bounded_count's answer, and how many exact counts it started on the way."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from monitors.web import counting
+
+    with CaptureQueriesContext(connection) as captured:
+        answer = counting.bounded_count(queryset, **options)
+    return answer, sum("COUNT(*)" in query["sql"] for query in captured.captured_queries)
+
+
+def test_a_slow_count_is_only_waited_for_when_the_planner_expects_it_under_the_cap(monkeypatch):
+    from django.db import connection
+
+    from monitors.web import counting
+
+    base = now()
+    JobExecution.objects.bulk_create([JobExecution(task_id=f"slow-{n}", task_name="shop.sync", state="succeeded",
+                                                   enqueued_at=base, updated_at=base) for n in range(40)])
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE monitors_jobexecution")
+    monkeypatch.setattr(counting, "ESTIMATE_TIMEOUT_MS", 5000)
+    slow = JobExecution.objects.extra(where=["pg_sleep(0.01) IS NOT NULL"])  # 10 ms a row: never done in time
+    # Expected past the cap: an exact count could at best say "10+", so only its quick try is made.
+    answer, tried = counts_tried(slow, cap=10, timeout_ms=60)
+    assert (answer.kind, tried) == ("estimated", 1) and answer.value >= 10
+    # Expected under it: counted on with the rest of the time, then the estimate.
+    answer, tried = counts_tried(slow, cap=10_000, timeout_ms=60)
+    assert (answer.kind, tried) == ("estimated", 2)
+    # A quick count is exact at the first try, whatever the planner would say.
+    answer, tried = counts_tried(JobExecution.objects.filter(task_name="shop.sync"), cap=10, timeout_ms=60)
+    assert (answer.kind, answer.label, tried) == ("at least", "10+", 1)
 
 
 def test_a_count_shares_the_answer_budget_with_the_list_it_comes_with(staff, monkeypatch):

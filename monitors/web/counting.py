@@ -18,6 +18,8 @@ ESTIMATE_TIMEOUT_MS = 15
 # timeouts shrunk alike, and says "many" when too little is left to try.
 ANSWER_BUDGET_MS = 38
 LEAST_WORTH_TRYING_MS = 4
+# The first try of an exact count, before the planner is asked whether one is worth waiting for.
+QUICK_COUNT_MS = 5
 
 
 @dataclass
@@ -60,12 +62,30 @@ def bounded_count(queryset, filtered=True, cap=None, timeout_ms=None, estimate_o
         # A small (or never analysed) table counts exactly, and cheaply.
         if estimate >= cap:
             return Count(estimate, "estimated")
+    if not estimate or exact_ms <= QUICK_COUNT_MS:
+        counted = exact_count(queryset, cap, exact_ms)
+        return Count(0, "unknown") if counted is None else capped(counted, cap)
+    # Most counts are small and finish at once. One that does not is asked of the planner, and
+    # counted on only when the planner expects fewer than `cap` rows: past it an exact count could
+    # at best say "cap+" after reading cap rows, which a large history cannot do in milliseconds,
+    # so its time would be spent only to fall back to the same estimate.
+    counted = exact_count(queryset, cap, QUICK_COUNT_MS)
+    if counted is not None:
+        return capped(counted, cap)
+    guess = estimated(queryset, connection, estimate_ms)
+    if guess.kind == "estimated" and guess.value >= cap:
+        return guess
+    counted = exact_count(queryset, cap, exact_ms - QUICK_COUNT_MS)
+    return guess if counted is None else capped(counted, cap)
+
+
+def exact_count(queryset, cap, timeout_ms):
+    """Up to cap + 1 rows counted, or None when the statement timeout cut the count short."""
     try:
-        with statement_timeout(queryset.db, exact_ms):
-            counted = queryset[: cap + 1].count()
-    except DatabaseError:  # cancelled at the timeout: the planner's figure instead
-        return estimated(queryset, connection, estimate_ms) if estimate else Count(0, "unknown")
-    return capped(counted, cap)
+        with statement_timeout(queryset.db, timeout_ms):
+            return queryset[: cap + 1].count()
+    except DatabaseError:
+        return None
 
 
 def timeouts(timeout_ms, spent_ms):
