@@ -73,7 +73,8 @@ def bounded_count(queryset, filtered=True, cap=None, timeout_ms=None, estimate_o
     if counted is not None:
         return capped(counted, cap)
     guess = estimated(queryset, connection, estimate_ms)
-    if guess.kind == "estimated" and guess.value >= cap:
+    if guess.kind == "unknown" or guess.value >= cap:
+        # Not even planned in time (an exact count must be planned too), or past the cap.
         return guess
     counted = exact_count(queryset, cap, exact_ms - QUICK_COUNT_MS)
     return guess if counted is None else capped(counted, cap)
