@@ -11,6 +11,7 @@ from django.utils.safestring import mark_safe
 from monitors import timing
 from monitors.actions import purge
 from monitors.heartbeats import stale_tasks
+from monitors.models import JobState
 from monitors.web import partials
 
 register = template.Library()
@@ -95,6 +96,16 @@ def job_url(task_id):
     if key not in _jobs_url:
         _jobs_url[key] = reverse("monitors:jobs")
     return f"{_jobs_url[key]}{quote(str(task_id), safe=RFC3986_SUBDELIMS + '~:@')}/"
+
+
+STATE_LABELS = dict(JobState.choices)
+
+
+@register.filter
+def state_label(state):
+    """A job's state as the pages say it ("Succeeded"), for rows read as dicts (the jobs list:
+    see monitors/web/jobs.py), which have no get_state_display."""
+    return STATE_LABELS.get(state, state)
 
 
 @register.filter

