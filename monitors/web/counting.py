@@ -58,10 +58,10 @@ def bounded_count(queryset, filtered=True, cap=None, timeout_ms=None, estimate_o
     if estimate_only:
         return estimated(queryset, connection, exact_ms + estimate_ms)
     if not filtered:
-        estimate = table_estimate(queryset.model, connection)
+        total = table_estimate(queryset.model, connection)
         # A small (or never analysed) table counts exactly, and cheaply.
-        if estimate >= cap:
-            return Count(estimate, "estimated")
+        if total >= cap:
+            return Count(total, "estimated")
     if not estimate or exact_ms <= QUICK_COUNT_MS:
         counted = exact_count(queryset, cap, exact_ms)
         return Count(0, "unknown") if counted is None else capped(counted, cap)
