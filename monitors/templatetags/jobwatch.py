@@ -100,8 +100,9 @@ def job_url(task_id):
 
 @register.simple_tag
 def hidden_fields(values):
-    """A hidden input for each name and value of `values` (a filter a form carries), written in
-    one go rather than by a template loop: the Failures page writes them for each of 30 groups."""
+    """A hidden input for each name and value of `values`: the filter a replay, cancel or discard
+    form carries (the jobs list, each of the Failures page's groups), written in one go rather
+    than by a template loop."""
     return format_html_join("", '<input type="hidden" name="{}" value="{}">', values.items())
 
 
