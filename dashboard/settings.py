@@ -243,6 +243,13 @@ JOBWATCH = {
 if env_str("REPLICA_DATABASE_URL", ""):
     DATABASES["replica"] = replica = env_database("REPLICA_DATABASE_URL", None)
     replica["OPTIONS"].pop("pool", None)
+    # Kept open between requests instead: a new PostgreSQL backend plans its first query over a
+    # day-partitioned history with none of the partitions' indexes read yet (33–70 ms at 39 day
+    # partitions on benchmarks/dashboard.py's history, against 4–7 ms warm), which a connection per
+    # request would add to every page. Checked before each request's first read (health checks),
+    # so a replica that went away is noticed then, and its reads go to the primary.
+    replica["CONN_MAX_AGE"] = 600
+    replica["CONN_HEALTH_CHECKS"] = True
     if replica["ENGINE"] == "django.db.backends.postgresql":
         replica["OPTIONS"].setdefault("connect_timeout", 3)
     replica["TEST"] = {"MIRROR": "default"}  # a test reads its own writes

@@ -17,7 +17,7 @@ A replica that cannot be reached, or is more than MAX_LAG_SECONDS behind, is not
 history is read from the primary until it is back, and the Overview and /metrics say so.
 
     settings.py
-    DATABASES["replica"] = {...}                      # no connection pool: see the README
+    DATABASES["replica"] = {..., "CONN_MAX_AGE": 600, "CONN_HEALTH_CHECKS": True}  # no pool: see the README
     DATABASE_ROUTERS = ["monitors.replica.ReadReplicaRouter"]
     MIDDLEWARE = [..., "monitors.replica.ReplicaReadsMiddleware"]
     JOBWATCH = {"READ_DATABASE": "replica"}
@@ -155,16 +155,21 @@ class ReplicaState:
 
 
 def usable(alias):
-    """Whether reads may go to `alias` now. A server closes its connections after each request, so
-    a request's first read connects: a connection that fails here sends the reads to the primary
-    instead of failing the page."""
+    """Whether reads may go to `alias` now. The request's connection is made (or, kept from an
+    earlier request, checked) here, before the page reads anything: one that fails sends the
+    reads to the primary instead of failing the page."""
     entry = _checked.get(alias)
     state = entry[1] if entry and entry[0] > time.monotonic() else check(alias)
     if not state.serves_reads:
         return False
-    if connection_of(alias).connection is None:
+    connection = connection_of(alias)
+    # A connection kept open between requests (CONN_MAX_AGE) to a replica that has since restarted
+    # or stopped is closed by its health check (CONN_HEALTH_CHECKS), and connected again below.
+    with contextlib.suppress(DatabaseError):
+        connection.close_if_health_check_failed()
+    if connection.connection is None:
         try:
-            connection_of(alias).ensure_connection()
+            connection.ensure_connection()
         except DatabaseError as error:
             remember(alias, ReplicaState(reachable=False, error=described(error)))
             return False

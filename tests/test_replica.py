@@ -157,8 +157,9 @@ close_old_connections()
 
 
 def served(work):
-    # Each alias's statements (DEBUG is on, so Django keeps them), then every connection closed, as a
-    # server closes them after each request (CONN_MAX_AGE 0): the next request connects afresh.
+    # Each alias's statements (DEBUG is on, so Django keeps them), then what a server does after each
+    # request: connections past their CONN_MAX_AGE closed (the primary's go back to its pool; the
+    # replica's, kept 600 s, stay open for the next request).
     for alias in connections:
         connections[alias].queries_log.clear()
     answer = work()
@@ -198,6 +199,9 @@ def answer(command):
         return failed_jobs(command["failed_jobs"], command["count"])
     if "record" in command:
         return record(command["record"])
+    if "replica_backend" in command:  # the server process this site's replica connection talks to
+        kept = connections["replica"].connection
+        return {"pid": kept.info.backend_pid if kept is not None else None}
     raise ValueError(command)
 
 
@@ -427,6 +431,20 @@ def test_detectors_read_the_replica_and_record_findings_on_the_primary(servers, 
     assert [sql for sql in touching(run["sql"]["default"], "monitors_finding") if sql.startswith("INSERT")]
     assert servers.on_primary("SELECT count(*) FROM monitors_finding WHERE kind = 'failure_rate' "
                               "AND subject = 'shop.flaky'") == [(1,)]
+
+
+def test_the_replica_connection_is_kept_between_requests_and_replaced_once_dropped(servers, site):
+    # Kept: a new connection would plan its first history query over every day partition cold.
+    assert site.get("/jobwatch/api/jobs/")["sql"]["replica"]
+    first = site.ask(replica_backend=True)["pid"]
+    assert first is not None
+    assert site.get("/jobwatch/api/jobs/")["sql"]["replica"]
+    assert site.ask(replica_backend=True)["pid"] == first
+    # The replica drops it (a restart, a failover, an idle timeout): the next page is not failed by
+    # it, and reads the replica again on a new connection.
+    assert servers.on_replica("SELECT pg_terminate_backend(%s)", first) == [(True,)]
+    assert site.get("/jobwatch/api/jobs/")["sql"]["replica"]
+    assert site.ask(replica_backend=True)["pid"] not in (None, first)
 
 
 def test_pages_answer_from_the_primary_while_the_replica_is_down(servers, site):
