@@ -69,6 +69,10 @@ def test_jobs_succeed_while_the_database_is_down_and_the_drop_counter_says_what_
             during = [app.send_task("demo.tasks.noop") for _ in range(JOBS_DURING_OUTAGE)]
             assert [result.get(timeout=60) for result in during] == [None] * JOBS_DURING_OUTAGE
             assert all(result.state == "SUCCESS" for result in during)
+            # An outage longer than a flush: the jobs can all finish before any writer's next
+            # flush interval comes round, and a buffer then overflows with nothing yet tried.
+            wait_for(lambda: "could not write to the database" in worker.log(), timeout=30,
+                     what="a writer to try the database during the outage")
         finally:
             set_connections_allowed(database, True)
 
@@ -99,7 +103,11 @@ def test_jobs_succeed_while_the_database_is_down_and_the_drop_counter_says_what_
     report = json.loads(output.getvalue())
     workers = [p for p in report["processes"] if p["pid"] != os.getpid()]
     assert sum(p["events_dropped_overflow"] + p["events_dropped_error"] for p in workers) == dropped
-    assert all(p["write_errors"] > 0 for p in workers if p["events_dropped_overflow"] + p["events_dropped_error"])
+    # A process that dropped events because a write failed counted the failure; one whose buffer
+    # overflowed may not have reached its next flush before the database was back (a full buffer
+    # drops at once, whatever the writer is doing), so only the outage as a whole must show one.
+    assert all(p["write_errors"] > 0 for p in workers if p["events_dropped_error"])
+    assert any(p["write_errors"] > 0 for p in workers)
 
 
 def test_a_warm_shutdown_writes_what_the_worker_still_had_buffered(tmp_path):
