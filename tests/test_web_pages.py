@@ -310,6 +310,22 @@ def test_workers_alive_stopped_and_vanished_with_jobs_in_flight(staff):
     assert "vanished with 1 job in flight" in staff.get("/jobwatch/workers/").content.decode()
 
 
+def test_a_busy_worker_lists_its_oldest_jobs_in_flight_and_counts_them_all(staff, monkeypatch):
+    from monitors.web import workers as workers_page
+
+    monkeypatch.setattr(workers_page, "RUNNING_SHOWN", 3)
+    moment = now()
+    for number in range(5):
+        job(f"busy-{number}", state="started", worker="celery@busy", started_at=moment - timedelta(seconds=number))
+    job("calm-1", state="started", worker="celery@calm", started_at=moment)
+    job("done-1", state="succeeded", worker="celery@calm", started_at=moment)
+    workers = {worker["node"]: worker for worker in staff.get("/jobwatch/api/workers/").json()["workers"]}
+    assert [job["task_id"] for job in workers["celery@busy"]["running"]] == ["busy-4", "busy-3", "busy-2"]
+    assert workers["celery@busy"]["running_count"] == 5
+    assert [job["task_id"] for job in workers["celery@calm"]["running"]] == ["calm-1"]
+    assert workers["celery@calm"]["running_count"] == 1
+
+
 def test_overview_shows_trouble_and_a_stale_monitor_is_a_banner_on_every_page(staff, shop):
     data = staff.get("/jobwatch/api/").json()
     assert dict(data["findings_by_severity"])["critical"] == 1

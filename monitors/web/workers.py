@@ -39,15 +39,18 @@ def worker_list(request):
             worker["stopped_at"] = process.stopped_at
             worker["host"] = process.hostname
     in_flight = JobExecution.objects.filter(state__in=["received", "started"]).exclude(worker="")
-    counts = dict(in_flight.values_list("worker").annotate(jobs=Count("id")).order_by())
-    # The first RUNNING_SHOWN of each worker in one query (a query per worker costs a plan each).
-    running = defaultdict(list)
-    first_of_each = (in_flight.annotate(place=Window(RowNumber(), partition_by=F("worker"), order_by=F("started_at").asc()))
+    # The first RUNNING_SHOWN of each worker and how many it has in all, in one query: on a
+    # day-partitioned history each query over the in-flight jobs is planned over every partition
+    # (a query per worker, or a second one for the counts, costs a plan each).
+    running, counts = defaultdict(list), {}
+    first_of_each = (in_flight.annotate(place=Window(RowNumber(), partition_by=F("worker"), order_by=F("started_at").asc()),
+                                        in_worker=Window(Count("id"), partition_by=F("worker")))
                      .filter(place__lte=RUNNING_SHOWN)
                      .only("task_id", "task_name", "state", "queue", "worker", "worker_pid", "started_at", "received_at")
                      .order_by("worker", "started_at"))
     for job in first_of_each:
         running[job.worker].append(job)
+        counts[job.worker] = job.in_worker
     for node in counts:
         workers.setdefault(node, new_worker(node))
     for node, worker in workers.items():
