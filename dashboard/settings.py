@@ -252,6 +252,13 @@ if env_str("REPLICA_DATABASE_URL", ""):
     replica["CONN_HEALTH_CHECKS"] = True
     if replica["ENGINE"] == "django.db.backends.postgresql":
         replica["OPTIONS"].setdefault("connect_timeout", 3)
+        # A kept connection to a host that vanished without a word (a dead machine, a failover to
+        # another address, a firewall dropping idle connections) would hang its health check for
+        # the kernel's ~15 minutes: unacknowledged data gives up after 5 s, and keepalives find a
+        # silent peer within ~30 s while a long query waits for its answer.
+        for option, value in (("tcp_user_timeout", 5000), ("keepalives", 1), ("keepalives_idle", 15),
+                              ("keepalives_interval", 5), ("keepalives_count", 3)):
+            replica["OPTIONS"].setdefault(option, value)
     replica["TEST"] = {"MIRROR": "default"}  # a test reads its own writes
     DATABASE_ROUTERS = ["monitors.replica.ReadReplicaRouter"]
     MIDDLEWARE.append("monitors.replica.ReplicaReadsMiddleware")

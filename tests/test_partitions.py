@@ -75,6 +75,15 @@ def task_id_lookup_index():
     return names.pop()
 
 
+def add_prefix_index():
+    """The task id's prefix index Django made with the table, as every installation made before
+    0022 has it (going back past 0022 does not build it again)."""
+    with connection.schema_editor() as editor:
+        name = editor._create_index_name("monitors_jobexecution", ["task_id"], suffix="_like")
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE INDEX IF NOT EXISTS "{name}" ON monitors_jobexecution (task_id varchar_pattern_ops)')
+
+
 def fill_plain_table():
     """What an installation of the release before has: jobs over the last days (some whose enqueue
     was never recorded), one far older than the retention, tallies."""
@@ -100,6 +109,7 @@ def test_a_filled_table_migrates_to_day_partitions_keeping_every_row_id_and_inde
     try:
         migrate(BEFORE)
         assert partitions_of("monitors_jobexecution") == []
+        add_prefix_index()
         indexes_before = index_names("monitors_jobexecution")
         ids = fill_plain_table()
         migrate(target)
@@ -139,7 +149,7 @@ def test_a_filled_table_migrates_to_day_partitions_keeping_every_row_id_and_inde
         migrate(BEFORE)  # and back: one plain table, the same rows
         assert partitions_of("monitors_jobexecution") == [] and partitions.partition_key(connection, "monitors_jobexecution") is None
         assert JobExecution.objects.count() == len(ids) + 1 and JobTally.objects.count() == 5
-        assert index_names("monitors_jobexecution") == indexes_before
+        assert index_names("monitors_jobexecution") == indexes_before - prefix_index  # 0022 does not build it again
     finally:
         migrate(target)
     assert partitions.partition_key(connection, "monitors_jobexecution") == "enqueued_at"

@@ -199,6 +199,11 @@ def answer(command):
         return failed_jobs(command["failed_jobs"], command["count"])
     if "record" in command:
         return record(command["record"])
+    if "replica_checks_every" in command:  # how long a check of the replica is believed; none believed now
+        from monitors import replica
+        replica.CHECK_SECONDS = command["replica_checks_every"]
+        replica._checked.clear()
+        return {}
     if "replica_backend" in command:  # the server process this site's replica connection talks to
         kept = connections["replica"].connection
         return {"pid": kept.info.backend_pid if kept is not None else None}
@@ -448,6 +453,10 @@ def test_the_replica_connection_is_kept_between_requests_and_replaced_once_dropp
 
 
 def test_pages_answer_from_the_primary_while_the_replica_is_down(servers, site):
+    # The replica seen answering just before it stops, and believed for longer than this test
+    # takes: the first request after the stop learns of it from its kept connection alone.
+    site.ask(replica_checks_every=120)
+    assert site.get("/jobwatch/api/jobs/")["sql"]["replica"]
     servers.stop_replica()
     task_id = site.ask(record="shop.after_the_outage")["task_id"]
     # First, while this process last saw the replica answer: the request's connection fails, and

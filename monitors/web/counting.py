@@ -14,9 +14,10 @@ CAP = 10_000
 TIMEOUT_MS = 20
 ESTIMATE_TIMEOUT_MS = 15
 # What an answer that lists rows and counts them too (the page without JavaScript, the JSON with
-# ?count=1) may spend on both before rendering: the count gets what the rows left of it, its two
-# timeouts shrunk alike, and says "many" when too little is left to try. 30 of the pages' 50 ms:
-# the rest is the request's own work (session, user, rendering), which doubles on a machine
+# ?count=1) may spend on both: the count gets what the rows left of it, its two
+# timeouts shrunk alike, and says "many" when too little is left to try. 30 of the pages' 50 ms
+# (a whole page counts its rows' rendering, PAGE_RENDER_MS in jobs.py, as spent from it): the rest
+# is the request's own work (session, user, middleware, the response), which doubles on a machine
 # running at half speed while a statement timeout does not (at 38 these answers reached 52–54 ms
 # p95 on such a run of benchmarks/dashboard.py). The page's own count fragment lists nothing and
 # keeps its whole TIMEOUT_MS + ESTIMATE_TIMEOUT_MS.
