@@ -2,6 +2,8 @@
 again), idempotent per request, refused (with the reason) when a record is gone or the
 arguments were not kept whole, and sent with the full original arguments when they were."""
 
+import json
+
 import pytest
 from django.contrib.auth.models import Permission, User
 
@@ -93,13 +95,19 @@ def test_a_replay_sends_the_full_arguments_even_when_the_table_shows_them_redact
     tasks.call_partner.delay(f"{gateway.url.rsplit(':', 1)[0]}:9/orders", {"note": note}, api_token="s3cret")
     [job] = failed("demo.tasks.call_partner", 1)
     assert job.payload_complete is False and job.kwargs["api_token"] == "[redacted]"
-    assert JobPayload.objects.filter(task_id=job.task_id).exists()
+
+    # A failed job's full arguments are written just after its row, in a transaction of their own.
+    def kept(task_id):
+        return JobPayload.objects.filter(task_id=task_id).first()
+
+    wait_for(lambda: kept(job.task_id), timeout=30, what="the failed job's full arguments kept")
 
     replay_jobs(operator, JobSelection.from_ids([job.task_id]), surface="command")
     replay = wait_for(lambda: JobExecution.objects.filter(replay_of=job.task_id, state="failed").first(), timeout=60,
                       what="the replay to fail the same way")
     # What the replay ran with, kept (it failed too): the real token and the whole note.
-    args, kwargs = __import__("json").loads(JobPayload.objects.get(task_id=replay.task_id).body)
+    payload = wait_for(lambda: kept(replay.task_id), timeout=30, what="the replay's full arguments kept")
+    args, kwargs = json.loads(payload.body)
     assert kwargs == {"api_token": "s3cret"} and args[1] == {"note": note}
 
 
