@@ -55,7 +55,9 @@ def test_runtime_and_queue_wait_of_each_task_from_real_workers(tmp_path, broker_
         # Told to wait 3 s: its wait counts from its eta, not from its publish.
         later = app.send_task("demo.tasks.echo", args=[1], queue=queue, countdown=3).id
         wait_for(lambda: succeeded([later]), timeout=30, what="the job with an eta")
-    wait_for(lambda: total(histogram("demo.tasks.echo", "wait")) == 1, what="the histograms to be written")
+    # Each pool process writes its own histograms, on its own flush: wait for every job's.
+    wait_for(lambda: total(histogram("demo.tasks.echo", "wait")) == 1 and total(histogram("demo.tasks.sleep_for", "wait")) == 4
+             and total(histogram("demo.tasks.sleep_for", "runtime")) == 4, what="the histograms to be written")
 
     runtime, wait = histogram("demo.tasks.sleep_for", "runtime"), histogram("demo.tasks.sleep_for", "wait")
     assert total(runtime) == 4 and total(wait) == 4
