@@ -12,6 +12,7 @@ from monitors.actions import (
     restore_messages, resume_queue,
 )
 from monitors.actions.selection import JobSelection
+from monitors.admin_search import search_jobs
 from monitors.alerts.channels import send_test
 from monitors.brokers import BrokerUnavailable
 from monitors.circuits.stores import StoreUnavailable
@@ -19,9 +20,14 @@ from monitors.models import (
     ActionLog, ArchivedMessage, Circuit, CircuitEvent, Finding, Incident, JobExecution, MonitorHeartbeat, Notification,
     NotificationChannel, QueuePause, QueueSample, RecorderProcess,
 )
+from monitors.web.counting import AffordablePaginator
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
+    # These tables are the monitor's own and several grow with the jobs: each list is counted as
+    # the dashboard counts (exact up to a cap, else an estimate), not row by row on every view.
+    paginator = AffordablePaginator
+
     def has_add_permission(self, request):
         return False
 
@@ -40,7 +46,13 @@ class JobExecutionAdmin(ReadOnlyAdmin):
     actions = ["replay", "replay_forced", "discard", "cancel", "cancel_terminating"]
     list_display = ["task_name", "state", "queue", "enqueued_at", "runtime", "origin_kind", "origin_model", "origin_receiver"]
     list_filter = ["state", "origin_kind", "origin_deferred", "origin_in_atomic"]
-    search_fields = ["=task_id", "task_name", "origin_receiver", "exception_type"]
+    # The search box is admin_search.search_jobs (each part of it on an index); Django only needs
+    # a search field named to show the box.
+    search_fields = ["task_id"]
+    search_help_text = ("A task id; part of a task's name; text in the arguments or the error message; "
+                        "part of the receiver or exception type (newest jobs)")
+    # Sorting by any other column would sort the whole history for each page.
+    sortable_by = ["enqueued_at"]
     date_hierarchy = None  # a date drill-down counts the whole table; too slow at millions of rows
     show_full_result_count = False  # "x of y" would count every row on each page view
     ordering = ["-id"]
@@ -58,6 +70,13 @@ class JobExecutionAdmin(ReadOnlyAdmin):
         ("Lineage", {"fields": ["parent_id", "root_id", "group_id", "replay_of", "discarded_at"]}),
         ("Cancelled", {"fields": ["cancelled_at", "cancelled_by", "cancel_reason"]}),
     ]
+
+    def get_search_results(self, request, queryset, search_term):
+        jobs, notes = search_jobs(queryset, search_term)
+        if search_term.strip():
+            for note in notes:
+                self.message_user(request, note, messages.INFO)
+        return jobs, False
 
     def has_replay_jobs_permission(self, request):
         return allowed(request.user, "replay_jobs")

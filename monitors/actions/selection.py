@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, timedelta
 
 from django.db import connections
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -275,9 +276,7 @@ def apply_filter(jobs, key, value):
     if key == "circuit":
         return jobs.filter(circuit=value)
     if key == "text":
-        # On PostgreSQL: UPPER(column::text) LIKE UPPER('%…%'), the expressions migration 0017 indexes
-        # (change one, change the other). Django escapes % and _ in the value: they are literal.
-        return jobs.filter(exception_message__icontains=value) | jobs.filter(args__icontains=value)
+        return jobs.filter(text_condition(value))
     if key == "discarded":  # chosen in filtered(): here only checked
         if value != "yes":
             raise BadSelection(f"discarded={value[:40]!r}: the only value is yes", key=key)
@@ -287,6 +286,13 @@ def apply_filter(jobs, key, value):
             raise BadSelection(f"up_to={value[:40]!r} is not a job id", key=key)
         return jobs.filter(id__lte=int(value))
     raise BadSelection(f"unknown filter {key!r}", key=key)
+
+
+def text_condition(text):
+    """Jobs with `text` in their arguments or error message. On PostgreSQL this is
+    UPPER(column::text) LIKE UPPER('%…%'), the expressions migration 0017 indexes (change one,
+    change the other). Django escapes % and _ in the value: they are literal."""
+    return Q(exception_message__icontains=text) | Q(args__icontains=text)
 
 
 # PostgreSQL's bigint, the execution table's id.

@@ -5,7 +5,9 @@ estimate. Each count says which it is, so a page never shows a guess as a fact."
 import contextlib
 from dataclasses import dataclass
 
+from django.core.paginator import Paginator
 from django.db import DatabaseError, connections, transaction
+from django.utils.functional import cached_property
 
 CAP = 10_000
 # What an exact count may take before the planner's estimate stands in, and what that estimate may
@@ -170,3 +172,28 @@ def statement_timeout(alias, timeout_ms):
     if nested:
         with connection.cursor() as cursor:
             cursor.execute("SELECT set_config('statement_timeout', %s, true), set_config('jit', %s, true)", before)
+
+
+class AffordablePaginator(Paginator):
+    """Django's paginator, for the admin's lists of tables that grow with the jobs: the changelist
+    counts its rows on every view (filtered or not), which over millions of rows takes seconds, so
+    its count is bounded_count's. `counted` says which kind of count it is, for the template
+    (admin/monitors/pagination.html); `count` is what the page links are made from."""
+
+    @cached_property
+    def counted(self):
+        return bounded_count(self.object_list, filtered=self.object_list.query.has_filters())
+
+    @cached_property
+    def count(self):
+        counted = self.counted
+        # A count that is not exact may be below the rows there are: never let it cut a page
+        # short, and leave the pages up to the cap reachable. Past the cap, too, it is above the
+        # admin's list_max_show_all (200), so "Show all" is offered only for an exact count.
+        return counted.value if counted.kind == "exact" else max(counted.value, CAP + 1)
+
+    def page(self, number):
+        """A whole page of rows, or fewer only where the rows end (Django's own stops at `count`)."""
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        return self._get_page(self.object_list[bottom:bottom + self.per_page], number, self)
