@@ -11,6 +11,7 @@ from django.db import connection
 from django.test import Client
 
 from monitors.actions import selection
+from monitors import admin_search
 from monitors.admin_search import search_jobs
 from monitors.models import JobExecution, TaskCounter
 from monitors.web import counting
@@ -66,7 +67,7 @@ def test_the_search_box_finds_jobs_by_id_name_text_receiver_and_exception(admin_
 
 
 def test_the_search_tells_what_it_read_only_of_the_newest_jobs(admin_client, shop, monkeypatch):
-    monkeypatch.setattr(selection, "TEXT_SEARCH_ROWS", 1)
+    monkeypatch.setattr(admin_search, "NAME_SEARCH_ROWS", 1)
     # The receiver belongs to the third job of four: not the newest one.
     assert ids(admin_client.get(CHANGELIST, {"q": "receipt_on"})) == set()
     page = admin_client.get(CHANGELIST, {"q": "receipt_on"}).content.decode()
