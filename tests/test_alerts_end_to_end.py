@@ -50,6 +50,17 @@ def events_about(receiver, subject):
     return [(item["event"], item) for item in receiver.received if item.get("subject") == subject]
 
 
+def what_happened(receiver):
+    """For a wait that timed out: what was notified, and what the monitor holds open."""
+    from monitors.models import QueueSample
+
+    sent = [(item.get("event"), item.get("kind"), item.get("subject")) for item in receiver.received]
+    findings = list(Finding.objects.filter(status="open").values_list("kind", "subject", "first_seen"))
+    incidents = list(Incident.objects.values_list("subject", "state", "opened_at", "notified_at"))
+    samples = list(QueueSample.objects.order_by("-sampled_at").values_list("queue", "sampled_at", "depth", "consumers", "error")[:6])
+    return f"notified {sent}; open findings {findings}; incidents {incidents}; newest samples {samples}"
+
+
 def test_an_open_circuit_is_notified_once_within_a_minute_and_resolved_once(tmp_path, receiver):
     gateway = start_gateway(port=0, up=False)
     NotificationChannel.objects.create(name="ops hook", kind="webhook", target=receiver.url)
@@ -61,7 +72,8 @@ def test_an_open_circuit_is_notified_once_within_a_minute_and_resolved_once(tmp_
             opened = wait_for(lambda: CircuitEvent.objects.filter(circuit=SUBJECT, to_state="open").order_by("at").first(),
                               timeout=60, what="the circuit to open")
 
-            wait_for(lambda: events_about(receiver, SUBJECT), timeout=90, what="the opened notification")
+            wait_for(lambda: events_about(receiver, SUBJECT), timeout=90, what="the opened notification",
+                     explain=lambda: what_happened(receiver))
             latency = time.time() - opened.at.timestamp()
             print(f"notified {latency:.1f} s after the circuit opened")
             [(event, payload)] = events_about(receiver, SUBJECT)
@@ -70,7 +82,8 @@ def test_an_open_circuit_is_notified_once_within_a_minute_and_resolved_once(tmp_
             assert latency < 60
 
             gateway.set_up(True)
-            wait_for(lambda: len(events_about(receiver, SUBJECT)) >= 2, timeout=150, what="the resolved notification")
+            wait_for(lambda: len(events_about(receiver, SUBJECT)) >= 2, timeout=150, what="the resolved notification",
+                     explain=lambda: what_happened(receiver))
             time.sleep(12)  # another alert run or more: still nothing new
             assert [event for event, _ in events_about(receiver, SUBJECT)] == ["opened", "resolved"]
 
@@ -97,14 +110,16 @@ def test_a_backlog_is_notified_once_and_resolved_once(tmp_path, receiver):
         started = time.time()
         for _ in range(40):
             app.send_task("demo.tasks.noop", queue="reports")  # nobody consumes "reports"
-        wait_for(lambda: events_about(receiver, "reports"), timeout=120, what="the backlog's notification")
+        wait_for(lambda: events_about(receiver, "reports"), timeout=120, what="the backlog's notification",
+                 explain=lambda: what_happened(receiver))
         print(f"backlog notified {time.time() - started:.1f} s after it began")
         # Nobody consumes it, so it is too long: one problem, one incident, named after its cause.
         wait_for(lambda: Finding.objects.filter(kind="queue_too_long", status="open").exists(), timeout=90,
                  what="the queue to be too long for its threshold")
 
         redis.Redis.from_url(f"{REDIS_URL}/14").delete("reports")  # drained
-        wait_for(lambda: len(events_about(receiver, "reports")) >= 2, timeout=150, what="the backlog's resolve")
+        wait_for(lambda: len(events_about(receiver, "reports")) >= 2, timeout=150, what="the backlog's resolve",
+                 explain=lambda: what_happened(receiver))
         time.sleep(12)
     assert [(event, item["kind"]) for event, item in events_about(receiver, "reports")] == [
         ("opened", "queue_without_consumer"), ("resolved", "queue_without_consumer")]
@@ -122,10 +137,12 @@ def test_an_orphan_wave_is_notified_once_and_resolved_once(tmp_path, receiver):
             with pytest.raises(RuntimeError), transaction.atomic():
                 Order.objects.create(customer=customer, total_cents=5)  # its inventory job is enqueued here…
                 raise RuntimeError("card declined")  # …and the order rolled back
-        wait_for(lambda: events_about(receiver, subject), timeout=150, what="the orphan wave's notification")
+        wait_for(lambda: events_about(receiver, subject), timeout=150, what="the orphan wave's notification",
+                 explain=lambda: what_happened(receiver))
         print(f"orphan wave notified {time.time() - started:.1f} s after it began (10 s of it: the commit grace)")
         [(event, payload)] = events_about(receiver, subject)
         assert event == "opened" and payload["count"] == 6 and payload["evidence"]["cause"] == "rolled_back"
-        wait_for(lambda: len(events_about(receiver, subject)) >= 2, timeout=180, what="the wave to leave the window")
+        wait_for(lambda: len(events_about(receiver, subject)) >= 2, timeout=180, what="the wave to leave the window",
+                 explain=lambda: what_happened(receiver))
         time.sleep(12)
     assert [event for event, _ in events_about(receiver, subject)] == ["opened", "resolved"]
