@@ -24,15 +24,16 @@ def fanout(request):
     # Storms are minutes long (the detector looks at 5): the page opens on the last 15 minutes,
     # and a longer window costs in proportion to the jobs it holds.
     window = window_from(request)
+    # Ties are ranked by name, so that a table does not reorder itself on every refresh.
     recent = JobExecution.objects.filter(enqueued_at__gte=window.since).exclude(origin_receiver="")
     origins = list(recent.filter(origin_kind__in=("save", "delete", "signal"))
                    .values("origin_model", "origin_receiver")
                    .annotate(jobs=Count("id"), saves=Count("origin_save", distinct=True), tasks=Count("task_name", distinct=True))
-                   .order_by("-jobs")[:TOP])
+                   .order_by("-jobs", "origin_model", "origin_receiver")[:TOP])
     models = list(recent.filter(origin_kind__in=("save", "delete")).exclude(origin_save="")
                   .values("origin_model")
                   .annotate(jobs=Count("id"), saves=Count("origin_save", distinct=True), receivers=Count("origin_receiver", distinct=True))
-                  .order_by("-jobs")[:TOP])
+                  .order_by("-jobs", "origin_model")[:TOP])
     for model in models:
         model["per_save"] = round(model["jobs"] / model["saves"], 1) if model["saves"] else None
     for origin in origins:
@@ -41,7 +42,7 @@ def fanout(request):
     saves = list(recent.exclude(origin_save="")
                  .values("origin_save", "origin_model", "origin_pk", "origin_created", "origin_update_fields")
                  .annotate(jobs=Count("id"), receivers=Count("origin_receiver", distinct=True))
-                 .filter(jobs__gt=1).order_by("-jobs")[:TOP])
+                 .filter(jobs__gt=1).order_by("-jobs", "origin_model", "origin_save")[:TOP])
     context = {
         "window": window, "windows": WINDOWS, "models": models, "origins": origins, "saves": saves,
         "findings": list(Finding.objects.filter(status=Finding.Status.OPEN, kind__in=FANOUT_KINDS).order_by("-last_seen")[:20]),
