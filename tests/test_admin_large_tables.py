@@ -59,6 +59,7 @@ def ids(response):
     ("CardDecl", {"8d0c0e55-charge-1"}),                         # part of the exception type
     ("8d0c0e55", set()),                                         # part of an id is not an id
     ("nothing-like-this", set()),
+    ("8d0c0e55-charge-1" + "x" * 300, set()),                    # longer than any task id
 ])
 def test_the_search_box_finds_jobs_by_id_name_text_receiver_and_exception(admin_client, shop, term, found):
     response = admin_client.get(CHANGELIST, {"q": term})
