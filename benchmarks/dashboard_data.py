@@ -444,6 +444,27 @@ ON CONFLICT (minute, metric, task_name, queue, exception) DO UPDATE
     SET count = monitors_jobtally.count + EXCLUDED.count, runtime_sum = monitors_jobtally.runtime_sum + EXCLUDED.runtime_sum
 """
 
+# OriginTally as the recorder's writer keeps it (monitors/recording/origin_tally.py): jobs a save,
+# delete or signal set off, per minute, origin and task; each save counted once per receiver and
+# once in all, in the row of its first job.
+ORIGIN_TALLY_SQL = """
+INSERT INTO monitors_origintally (minute, origin_kind, origin_model, origin_receiver, task_name, jobs, saved_jobs, saves,
+                                  model_saves)
+SELECT date_trunc('minute', enqueued_at), origin_kind, origin_model, origin_receiver, task_name, count(*),
+       count(*) FILTER (WHERE origin_save <> ''), count(*) FILTER (WHERE origin_save <> '' AND first_for_receiver),
+       count(*) FILTER (WHERE origin_save <> '' AND first_of_save)
+FROM (SELECT enqueued_at, origin_kind, origin_model, origin_receiver, task_name, origin_save,
+             row_number() OVER (PARTITION BY origin_save, origin_receiver ORDER BY enqueued_at, id) = 1 AS first_for_receiver,
+             row_number() OVER (PARTITION BY origin_save ORDER BY enqueued_at, id) = 1 AS first_of_save
+      FROM monitors_jobexecution
+      WHERE id BETWEEN %(lo)s AND %(hi)s AND enqueued_at >= %(since)s AND origin_kind IN ('save', 'delete', 'signal')
+        AND origin_receiver <> '') j
+GROUP BY 1, 2, 3, 4, 5
+ON CONFLICT (minute, origin_kind, origin_model, origin_receiver, task_name) DO UPDATE
+    SET jobs = monitors_origintally.jobs + EXCLUDED.jobs, saved_jobs = monitors_origintally.saved_jobs + EXCLUDED.saved_jobs,
+        saves = monitors_origintally.saves + EXCLUDED.saves, model_saves = monitors_origintally.model_saves + EXCLUDED.model_saves
+"""
+
 # JobHistogram as the recorder's writer keeps it: the runtime of succeeded and failed jobs when
 # they finished, the queue wait (enqueued → started) when they started, in monitors/timing.py's
 # buckets, per day (`unit` day, resolution 86400), hour (hour, 3600) or minute (minute, 60), in
@@ -638,6 +659,7 @@ def build(name, rows, jobs):
     statements = index_statements(indexes)
     statements.sort(key=lambda statement: "task_id" not in statement[1])  # the widest first
     statements.append(("tallies", TALLY_SQL, {"lo": 1, "hi": rows, "since": datetime.fromtimestamp(0, UTC)}))
+    statements.append(("origin tallies", ORIGIN_TALLY_SQL, {"lo": 1, "hi": rows, "since": datetime.fromtimestamp(0, UTC)}))
     statements += histogram_statements(rows, t0, now)
     statements += sample_statements(rows, now)
     log("  indexes, tallies and samples:")
@@ -653,6 +675,7 @@ def build(name, rows, jobs):
         connection.execute("SELECT setval(pg_get_serial_sequence('monitors_jobexecution', 'id'), %s)", [rows])
         connection.execute("VACUUM (ANALYZE) monitors_jobexecution")
         connection.execute("VACUUM (ANALYZE) monitors_jobtally")
+        connection.execute("VACUUM (ANALYZE) monitors_origintally")
         connection.execute("VACUUM (ANALYZE) monitors_jobhistogram")
         connection.execute("VACUUM (ANALYZE) monitors_queuesample")
     vacuumed = time.perf_counter() - phase
@@ -711,6 +734,10 @@ def refresh(name, marker, jobs):
         connection.execute("DELETE FROM monitors_jobtally WHERE minute >= %s OR minute < %s",
                            [since, datetime.fromtimestamp(now - SPAN, UTC)])
         connection.execute(TALLY_SQL, {"lo": job_at(regenerated_from - 6 * 3600 - t0, rate_rows, t0), "hi": max_id, "since": since})
+        connection.execute("DELETE FROM monitors_origintally WHERE minute >= %s OR minute < %s",
+                           [since, datetime.fromtimestamp(now - SPAN, UTC)])
+        connection.execute(ORIGIN_TALLY_SQL, {"lo": job_at(regenerated_from - 6 * 3600 - t0, rate_rows, t0), "hi": max_id,
+                                              "since": since})
         since_hour = datetime.fromtimestamp(math.floor(since.timestamp() / 3600) * 3600, UTC)
         since_day = datetime.fromtimestamp(math.floor(since.timestamp() / DAY) * DAY, UTC)
         connection.execute("DELETE FROM monitors_jobhistogram WHERE (resolution = 86400 AND (start >= %s OR start < %s))"
@@ -732,7 +759,8 @@ def refresh(name, marker, jobs):
     # marked the rewritten pages all-visible (the Tasks pages read the histogram index alone only
     # there).
     with connect(name) as connection:
-        for table in ("monitors_jobexecution", "monitors_jobtally", "monitors_jobhistogram", "monitors_queuesample"):
+        for table in ("monitors_jobexecution", "monitors_jobtally", "monitors_origintally", "monitors_jobhistogram",
+                      "monitors_queuesample"):
             connection.execute(f"VACUUM (ANALYZE) {table}")
     seconds = time.perf_counter() - started
     log(f"  {last_new - first_new + 1:,} jobs generated (from {datetime.fromtimestamp(regenerated_from, UTC):%H:%M} UTC), "
@@ -745,7 +773,7 @@ def refresh(name, marker, jobs):
 
 def table_counts(name):
     tables = {"jobs": "monitors_jobexecution", "queue_samples": "monitors_queuesample", "tallies": "monitors_jobtally",
-              "histograms": "monitors_jobhistogram",
+              "origin_tallies": "monitors_origintally", "histograms": "monitors_jobhistogram",
               "findings": "monitors_finding", "incidents": "monitors_incident", "circuits": "monitors_circuit",
               "recorder_processes": "monitors_recorderprocess", "action_logs": "monitors_actionlog",
               "archived_messages": "monitors_archivedmessage"}

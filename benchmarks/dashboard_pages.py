@@ -41,6 +41,8 @@ PAGES = [
     ("task 24h", "/jobwatch/task/?name={task}&window=24h"),
     ("task 7d", "/jobwatch/task/?name={task}&window=7d"),
     ("fanout", "/jobwatch/fanout/"),
+    ("fanout 24h", "/jobwatch/fanout/?window=24h"),
+    ("fanout 7d", "/jobwatch/fanout/?window=7d"),
     ("orphans", "/jobwatch/orphans/"),
     ("circuits", "/jobwatch/circuits/"),
     ("workers", "/jobwatch/workers/"),

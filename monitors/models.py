@@ -721,6 +721,35 @@ class JobTally(models.Model):
         return f"{self.minute:%H:%M} {self.metric} {self.task_name}: {self.count}"
 
 
+class OriginTally(models.Model):
+    """Jobs enqueued per minute by each origin that a save, a delete or a signal set off (its
+    model and receiver), per task, kept by the recorder's writer from the enqueue events. The
+    Fan-out page reads these: a week of them is at most 10,080 rows per origin and task, whatever
+    the size of the execution table. Saves are counted where their first job was: each save once
+    per receiver (`saves`) and once per model (`model_saves`), so that summing rows over any window
+    counts each save once (monitors/recording/origin_tally.py)."""
+
+    minute = models.DateTimeField(help_text="start of the minute the recorder wrote the counts in")
+    origin_kind = models.CharField(max_length=16, help_text="save, delete or signal")
+    origin_model = models.CharField(max_length=255, blank=True)
+    origin_receiver = models.CharField(max_length=255)
+    task_name = models.CharField(max_length=255)
+    jobs = models.BigIntegerField(default=0)
+    saved_jobs = models.BigIntegerField(default=0, help_text="of those, jobs a signal's receiver enqueued (they name the save)")
+    saves = models.BigIntegerField(default=0, help_text="saves whose first job for this receiver is counted here")
+    model_saves = models.BigIntegerField(default=0, help_text="saves whose first job of all is counted here")
+
+    class Meta:
+        constraints = [
+            # Also the page's index: every origin's rows over a window.
+            models.UniqueConstraint(fields=["minute", "origin_kind", "origin_model", "origin_receiver", "task_name"],
+                                    name="jobwatch_one_origin_tally"),
+        ]
+
+    def __str__(self):
+        return f"{self.minute:%H:%M} {self.origin_model} → {self.origin_receiver}: {self.jobs}"
+
+
 class JobHistogram(models.Model):
     """How long jobs ran and waited, per task, as counts in fixed buckets (monitors/timing.py):
     one row per task, measure and bucket that saw a job, per minute (kept three days), per hour

@@ -37,8 +37,9 @@ from monitors.conf import setting
 
 # What the recorder and the sampler write and the pages and detectors only read (model labels).
 HISTORY = frozenset({
-    "monitors.jobexecution", "monitors.jobpayload", "monitors.jobtally", "monitors.jobhistogram",
-    "monitors.taskcounter", "monitors.queuesample", "monitors.recorderprocess", "monitors.circuitevent",
+    "monitors.jobexecution", "monitors.jobpayload", "monitors.jobtally", "monitors.origintally",
+    "monitors.jobhistogram", "monitors.taskcounter", "monitors.queuesample", "monitors.recorderprocess",
+    "monitors.circuitevent",
 })
 # The Celery tasks whose reads of the history go to the replica.
 REPLICA_TASKS = frozenset({"jobwatch.run_detectors"})

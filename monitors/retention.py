@@ -1,8 +1,8 @@
 """Keeping the history bounded. Every deletion by age is here, in batches (a big delete must not
 hold locks for long or bloat one transaction), each kind with its own retention setting:
 
-- jobs, their per-minute tallies (on PostgreSQL both by dropping whole day partitions) and hourly
-  and daily time histograms, circuit transitions, resolved findings (with their incidents and
+- jobs, their per-minute tallies (on PostgreSQL both by dropping whole day partitions), the
+  Fan-out page's per-minute counts by origin and the hourly and daily time histograms, circuit transitions, resolved findings (with their incidents and
   notifications) and recorder processes gone quiet: HISTORY_RETENTION_DAYS (30) — prune_history,
   daily;
 - the audit log: AUDIT_RETENTION_DAYS (365) — prune_history;
@@ -25,7 +25,7 @@ from django.utils import timezone
 from monitors.conf import setting
 from monitors import partitions, timing
 from monitors.models import (ActionLog, ArchivedMessage, CircuitEvent, Finding, JobExecution, JobHistogram, JobPayload,
-                             JobTally, QueueSample, RecorderProcess)
+                             JobTally, OriginTally, QueueSample, RecorderProcess)
 from monitors.sampling import bucket
 
 ROLLUP_RESOLUTION = 600  # seconds in one rolled-up sample
@@ -46,6 +46,7 @@ def prune_history(now=None):
         "jobs": prune_by_day(partitions.JOBS, history, JobExecution.objects.filter(
             Q(enqueued_at__lt=history) | Q(enqueued_at__isnull=True, finished_at__lt=history))),
         "job_tallies": prune_by_day(partitions.TALLIES, history, JobTally.objects.filter(minute__lt=history)),
+        "origin_tallies": delete_in_batches(OriginTally.objects.filter(minute__lt=history)),
         "job_histograms": delete_in_batches(JobHistogram.objects.filter(
             Q(resolution__in=[timing.HOUR, timing.DAY], start__lt=history)
             | Q(resolution=timing.MINUTE, start__lt=now - timedelta(days=MINUTE_HISTOGRAM_DAYS)))),

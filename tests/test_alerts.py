@@ -207,15 +207,18 @@ def test_metrics_need_a_token_or_staff_and_parse_as_prometheus_text(client, sett
 
 
 def test_pruning_keeps_the_history_within_its_retention():
-    from monitors.models import ActionLog, JobExecution
+    from monitors.models import ActionLog, JobExecution, OriginTally
     from monitors.retention import prune_history
 
     old, recent = timezone.now() - timedelta(days=40), timezone.now() - timedelta(days=1)
     for number, moment in enumerate((old, old, recent)):
         JobExecution.objects.create(task_id=f"j{number}", state="succeeded", enqueued_at=moment, updated_at=moment)
+        OriginTally.objects.create(minute=moment.replace(second=0, microsecond=0) + timedelta(minutes=number),
+                                   origin_kind="save", origin_receiver="shop.receivers.sync", task_name="shop.sync", jobs=1)
     ActionLog.objects.create(at=old, action="replay_jobs", outcome="succeeded")
     pruned = prune_history()
     assert pruned["jobs"] == 2 and list(JobExecution.objects.values_list("task_id", flat=True)) == ["j2"]
+    assert pruned["origin_tallies"] == 2 and OriginTally.objects.get().minute > old
     assert pruned["audit_log"] == 0  # kept a year
 
 

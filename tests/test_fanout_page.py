@@ -1,11 +1,17 @@
-"""The Fan-out page reads every job of its window, so a window that holds too many is refused
-with a word (PostgreSQL cancels its reads once they have spent READ_BUDGET_MS together) rather
-than holding a database connection for seconds on every poll."""
+"""The Fan-out page ranks the single saves of its window from the job rows, so a window that holds
+too many leaves that table out with a word (PostgreSQL cancels the read after READ_BUDGET_MS)
+rather than holding a database connection for seconds on every poll; the origins and models,
+read from the per-minute counts, are shown whatever the window."""
+
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from django.db import DatabaseError, connection
 
-from monitors.web import counting, fanout
+from monitors.models import JobExecution, OriginTally
+from monitors.recording.origin_tally import count_history
+from monitors.web import fanout
 from tests.rows import job_row
 
 pytestmark = pytest.mark.django_db
@@ -18,30 +24,24 @@ def slow_reads_of_the_history(execute, sql, params, many, context):
     return execute(sql, params, many, context)
 
 
-def test_a_window_too_large_to_read_in_time_says_so(admin_client, monkeypatch):
-    job_row("j1", "shop.sync", "default", origin_kind="save", origin_model="shop.Order", origin_save="s1",
-            origin_receiver="shop.receivers.sync")
+def test_a_window_too_large_to_rank_its_saves_in_time_says_so(admin_client, monkeypatch):
+    for n in (1, 2):
+        job_row(f"j{n}", "shop.sync", "default", origin_kind="save", origin_model="shop.Order", origin_save="s1",
+                origin_receiver="shop.receivers.sync")
+    OriginTally.objects.create(minute=timezone.now().replace(second=0, microsecond=0), origin_kind="save",
+                               origin_model="shop.Order", origin_receiver="shop.receivers.sync", task_name="shop.sync",
+                               jobs=2, saved_jobs=2, saves=1, model_saves=1)
     monkeypatch.setattr(fanout, "READ_BUDGET_MS", 100)
     with connection.execute_wrapper(slow_reads_of_the_history):
         page = admin_client.get("/jobwatch/fanout/", {"window": "7d"})
         data = admin_client.get("/jobwatch/api/fanout/", {"window": "7d"}).json()
     assert page.status_code == 200
-    assert "are too many to count within 0.1 s; choose a shorter window" in page.content.decode()
-    assert data["too_many"].startswith("The jobs of the last 7 days are too many") and data["origins"] == []
-    # In time, the same page counts them.
+    assert "too many to rank single saves within 0.1 s; choose a shorter window for this table" in page.content.decode()
+    assert data["too_many"].startswith("The jobs of the last hour are too many") and data["saves"] == []
+    assert [(origin["jobs"], origin["per_save"]) for origin in data["origins"]] == [(2, 2.0)]  # from the counts
+    # In time, the same page ranks them.
     data = admin_client.get("/jobwatch/api/fanout/", {"window": "7d"}).json()
-    assert data["too_many"] == "" and [origin["jobs"] for origin in data["origins"]] == [1]
-
-
-def test_the_reads_share_one_budget():
-    with pytest.raises(DatabaseError) as raised:
-        with counting.shared_timeout("default", 150) as next_read:
-            with connection.cursor() as cursor:
-                next_read()
-                cursor.execute("SELECT pg_sleep(0.1)")  # within 150 ms on its own…
-                next_read()
-                cursor.execute("SELECT pg_sleep(0.1)")  # …but not with the first
-    assert fanout.cancelled(raised.value)
+    assert data["too_many"] == "" and [save["jobs"] for save in data["saves"]] == [2]
 
 
 def test_a_database_error_that_is_not_the_budget_is_not_taken_for_it():
@@ -49,3 +49,19 @@ def test_a_database_error_that_is_not_the_budget_is_not_taken_for_it():
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1/0")
     assert not fanout.cancelled(raised.value)
+
+
+def test_a_long_window_counts_its_origins_and_ranks_the_saves_of_its_last_hour(admin_client):
+    """The origins come from the counts of the whole window; ranking single saves reads job rows,
+    so it covers the last hour of a longer window, and says so."""
+    earlier = timezone.now() - timedelta(hours=3)
+    for n in (1, 2):
+        job_row(f"old{n}", "shop.sync", "default", at=earlier, origin_kind="save", origin_model="shop.Order",
+                origin_save="s-old", origin_receiver="shop.receivers.sync")
+        job_row(f"new{n}", "shop.sync", "default", origin_kind="save", origin_model="shop.Order", origin_save="s-new",
+                origin_receiver="shop.receivers.sync")
+    count_history(JobExecution, OriginTally, earlier - timedelta(minutes=1), timezone.now() + timedelta(minutes=1))
+    data = admin_client.get("/jobwatch/api/fanout/", {"window": "24h"}).json()
+    assert [(origin["jobs"], origin["saves"]) for origin in data["origins"]] == [(4, 2)]
+    assert [save["origin_save"] for save in data["saves"]] == ["s-new"] and data["saves_window"] == "hour"
+    assert "Saves that enqueued the most <small>last hour</small>" in admin_client.get("/jobwatch/fanout/?window=24h").content.decode()

@@ -319,7 +319,7 @@ def test_only_the_history_is_read_on_the_replica_and_only_where_asked(settings, 
         routed = {model.__name__ for model in models if router.db_for_read(model) == "replica"}
         with replica.primary_reads():  # an action inside a page's request
             assert router.db_for_read(JobExecution) is None
-    assert routed == {"JobExecution", "JobPayload", "JobTally", "JobHistogram", "TaskCounter", "QueueSample",
+    assert routed == {"JobExecution", "JobPayload", "JobTally", "OriginTally", "JobHistogram", "TaskCounter", "QueueSample",
                       "RecorderProcess", "CircuitEvent"}
     # Never a write: an object read on the replica is saved on the primary.
     job = JobExecution(task_id="read-there")

@@ -14,8 +14,9 @@ from django.utils import timezone
 from django.utils.html import escape
 
 import monitors
-from monitors.models import (Circuit, CircuitEvent, Finding, JobExecution, JobTally, MonitorHeartbeat, QueueSample,
-                             RecorderProcess)
+from monitors.models import (Circuit, CircuitEvent, Finding, JobExecution, JobTally, MonitorHeartbeat, OriginTally,
+                             QueueSample, RecorderProcess)
+from monitors.recording.origin_tally import count_history
 from tests.rows import job_row
 
 pytestmark = [pytest.mark.django_db]
@@ -82,6 +83,8 @@ def shop():
     CircuitEvent.objects.create(circuit="payment-gateway", at=moment - timedelta(seconds=10), from_state="closed",
                                 to_state="open", cause="5 consecutive failures")
     job("waiting-1", task_name="shop.charge", state="waiting", circuit="payment-gateway", queue="payments")
+    # The Fan-out page's counts, as the recorder would have kept them for these jobs.
+    count_history(JobExecution, OriginTally, moment - timedelta(hours=1), moment + timedelta(minutes=1))
     return finding
 
 

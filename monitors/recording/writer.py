@@ -25,6 +25,7 @@ from django.utils import timezone
 from monitors.conf import setting
 from monitors.db import close_quietly, is_transient, one_transaction, private_connection, upsert
 from monitors.recording.events import PAYLOAD_KEY
+from monitors.recording.origin_tally import SavesCounted, origin_increments, write_origin_tallies
 
 logger = logging.getLogger("monitors.recorder")
 
@@ -74,6 +75,8 @@ class EventWriter:
         self._pending_counts = {}
         self._pending_tallies = {}
         self._pending_histograms = {}
+        self._pending_origins = {}
+        self._saves_counted = SavesCounted()
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
@@ -184,7 +187,7 @@ class EventWriter:
 
     def _write_side_data(self, batch, connection):
         """A failed job's full arguments (JobPayload), the Prometheus counts (TaskCounter), the
-        per-minute tallies (JobTally) and the time histograms (JobHistogram), each in a
+        per-minute tallies (JobTally, OriginTally) and the time histograms (JobHistogram), each in a
         transaction of its own, after the batch's rows committed: one table per transaction, for
         the reason above. What cannot be written now for a passing reason (the database away)
         waits for the next flush — counts summed, so nothing is counted twice; payloads up to the
@@ -200,10 +203,12 @@ class EventWriter:
         minute = moment.replace(second=0, microsecond=0)
         self._pending_tallies = add_increments(self._pending_tallies, tally_increments(batch, minute))
         self._pending_histograms = add_increments(self._pending_histograms, histogram_increments(batch, moment))
+        self._pending_origins = add_increments(self._pending_origins, origin_increments(batch, minute, self._saves_counted))
         for what, write, pending in (("payloads", write_payloads, "_pending_payloads"),
                                      ("counts", write_task_counters, "_pending_counts"),
                                      ("tallies", write_tallies, "_pending_tallies"),
-                                     ("time histograms", write_histograms, "_pending_histograms")):
+                                     ("time histograms", write_histograms, "_pending_histograms"),
+                                     ("origin tallies", write_origin_tallies, "_pending_origins")):
             data = getattr(self, pending)
             if not data:
                 continue

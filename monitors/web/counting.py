@@ -3,7 +3,6 @@ would take too long gives way to the planner's estimate, and a table's total is 
 estimate. Each count says which it is, so a page never shows a guess as a fact."""
 
 import contextlib
-import time
 from dataclasses import dataclass
 
 from django.core.paginator import Paginator
@@ -198,21 +197,3 @@ class AffordablePaginator(Paginator):
         number = self.validate_number(number)
         bottom = (number - 1) * self.per_page
         return self._get_page(self.object_list[bottom:bottom + self.per_page], number, self)
-
-
-@contextlib.contextmanager
-def shared_timeout(alias, total_ms):
-    """A statement timeout shared by several statements (PostgreSQL): call the function this
-    yields before each one, to give it what the statements before it left of `total_ms`.
-    Elsewhere, no limit."""
-    deadline = time.monotonic() + total_ms / 1000
-    connection = connections[alias]
-    with statement_timeout(alias, total_ms):
-
-        def next_statement():
-            if connection.vendor == "postgresql":
-                left = max(int((deadline - time.monotonic()) * 1000), 1)
-                with connection.cursor() as cursor:
-                    cursor.execute(f"SET LOCAL statement_timeout = {left}")
-
-        yield next_statement

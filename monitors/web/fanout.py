@@ -2,24 +2,33 @@
 enqueues per save over a window, their timeline, the saves that enqueued the most and the
 fields those saves touched, beside the fan-out detectors' open findings.
 
-Windowed through the enqueued_at index: the cost follows the jobs in the window shown."""
+The origins, the models and the timeline are read from the per-minute counts the recorder keeps
+(OriginTally), so their cost follows the minutes of the window, not its jobs. The single saves
+that enqueued the most can only be ranked from the job rows: that table covers the last hour at
+most (a save's jobs are enqueued within moments; a storm is minutes long), read through the
+enqueued_at index within a time budget."""
+
+from dataclasses import replace
 
 from django.db import DatabaseError
-from django.db.models import Count
+from django.db.models import Count, Sum
 
-from monitors.models import Finding, JobExecution
+from monitors.models import Finding, JobExecution, OriginTally
+from monitors.recording.origin_tally import FANOUT_KINDS as ORIGIN_KINDS
 from monitors.web import charts
 from monitors.web.access import staff_only
-from monitors.web.counting import shared_timeout
+from monitors.web.counting import statement_timeout
 from monitors.web.respond import respond
 from monitors.web.params import query
 from monitors.web.windows import WINDOWS, Bucket, bucket_of, bucket_times, window_from, window_param
 
 TOP = 20
+# The single saves are ranked over the window, or over its last hour when it is longer.
+SAVES_WINDOW = WINDOWS["1h"]
 TIMELINE_ORIGINS = 6
-# What the page's reads of its window may take together (every open page polls every 15 s):
-# on the 10 M benchmark history a day's window took 1.7 s and a week's 9 s. A window that holds
-# more jobs than this reads is refused with a word, rather than holding a connection that long.
+# What ranking the window's single saves may take (every open page polls every 15 s): on the
+# 10 M benchmark history a day's jobs took 1.7 s to group and a week's 9 s. A window that holds
+# more jobs than this reads leaves that one table out, with a word, rather than hold a connection.
 READ_BUDGET_MS = 3000
 FANOUT_KINDS = ("fanout_storm", "trivial_save_enqueues", "duplicate_enqueues", "bulk_loop")
 
@@ -27,53 +36,60 @@ FANOUT_KINDS = ("fanout_storm", "trivial_save_enqueues", "duplicate_enqueues", "
 @staff_only
 @query(window=window_param("15m"))
 def fanout(request):
-    # Storms are minutes long (the detector looks at 5): the page opens on the last 15 minutes,
-    # and a longer window costs in proportion to the jobs it holds.
+    # Storms are minutes long (the detector looks at 5): the page opens on the last 15 minutes.
     window = window_from(request)
-    try:
-        counted = count_origins(window)
-        too_many = ""
-    except DatabaseError as error:
-        if not cancelled(error):
-            raise
-        counted = {"models": [], "origins": [], "saves": [], "chart": timeline(JobExecution.objects.none(), window, [])}
-        too_many = (f"The jobs of the last {window.label} are too many to count within {READ_BUDGET_MS / 1000:g} s; "
-                    "choose a shorter window.")
+    saves_window = window if window.span <= SAVES_WINDOW.span else replace(SAVES_WINDOW, end=window.end)
+    saves, too_many = top_saves(saves_window)
     context = {
-        "window": window, "windows": WINDOWS, **counted, "too_many": too_many,
+        "window": window, "windows": WINDOWS, **count_origins(window), "saves": saves, "too_many": too_many,
+        "saves_window": saves_window.label,
         "findings": list(Finding.objects.filter(status=Finding.Status.OPEN, kind__in=FANOUT_KINDS).order_by("-last_seen")[:20]),
     }
     return respond(request, "jobwatch/fanout.html", context, fragments=["fanout-tables"],
-                   api=["window", "models", "origins", "saves", "findings", "too_many"])
+                   api=["window", "models", "origins", "saves", "saves_window", "findings", "too_many"])
+
+
+def tallies_of(window):
+    """The window's OriginTally rows, from the start of the minute it begins in."""
+    return OriginTally.objects.filter(minute__gte=window.since.replace(second=0, microsecond=0))
 
 
 def count_origins(window):
-    """The page's tables and chart over the window, read within READ_BUDGET_MS in all (PostgreSQL)."""
-    recent = JobExecution.objects.filter(enqueued_at__gte=window.since).exclude(origin_receiver="")
-    with shared_timeout(recent.db, READ_BUDGET_MS) as next_read:
-        # Ties are ranked by name, so that a table does not reorder itself on every refresh.
-        origins = list(recent.filter(origin_kind__in=("save", "delete", "signal"))
-                       .values("origin_model", "origin_receiver")
-                       .annotate(jobs=Count("id"), saves=Count("origin_save", distinct=True), tasks=Count("task_name", distinct=True))
-                       .order_by("-jobs", "origin_model", "origin_receiver")[:TOP])
-        next_read()
-        models = list(recent.filter(origin_kind__in=("save", "delete")).exclude(origin_save="")
-                      .values("origin_model")
-                      .annotate(jobs=Count("id"), saves=Count("origin_save", distinct=True), receivers=Count("origin_receiver", distinct=True))
-                      .order_by("-jobs", "origin_model")[:TOP])
-        next_read()
-        saves = list(recent.exclude(origin_save="")
-                     .values("origin_save", "origin_model", "origin_pk", "origin_created", "origin_update_fields")
-                     .annotate(jobs=Count("id"), receivers=Count("origin_receiver", distinct=True))
-                     .filter(jobs__gt=1).order_by("-jobs", "origin_model", "origin_save")[:TOP])
-        next_read()
-        chart = timeline(recent, window, origins[:TIMELINE_ORIGINS])
+    """The page's origins and models tables and its chart, from the per-minute counts."""
+    tallies = tallies_of(window)
+    # Ties are ranked by name, so that a table does not reorder itself on every refresh.
+    origins = list(tallies.values("origin_model", "origin_receiver")
+                   .annotate(jobs=Sum("jobs"), saves=Sum("saves"), tasks=Count("task_name", distinct=True))
+                   .order_by("-jobs", "origin_model", "origin_receiver")[:TOP])
+    # A model's jobs are those its saves' and deletes' receivers enqueued (an overridden save()
+    # names no save); its saves, each counted once whichever receivers it reached.
+    models = list(tallies.filter(origin_kind__in=("save", "delete"), saved_jobs__gt=0)
+                  .values("origin_model")
+                  .annotate(jobs=Sum("saved_jobs"), saves=Sum("model_saves"), receivers=Count("origin_receiver", distinct=True))
+                  .order_by("-jobs", "origin_model")[:TOP])
     for model in models:
         model["per_save"] = round(model["jobs"] / model["saves"], 1) if model["saves"] else None
     for origin in origins:
         origin["per_save"] = round(origin["jobs"] / origin["saves"], 1) if origin["saves"] else None
         origin["per_minute"] = round(origin["jobs"] * 60 / window.span.total_seconds(), 1)
-    return {"models": models, "origins": origins, "saves": saves, "chart": chart}
+    return {"models": models, "origins": origins, "chart": timeline(tallies, window, origins[:TIMELINE_ORIGINS])}
+
+
+def top_saves(window):
+    """The saves that enqueued the most jobs in the window, and "" — or no saves and the reason
+    when the window's jobs are too many to rank within READ_BUDGET_MS (PostgreSQL)."""
+    recent = (JobExecution.objects.filter(enqueued_at__gte=window.since, origin_kind__in=ORIGIN_KINDS)
+              .exclude(origin_receiver="").exclude(origin_save=""))
+    try:
+        with statement_timeout(recent.db, READ_BUDGET_MS):
+            return list(recent.values("origin_save", "origin_model", "origin_pk", "origin_created", "origin_update_fields")
+                        .annotate(jobs=Count("id"), receivers=Count("origin_receiver", distinct=True))
+                        .filter(jobs__gt=1).order_by("-jobs", "origin_model", "origin_save")[:TOP]), ""
+    except DatabaseError as error:
+        if not cancelled(error):
+            raise
+    return [], (f"The jobs of the last {window.label} are too many to rank single saves within "
+                f"{READ_BUDGET_MS / 1000:g} s; choose a shorter window for this table.")
 
 
 def cancelled(error):
@@ -82,14 +98,14 @@ def cancelled(error):
     return getattr(error.__cause__, "sqlstate", None) == "57014"
 
 
-def timeline(recent, window, origins):
+def timeline(tallies, window, origins):
     times = bucket_times(window)
     position_of = bucket_of(times, window)
     wanted = {(origin["origin_model"], origin["origin_receiver"]) for origin in origins}
     series = {key: [0] * len(times) for key in wanted}
-    rows = (recent.filter(origin_receiver__in={receiver for _, receiver in wanted})
-            .annotate(bucket=Bucket("enqueued_at", window.bucket))
-            .values("origin_model", "origin_receiver", "bucket").annotate(jobs=Count("id")).order_by())
+    rows = (tallies.filter(origin_receiver__in={receiver for _, receiver in wanted})
+            .annotate(bucket=Bucket("minute", window.bucket))
+            .values("origin_model", "origin_receiver", "bucket").annotate(jobs=Sum("jobs")).order_by())
     for row in rows:
         key = (row["origin_model"], row["origin_receiver"])
         position = position_of(row["bucket"])
