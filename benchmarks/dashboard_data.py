@@ -445,12 +445,12 @@ ON CONFLICT (minute, metric, task_name, queue, exception) DO UPDATE
 """
 
 # OriginTally as the recorder's writer keeps it (monitors/recording/origin_tally.py): jobs a save,
-# delete or signal set off, per minute, origin and task; each save counted once per receiver and
-# once in all, in the row of its first job.
+# delete or signal set off, per minute (`unit` minute, resolution 60) or hour (hour, 3600), origin
+# and task, in UTC; each save counted once per receiver and once in all, in the row of its first job.
 ORIGIN_TALLY_SQL = """
-INSERT INTO monitors_origintally (minute, origin_kind, origin_model, origin_receiver, task_name, jobs, saved_jobs, saves,
-                                  model_saves)
-SELECT date_trunc('minute', enqueued_at), origin_kind, origin_model, origin_receiver, task_name, count(*),
+INSERT INTO monitors_origintally (start, resolution, origin_kind, origin_model, origin_receiver, task_name, jobs, saved_jobs,
+                                  saves, model_saves)
+SELECT date_trunc(%(unit)s, enqueued_at, 'UTC'), %(resolution)s, origin_kind, origin_model, origin_receiver, task_name, count(*),
        count(*) FILTER (WHERE origin_save <> ''), count(*) FILTER (WHERE origin_save <> '' AND first_for_receiver),
        count(*) FILTER (WHERE origin_save <> '' AND first_of_save)
 FROM (SELECT enqueued_at, origin_kind, origin_model, origin_receiver, task_name, origin_save,
@@ -459,8 +459,8 @@ FROM (SELECT enqueued_at, origin_kind, origin_model, origin_receiver, task_name,
       FROM monitors_jobexecution
       WHERE id BETWEEN %(lo)s AND %(hi)s AND enqueued_at >= %(since)s AND origin_kind IN ('save', 'delete', 'signal')
         AND origin_receiver <> '') j
-GROUP BY 1, 2, 3, 4, 5
-ON CONFLICT (minute, origin_kind, origin_model, origin_receiver, task_name) DO UPDATE
+GROUP BY 1, 2, 3, 4, 5, 6
+ON CONFLICT (resolution, start, origin_kind, origin_model, origin_receiver, task_name) DO UPDATE
     SET jobs = monitors_origintally.jobs + EXCLUDED.jobs, saved_jobs = monitors_origintally.saved_jobs + EXCLUDED.saved_jobs,
         saves = monitors_origintally.saves + EXCLUDED.saves, model_saves = monitors_origintally.model_saves + EXCLUDED.model_saves
 """
@@ -659,7 +659,9 @@ def build(name, rows, jobs):
     statements = index_statements(indexes)
     statements.sort(key=lambda statement: "task_id" not in statement[1])  # the widest first
     statements.append(("tallies", TALLY_SQL, {"lo": 1, "hi": rows, "since": datetime.fromtimestamp(0, UTC)}))
-    statements.append(("origin tallies", ORIGIN_TALLY_SQL, {"lo": 1, "hi": rows, "since": datetime.fromtimestamp(0, UTC)}))
+    statements += [(f"origin tallies per {unit}", ORIGIN_TALLY_SQL,
+                    {"lo": 1, "hi": rows, "since": datetime.fromtimestamp(0, UTC), "unit": unit, "resolution": resolution})
+                   for unit, resolution in (("minute", 60), ("hour", 3600))]
     statements += histogram_statements(rows, t0, now)
     statements += sample_statements(rows, now)
     log("  indexes, tallies and samples:")
@@ -734,11 +736,13 @@ def refresh(name, marker, jobs):
         connection.execute("DELETE FROM monitors_jobtally WHERE minute >= %s OR minute < %s",
                            [since, datetime.fromtimestamp(now - SPAN, UTC)])
         connection.execute(TALLY_SQL, {"lo": job_at(regenerated_from - 6 * 3600 - t0, rate_rows, t0), "hi": max_id, "since": since})
-        connection.execute("DELETE FROM monitors_origintally WHERE minute >= %s OR minute < %s",
-                           [since, datetime.fromtimestamp(now - SPAN, UTC)])
-        connection.execute(ORIGIN_TALLY_SQL, {"lo": job_at(regenerated_from - 6 * 3600 - t0, rate_rows, t0), "hi": max_id,
-                                              "since": since})
+        # Hour rows from the start of the hour the regenerated jobs begin in, so that none is partial.
         since_hour = datetime.fromtimestamp(math.floor(since.timestamp() / 3600) * 3600, UTC)
+        connection.execute("DELETE FROM monitors_origintally WHERE (resolution = 60 AND start >= %s) OR (resolution = 3600 AND "
+                           "start >= %s) OR start < %s", [since, since_hour, datetime.fromtimestamp(now - SPAN, UTC)])
+        for unit, resolution, start in (("minute", 60, since), ("hour", 3600, since_hour)):
+            connection.execute(ORIGIN_TALLY_SQL, {"lo": job_at(start.timestamp() - 6 * 3600 - t0, rate_rows, t0), "hi": max_id,
+                                                  "since": start, "unit": unit, "resolution": resolution})
         since_day = datetime.fromtimestamp(math.floor(since.timestamp() / DAY) * DAY, UTC)
         connection.execute("DELETE FROM monitors_jobhistogram WHERE (resolution = 86400 AND (start >= %s OR start < %s))"
                            " OR (resolution = 3600 AND (start >= %s OR start < %s))"

@@ -79,7 +79,7 @@ WARMUP_JOBS = 50
 # Other work above this share of the CPU just before a run is reported with the figures.
 BUSY_WARNING = 0.15
 TABLES = ["monitors_jobexecution", "monitors_jobpayload", "monitors_taskcounter", "monitors_jobtally",
-          "monitors_jobhistogram", "monitors_recorderprocess"]
+          "monitors_origintally", "monitors_jobhistogram", "monitors_recorderprocess"]
 
 # The shop the events come from: (task, queue, share of jobs).
 TASKS = [

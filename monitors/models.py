@@ -722,14 +722,16 @@ class JobTally(models.Model):
 
 
 class OriginTally(models.Model):
-    """Jobs enqueued per minute by each origin that a save, a delete or a signal set off (its
-    model and receiver), per task, kept by the recorder's writer from the enqueue events. The
-    Fan-out page reads these: a week of them is at most 10,080 rows per origin and task, whatever
-    the size of the execution table. Saves are counted where their first job was: each save once
-    per receiver (`saves`) and once per model (`model_saves`), so that summing rows over any window
-    counts each save once (monitors/recording/origin_tally.py)."""
+    """Jobs enqueued by each origin that a save, a delete or a signal set off (its model and
+    receiver), per task, per minute and per hour, kept by the recorder's writer from the enqueue
+    events. The Fan-out page reads these: a week is 168 hourly rows per origin and task, whatever
+    the size of the execution table, and the minutes give a window's exact ends. Saves are counted
+    where their first job was: each save once per receiver (`saves`) and once in all
+    (`model_saves`), so that summing rows of one resolution over any window counts each save
+    once (monitors/recording/origin_tally.py)."""
 
-    minute = models.DateTimeField(help_text="start of the minute the recorder wrote the counts in")
+    start = models.DateTimeField(help_text="start of the minute or hour the recorder wrote the counts in")
+    resolution = models.PositiveIntegerField(help_text="seconds the row stands for: 60 or 3600")
     origin_kind = models.CharField(max_length=16, help_text="save, delete or signal")
     origin_model = models.CharField(max_length=255, blank=True)
     origin_receiver = models.CharField(max_length=255)
@@ -741,13 +743,13 @@ class OriginTally(models.Model):
 
     class Meta:
         constraints = [
-            # Also the page's index: every origin's rows over a window.
-            models.UniqueConstraint(fields=["minute", "origin_kind", "origin_model", "origin_receiver", "task_name"],
+            # Also the page's index: every origin's rows of one resolution over a window.
+            models.UniqueConstraint(fields=["resolution", "start", "origin_kind", "origin_model", "origin_receiver", "task_name"],
                                     name="jobwatch_one_origin_tally"),
         ]
 
     def __str__(self):
-        return f"{self.minute:%H:%M} {self.origin_model} → {self.origin_receiver}: {self.jobs}"
+        return f"{self.start:%H:%M} ({self.resolution} s) {self.origin_model} → {self.origin_receiver}: {self.jobs}"
 
 
 class JobHistogram(models.Model):

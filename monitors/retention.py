@@ -2,7 +2,7 @@
 hold locks for long or bloat one transaction), each kind with its own retention setting:
 
 - jobs, their per-minute tallies (on PostgreSQL both by dropping whole day partitions), the
-  Fan-out page's per-minute counts by origin and the hourly and daily time histograms, circuit transitions, resolved findings (with their incidents and
+  Fan-out page's hourly counts by origin and the hourly and daily time histograms, circuit transitions, resolved findings (with their incidents and
   notifications) and recorder processes gone quiet: HISTORY_RETENTION_DAYS (30) — prune_history,
   daily;
 - the audit log: AUDIT_RETENTION_DAYS (365) — prune_history;
@@ -10,6 +10,8 @@ hold locks for long or bloat one transaction), each kind with its own retention 
   hourly;
 - per-minute time histograms: MINUTE_HISTOGRAM_DAYS (3; the speed pages read them for the ends
   of a window in the last 3 days, hourly rows for the rest) — prune_history;
+- per-minute counts by origin: MINUTE_ORIGIN_DAYS (8: the Fan-out page's longest window and a
+  day) — prune_history;
 - queue samples: raw for SAMPLE_RAW_DAYS, then folded into 10-minute ones kept for
   SAMPLE_RETENTION_DAYS — roll_up_samples, hourly.
 
@@ -24,6 +26,7 @@ from django.utils import timezone
 
 from monitors.conf import setting
 from monitors import partitions, timing
+from monitors.recording import origin_tally
 from monitors.models import (ActionLog, ArchivedMessage, CircuitEvent, Finding, JobExecution, JobHistogram, JobPayload,
                              JobTally, OriginTally, QueueSample, RecorderProcess)
 from monitors.sampling import bucket
@@ -32,6 +35,9 @@ ROLLUP_RESOLUTION = 600  # seconds in one rolled-up sample
 # Per-minute histograms give the exact ends of windows up to a day and of the same window a day
 # before; kept 3 days so that, pruned once a day, the last 3 days are always there.
 MINUTE_HISTOGRAM_DAYS = 3
+# The Fan-out page reads minute counts by origin for the first, partial hour of its windows, the
+# longest of which is 7 days.
+MINUTE_ORIGIN_DAYS = 8
 
 BATCH = 5000
 
@@ -46,7 +52,9 @@ def prune_history(now=None):
         "jobs": prune_by_day(partitions.JOBS, history, JobExecution.objects.filter(
             Q(enqueued_at__lt=history) | Q(enqueued_at__isnull=True, finished_at__lt=history))),
         "job_tallies": prune_by_day(partitions.TALLIES, history, JobTally.objects.filter(minute__lt=history)),
-        "origin_tallies": delete_in_batches(OriginTally.objects.filter(minute__lt=history)),
+        "origin_tallies": delete_in_batches(OriginTally.objects.filter(
+            Q(resolution=origin_tally.HOUR, start__lt=history)
+            | Q(resolution=origin_tally.MINUTE, start__lt=now - timedelta(days=MINUTE_ORIGIN_DAYS)))),
         "job_histograms": delete_in_batches(JobHistogram.objects.filter(
             Q(resolution__in=[timing.HOUR, timing.DAY], start__lt=history)
             | Q(resolution=timing.MINUTE, start__lt=now - timedelta(days=MINUTE_HISTOGRAM_DAYS)))),

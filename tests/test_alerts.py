@@ -213,12 +213,13 @@ def test_pruning_keeps_the_history_within_its_retention():
     old, recent = timezone.now() - timedelta(days=40), timezone.now() - timedelta(days=1)
     for number, moment in enumerate((old, old, recent)):
         JobExecution.objects.create(task_id=f"j{number}", state="succeeded", enqueued_at=moment, updated_at=moment)
-        OriginTally.objects.create(minute=moment.replace(second=0, microsecond=0) + timedelta(minutes=number),
-                                   origin_kind="save", origin_receiver="shop.receivers.sync", task_name="shop.sync", jobs=1)
+        OriginTally.objects.create(start=moment.replace(minute=0, second=0, microsecond=0) + timedelta(hours=number),
+                                   resolution=3600, origin_kind="save", origin_receiver="shop.receivers.sync",
+                                   task_name="shop.sync", jobs=1)
     ActionLog.objects.create(at=old, action="replay_jobs", outcome="succeeded")
     pruned = prune_history()
     assert pruned["jobs"] == 2 and list(JobExecution.objects.values_list("task_id", flat=True)) == ["j2"]
-    assert pruned["origin_tallies"] == 2 and OriginTally.objects.get().minute > old
+    assert pruned["origin_tallies"] == 2 and OriginTally.objects.get().start > old
     assert pruned["audit_log"] == 0  # kept a year
 
 

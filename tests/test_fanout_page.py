@@ -28,9 +28,7 @@ def test_a_window_too_large_to_rank_its_saves_in_time_says_so(admin_client, monk
     for n in (1, 2):
         job_row(f"j{n}", "shop.sync", "default", origin_kind="save", origin_model="shop.Order", origin_save="s1",
                 origin_receiver="shop.receivers.sync")
-    OriginTally.objects.create(minute=timezone.now().replace(second=0, microsecond=0), origin_kind="save",
-                               origin_model="shop.Order", origin_receiver="shop.receivers.sync", task_name="shop.sync",
-                               jobs=2, saved_jobs=2, saves=1, model_saves=1)
+    count_history(JobExecution, OriginTally, timezone.now() - timedelta(hours=1), timezone.now() + timedelta(minutes=1))
     monkeypatch.setattr(fanout, "READ_BUDGET_MS", 100)
     with connection.execute_wrapper(slow_reads_of_the_history):
         page = admin_client.get("/jobwatch/fanout/", {"window": "7d"})
@@ -65,3 +63,16 @@ def test_a_long_window_counts_its_origins_and_ranks_the_saves_of_its_last_hour(a
     assert [(origin["jobs"], origin["saves"]) for origin in data["origins"]] == [(4, 2)]
     assert [save["origin_save"] for save in data["saves"]] == ["s-new"] and data["saves_window"] == "hour"
     assert "Saves that enqueued the most <small>last hour</small>" in admin_client.get("/jobwatch/fanout/?window=24h").content.decode()
+
+
+def test_a_windows_first_partial_hour_is_read_from_its_minutes(admin_client):
+    """A day's window reads whole hours from the hourly counts and its first, partial hour from
+    the minute counts: a job just inside the window is counted, one just before it is not."""
+    now = timezone.now()
+    for task_id, ago in (("inside", timedelta(hours=23, minutes=58)), ("before", timedelta(hours=24, minutes=5)),
+                         ("now", timedelta(0))):
+        job_row(task_id, "shop.sync", "default", at=now - ago, origin_kind="save", origin_model="shop.Order",
+                origin_save=task_id, origin_receiver="shop.receivers.sync")
+    count_history(JobExecution, OriginTally, now - timedelta(days=2), now + timedelta(minutes=1))
+    data = admin_client.get("/jobwatch/api/fanout/", {"window": "24h"}).json()
+    assert [(origin["jobs"], origin["saves"]) for origin in data["origins"]] == [(2, 2)]

@@ -1,7 +1,7 @@
-"""Jobs enqueued per minute by each origin a save, a delete or a signal set off (OriginTally),
-counted by the recorder's writer from the enqueue events it writes, so that the Fan-out page
-reads minutes rather than jobs: a week of a busy site's history is millions of job rows but at
-most 10,080 tally rows per origin and task.
+"""Jobs enqueued by each origin a save, a delete or a signal set off, per minute and per hour
+(OriginTally), counted by the recorder's writer from the enqueue events it writes, so that the
+Fan-out page reads counts rather than jobs: a week of a busy site's history is millions of job
+rows but 168 hourly rows per origin and task (and the minutes of the window's two ends).
 
 Saves have to be counted, not just jobs: "jobs per save" is what tells a storm from a busy model.
 A save's jobs are all enqueued by the process that saved (its receivers run there, and so do the
@@ -9,13 +9,15 @@ on_commit callbacks that defer them), so that process's writer sees each of them
 the saves it has counted lately and counts each save once per receiver (`saves`) and once in all
 (`model_saves`), in the row of its first job: a sum over any rows counts a save once. A save
 whose later jobs arrive after the writer has forgotten it (SAVES_REMEMBERED other saves in
-between) is counted again, so jobs per save can read a little low, never high.
+between) is counted again, so jobs per save can read a little low, never high. A save is counted
+the same way in its minute's row and in its hour's.
 
 The same counting fills the table from the recorded jobs when it is created
 (migration 0023), so an upgraded site's Fan-out page has its past week at once.
 """
 
 from collections import OrderedDict
+from datetime import UTC
 
 from monitors.db import upsert
 from monitors.recording.events import COUNTS_KEY
@@ -24,7 +26,8 @@ from monitors.recording.events import COUNTS_KEY
 # signal's receiver, or from an overridden save()/delete().
 FANOUT_KINDS = ("save", "delete", "signal")
 SAVES_REMEMBERED = 20_000
-LABELS = ["minute", "origin_kind", "origin_model", "origin_receiver", "task_name"]
+MINUTE, HOUR = 60, 3600
+LABELS = ["start", "resolution", "origin_kind", "origin_model", "origin_receiver", "task_name"]
 COUNTS = ["jobs", "saved_jobs", "saves", "model_saves"]
 
 
@@ -51,31 +54,32 @@ class SavesCounted:
         return True, first_of_save
 
 
-def count_enqueue(totals, minute, job, counted):
+def count_enqueue(totals, moment, job, counted):
     """Add one enqueued job (a dict of JobExecution's origin fields and task_name) to `totals`,
-    {(minute, kind, model, receiver, task): (jobs, saved_jobs, saves, model_saves)}; a job no save
-    or signal set off is not counted."""
+    {(start, resolution, kind, model, receiver, task): (jobs, saved_jobs, saves, model_saves)}, in
+    the minute and the hour of `moment` (UTC); a job no save or signal set off is not counted."""
     kind, receiver = job.get("origin_kind"), job.get("origin_receiver")
     if kind not in FANOUT_KINDS or not receiver:
         return
-    key = (minute, kind, (job.get("origin_model") or "")[:255], receiver[:255], (job.get("task_name") or "")[:255])
-    jobs, saved_jobs, saves, model_saves = totals.get(key, (0, 0, 0, 0))
+    origin = (kind, (job.get("origin_model") or "")[:255], receiver[:255], (job.get("task_name") or "")[:255])
+    saved_job = first_for_receiver = first_of_save = 0
     save_id = job.get("origin_save")
     if save_id:
+        saved_job = 1
         first_for_receiver, first_of_save = counted.first(save_id, receiver)
-        saved_jobs += 1
-        saves += first_for_receiver
-        model_saves += first_of_save
-    totals[key] = (jobs + 1, saved_jobs, saves, model_saves)
+    minute = moment.astimezone(UTC).replace(second=0, microsecond=0)
+    for key in ((minute, MINUTE, *origin), (minute.replace(minute=0), HOUR, *origin)):
+        jobs, saved_jobs, saves, model_saves = totals.get(key, (0, 0, 0, 0))
+        totals[key] = (jobs + 1, saved_jobs + saved_job, saves + first_for_receiver, model_saves + first_of_save)
 
 
-def origin_increments(events, minute, counted):
+def origin_increments(events, moment, counted):
     """The OriginTally increments of a writer's batch: its first publishes (the events counted as
-    "sent": a retry's republish carries no origin), in the minute the batch is written."""
+    "sent": a retry's republish carries no origin), in the minute and hour the batch is written."""
     totals = {}
     for event in events:
         if event.get("origin_kind") in FANOUT_KINDS and any(count[0] == "sent" for count in event.get(COUNTS_KEY) or ()):
-            count_enqueue(totals, minute, event, counted)
+            count_enqueue(totals, moment, event, counted)
     return totals
 
 
@@ -93,7 +97,7 @@ def tally_rows(increments):
 
 def count_history(jobs, tallies, since, until, chunk=5000):
     """Fill `tallies` (the OriginTally model) from the jobs enqueued in [since, until) of `jobs`
-    (JobExecution's), each in the minute it was enqueued. Models are passed in so that a
+    (JobExecution's), each in the minute and hour it was enqueued. Models are passed in so that a
     migration can hand over its own. Returns the rows written."""
     counted = SavesCounted()
     totals = {}
@@ -101,6 +105,6 @@ def count_history(jobs, tallies, since, until, chunk=5000):
             .exclude(origin_receiver="").order_by("enqueued_at", "id")
             .values("enqueued_at", "origin_kind", "origin_model", "origin_receiver", "origin_save", "task_name"))
     for job in rows.iterator(chunk_size=chunk):
-        count_enqueue(totals, job["enqueued_at"].replace(second=0, microsecond=0), job, counted)
+        count_enqueue(totals, job["enqueued_at"], job, counted)
     tallies.objects.bulk_create([tallies(**row) for row in tally_rows(totals)], batch_size=1000, ignore_conflicts=True)
     return len(totals)

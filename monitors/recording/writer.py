@@ -203,7 +203,7 @@ class EventWriter:
         minute = moment.replace(second=0, microsecond=0)
         self._pending_tallies = add_increments(self._pending_tallies, tally_increments(batch, minute))
         self._pending_histograms = add_increments(self._pending_histograms, histogram_increments(batch, moment))
-        self._pending_origins = add_increments(self._pending_origins, origin_increments(batch, minute, self._saves_counted))
+        self._pending_origins = add_increments(self._pending_origins, origin_increments(batch, moment, self._saves_counted))
         for what, write, pending in (("payloads", write_payloads, "_pending_payloads"),
                                      ("counts", write_task_counters, "_pending_counts"),
                                      ("tallies", write_tallies, "_pending_tallies"),

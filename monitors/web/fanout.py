@@ -2,19 +2,22 @@
 enqueues per save over a window, their timeline, the saves that enqueued the most and the
 fields those saves touched, beside the fan-out detectors' open findings.
 
-The origins, the models and the timeline are read from the per-minute counts the recorder keeps
-(OriginTally), so their cost follows the minutes of the window, not its jobs. The single saves
+The origins, the models and the timeline are read from the counts by origin the recorder keeps
+per minute and per hour (OriginTally), so their cost follows the hours of the window, not its
+jobs. The single saves
 that enqueued the most can only be ranked from the job rows: that table covers the last hour at
 most (a save's jobs are enqueued within moments; a storm is minutes long), read through the
 enqueued_at index within a time budget."""
 
 from dataclasses import replace
+from datetime import timedelta
 
 from django.db import DatabaseError
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 
 from monitors.models import Finding, JobExecution, OriginTally
 from monitors.recording.origin_tally import FANOUT_KINDS as ORIGIN_KINDS
+from monitors.recording.origin_tally import HOUR, MINUTE
 from monitors.web import charts
 from monitors.web.access import staff_only
 from monitors.web.counting import statement_timeout
@@ -49,13 +52,20 @@ def fanout(request):
                    api=["window", "models", "origins", "saves", "saves_window", "findings", "too_many"])
 
 
-def tallies_of(window):
-    """The window's OriginTally rows, from the start of the minute it begins in."""
-    return OriginTally.objects.filter(minute__gte=window.since.replace(second=0, microsecond=0))
+def tallies_of(window, hours=True):
+    """The window's OriginTally rows: its whole hours from the hourly rows and the minutes before
+    the first of them from the minute rows, so that a week reads 168 rows per origin and task and
+    still begins at its minute. `hours=False`: minute rows only (a chart of buckets under an hour)."""
+    since = window.since.replace(second=0, microsecond=0)
+    if not hours:
+        return OriginTally.objects.filter(resolution=MINUTE, start__gte=since)
+    first_hour = since if since.minute == 0 else since.replace(minute=0) + timedelta(hours=1)
+    return OriginTally.objects.filter(Q(resolution=MINUTE, start__gte=since, start__lt=first_hour)
+                                      | Q(resolution=HOUR, start__gte=first_hour))
 
 
 def count_origins(window):
-    """The page's origins and models tables and its chart, from the per-minute counts."""
+    """The page's origins and models tables and its chart, from the counts by origin."""
     tallies = tallies_of(window)
     # Ties are ranked by name, so that a table does not reorder itself on every refresh.
     origins = list(tallies.values("origin_model", "origin_receiver")
@@ -72,7 +82,8 @@ def count_origins(window):
     for origin in origins:
         origin["per_save"] = round(origin["jobs"] / origin["saves"], 1) if origin["saves"] else None
         origin["per_minute"] = round(origin["jobs"] * 60 / window.span.total_seconds(), 1)
-    return {"models": models, "origins": origins, "chart": timeline(tallies, window, origins[:TIMELINE_ORIGINS])}
+    chart_rows = tallies if window.bucket % HOUR == 0 else tallies_of(window, hours=False)
+    return {"models": models, "origins": origins, "chart": timeline(chart_rows, window, origins[:TIMELINE_ORIGINS])}
 
 
 def top_saves(window):
@@ -104,7 +115,7 @@ def timeline(tallies, window, origins):
     wanted = {(origin["origin_model"], origin["origin_receiver"]) for origin in origins}
     series = {key: [0] * len(times) for key in wanted}
     rows = (tallies.filter(origin_receiver__in={receiver for _, receiver in wanted})
-            .annotate(bucket=Bucket("minute", window.bucket))
+            .annotate(bucket=Bucket("start", window.bucket))
             .values("origin_model", "origin_receiver", "bucket").annotate(jobs=Sum("jobs")).order_by())
     for row in rows:
         key = (row["origin_model"], row["origin_receiver"])
