@@ -28,7 +28,7 @@ def test_a_window_too_large_to_rank_its_saves_in_time_says_so(admin_client, monk
     for n in (1, 2):
         job_row(f"j{n}", "shop.sync", "default", origin_kind="save", origin_model="shop.Order", origin_save="s1",
                 origin_receiver="shop.receivers.sync")
-    count_history(JobExecution, OriginTally, timezone.now() - timedelta(hours=1), timezone.now() + timedelta(minutes=1))
+    count_history(JobExecution, OriginTally, connection, timezone.now() - timedelta(hours=1), timezone.now() + timedelta(minutes=1))
     monkeypatch.setattr(fanout, "READ_BUDGET_MS", 100)
     with connection.execute_wrapper(slow_reads_of_the_history):
         page = admin_client.get("/jobwatch/fanout/", {"window": "7d"})
@@ -58,7 +58,7 @@ def test_a_long_window_counts_its_origins_and_ranks_the_saves_of_its_last_hour(a
                 origin_save="s-old", origin_receiver="shop.receivers.sync")
         job_row(f"new{n}", "shop.sync", "default", origin_kind="save", origin_model="shop.Order", origin_save="s-new",
                 origin_receiver="shop.receivers.sync")
-    count_history(JobExecution, OriginTally, earlier - timedelta(minutes=1), timezone.now() + timedelta(minutes=1))
+    count_history(JobExecution, OriginTally, connection, earlier - timedelta(minutes=1), timezone.now() + timedelta(minutes=1))
     data = admin_client.get("/jobwatch/api/fanout/", {"window": "24h"}).json()
     assert [(origin["jobs"], origin["saves"]) for origin in data["origins"]] == [(4, 2)]
     assert [save["origin_save"] for save in data["saves"]] == ["s-new"] and data["saves_window"] == "hour"
@@ -73,6 +73,6 @@ def test_a_windows_first_partial_hour_is_read_from_its_minutes(admin_client):
                          ("now", timedelta(0))):
         job_row(task_id, "shop.sync", "default", at=now - ago, origin_kind="save", origin_model="shop.Order",
                 origin_save=task_id, origin_receiver="shop.receivers.sync")
-    count_history(JobExecution, OriginTally, now - timedelta(days=2), now + timedelta(minutes=1))
+    count_history(JobExecution, OriginTally, connection, now - timedelta(days=2), now + timedelta(minutes=1))
     data = admin_client.get("/jobwatch/api/fanout/", {"window": "24h"}).json()
     assert [(origin["jobs"], origin["saves"]) for origin in data["origins"]] == [(2, 2)]

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from celery import current_app
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 
@@ -96,27 +96,65 @@ def test_the_recorder_keeps_the_counts_the_job_rows_hold(admin_client, flush_rec
     assert models["demo.Customer"]["per_save"] == round(customer_jobs / 4, 1)
 
 
+def order_saved(task_id, at, save):
+    return job_row(task_id, "shop.email", "celery", at=at, origin_kind="save", origin_model="shop.Order",
+                   origin_receiver="shop.receivers.notify", origin_save=save)
+
+
 @pytest.mark.django_db
 def test_an_upgrade_counts_the_last_week_from_the_job_rows():
     now = timezone.now().replace(second=0, microsecond=0)
     for n, minutes_ago in enumerate((5, 5, 5, 61, 60 * 24 * 8)):
-        job_row(f"j{n}", "shop.email", "celery", at=now - timedelta(minutes=minutes_ago, seconds=-10), origin_kind="save",
-                origin_model="shop.Order", origin_receiver="shop.receivers.notify", origin_save="s1" if n < 2 else f"s{n}")
+        order_saved(f"j{n}", now - timedelta(minutes=minutes_ago, seconds=-10), "s1" if n < 2 else f"s{n}")
     job_row("beat", "shop.report", "celery", origin_kind="beat", origin_receiver="celery.beat")
 
-    assert count_history(JobExecution, OriginTally, now - timedelta(days=7), now) in (3, 4)  # two minutes, their hours
+    jobs, rows = count_history(JobExecution, OriginTally, connection, now - timedelta(days=7), now)
+    assert jobs == 4 and rows in (3, 4)  # two minutes, and their one or two hours
     minutes = {(row.start, row.jobs, row.saves, row.model_saves) for row in OriginTally.objects.filter(resolution=60)}
     assert minutes == {(now - timedelta(minutes=5), 3, 2, 2), (now - timedelta(minutes=61), 1, 1, 1)}
     hours = OriginTally.objects.filter(resolution=3600)
     assert sum(row.jobs for row in hours) == 4 and sum(row.saves for row in hours) == 3
     assert all(row.start.minute == 0 for row in hours)
+    # Counting again counts only what is older than what is counted: here, nothing.
+    assert count_history(JobExecution, OriginTally, connection, now - timedelta(days=7)) == (0, 0)
+
+
+@pytest.mark.django_db
+def test_counting_after_the_recorder_began_adds_to_its_hour_and_counts_no_job_twice():
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    order_saved("before", hour + timedelta(minutes=10), "s1")
+    order_saved("after", hour + timedelta(minutes=40), "s2")  # counted by the recorder, below
+    for start, resolution in ((hour + timedelta(minutes=40), 60), (hour, 3600)):
+        OriginTally.objects.create(start=start, resolution=resolution, origin_kind="save", origin_model="shop.Order",
+                                   origin_receiver="shop.receivers.notify", task_name="shop.email", jobs=1, saved_jobs=1,
+                                   saves=1, model_saves=1)
+    assert count_history(JobExecution, OriginTally, connection, hour - timedelta(days=1))[0] == 1
+    assert OriginTally.objects.get(resolution=3600).jobs == 2
+    assert sorted(OriginTally.objects.filter(resolution=60).values_list("jobs", flat=True)) == [1, 1]
+
+
+@pytest.mark.django_db
+def test_the_command_counts_and_a_migration_leaves_a_big_week_to_it(monkeypatch, capsys):
+    import importlib
+
+    from django.apps import apps
+    from django.core.management import call_command
+
+    order_saved("j1", timezone.now() - timedelta(hours=3), "s1")
+    order_saved("j2", timezone.now() - timedelta(hours=3), "s1")
+    upgrade = importlib.import_module("monitors.migrations.0023_fanout_counts_by_origin")
+    monkeypatch.setattr(upgrade, "MOST_JOBS", 1)
+    upgrade.count_the_last_week(apps, type("SchemaEditor", (), {"connection": connection})())
+    assert "run `manage.py jobwatch_count_origins`" in capsys.readouterr().out and not OriginTally.objects.exists()
+
+    call_command("jobwatch_count_origins", "--days", "1")
+    assert "Counted 2 jobs" in capsys.readouterr().out
+    assert sum(OriginTally.objects.filter(resolution=60).values_list("jobs", flat=True)) == 2
 
 
 @pytest.mark.django_db
 def test_the_benchmark_history_counts_origins_as_the_recorder_does():
     """benchmarks/dashboard.py fills the counts of its generated history in SQL: the same rows."""
-    from django.db import connection
-
     if connection.vendor != "postgresql":
         pytest.skip("the benchmark's history is PostgreSQL's")
     from benchmarks.dashboard_data import ORIGIN_TALLY_SQL
@@ -126,7 +164,7 @@ def test_the_benchmark_history_counts_origins_as_the_recorder_does():
         job_row(f"j{n}", f"shop.task{n % 2}", "celery", at=now - timedelta(minutes=n % 3, seconds=-n),
                 origin_kind="delete" if n == 11 else "save", origin_model="shop.Order",
                 origin_receiver=f"shop.receivers.r{n % 3}", origin_save="" if n == 10 else f"s{n // 4}")
-    count_history(JobExecution, OriginTally, now - timedelta(hours=1), now + timedelta(minutes=1))
+    count_history(JobExecution, OriginTally, connection, now - timedelta(hours=1), now + timedelta(minutes=1))
     recorder = set(OriginTally.objects.values_list("start", "resolution", "origin_kind", "origin_model", "origin_receiver", "task_name",
                                                    "jobs", "saved_jobs", "saves", "model_saves"))
     OriginTally.objects.all().delete()

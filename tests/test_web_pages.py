@@ -9,6 +9,7 @@ from pathlib import Path
 import django
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 from django.utils.html import escape
@@ -84,7 +85,7 @@ def shop():
                                 to_state="open", cause="5 consecutive failures")
     job("waiting-1", task_name="shop.charge", state="waiting", circuit="payment-gateway", queue="payments")
     # The Fan-out page's counts, as the recorder would have kept them for these jobs.
-    count_history(JobExecution, OriginTally, moment - timedelta(hours=1), moment + timedelta(minutes=1))
+    count_history(JobExecution, OriginTally, connection, moment - timedelta(hours=1), moment + timedelta(minutes=1))
     return finding
 
 

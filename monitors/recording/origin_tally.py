@@ -95,16 +95,25 @@ def tally_rows(increments):
             for key, values in sorted(increments.items())]
 
 
-def count_history(jobs, tallies, since, until, chunk=5000):
-    """Fill `tallies` (the OriginTally model) from the jobs enqueued in [since, until) of `jobs`
-    (JobExecution's), each in the minute and hour it was enqueued. Models are passed in so that a
-    migration can hand over its own. Returns the rows written."""
-    counted = SavesCounted()
-    totals = {}
-    rows = (jobs.objects.filter(enqueued_at__gte=since, enqueued_at__lt=until, origin_kind__in=FANOUT_KINDS)
-            .exclude(origin_receiver="").order_by("enqueued_at", "id")
-            .values("enqueued_at", "origin_kind", "origin_model", "origin_receiver", "origin_save", "task_name"))
-    for job in rows.iterator(chunk_size=chunk):
+def count_history(jobs, tallies, connection, since, until=None, chunk=5000):
+    """Add to `tallies` (the OriginTally model) the jobs of `jobs` (JobExecution's) enqueued from
+    `since` until `until` — by default until the first minute the table already counts (what the
+    recorder wrote since the upgrade, or an earlier run of this), so that no job is counted twice
+    and running it again counts only what is older. Each job goes in the minute and hour it was
+    enqueued; an hour the recorder has begun is added to. Models are passed in so that a migration
+    can hand over its own. Returns (the jobs counted, the rows written)."""
+    counted_from = tallies.objects.using(connection.alias).filter(resolution=MINUTE).order_by("start").values_list("start", flat=True).first()
+    until = min(moment for moment in (until, counted_from) if moment is not None) if (until or counted_from) else None
+    rows = jobs.objects.using(connection.alias).filter(enqueued_at__gte=since, origin_kind__in=FANOUT_KINDS).exclude(origin_receiver="")
+    if until is not None:
+        rows = rows.filter(enqueued_at__lt=until)
+    counted, totals, seen = SavesCounted(), {}, 0
+    for job in (rows.order_by("enqueued_at", "id")
+                .values("enqueued_at", "origin_kind", "origin_model", "origin_receiver", "origin_save", "task_name")
+                .iterator(chunk_size=chunk)):
         count_enqueue(totals, job["enqueued_at"], job, counted)
-    tallies.objects.bulk_create([tallies(**row) for row in tally_rows(totals)], batch_size=1000, ignore_conflicts=True)
-    return len(totals)
+        seen += 1
+    written = tally_rows(totals)
+    for start in range(0, len(written), chunk):
+        upsert(connection, tallies, written[start:start + chunk], conflict=LABELS, add=COUNTS)
+    return seen, len(written)
