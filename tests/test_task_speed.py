@@ -42,6 +42,15 @@ def total(counts):
     return sum(counts.values())
 
 
+def what_was_written(worker):
+    """On a timeout: the histograms and recorder processes as written, and the worker's last words."""
+    from monitors.models import RecorderProcess
+
+    rows = list(JobHistogram.objects.filter(resolution=60).values_list("task_name", "measure", "outcome", "count"))
+    processes = list(RecorderProcess.objects.values_list("pid", "events_recorded", "events_dropped_error", "last_error"))
+    return f"histograms {rows}; recorder processes {processes}; worker log: {worker.log()[-3000:]}"
+
+
 def test_runtime_and_queue_wait_of_each_task_from_real_workers(tmp_path, broker_url, queue, client, settings):
     app = celery_app(broker_url)
     sleepy = [app.send_task("demo.tasks.sleep_for", args=[0.3], queue=queue).id for _ in range(3)]
@@ -50,14 +59,15 @@ def test_runtime_and_queue_wait_of_each_task_from_real_workers(tmp_path, broker_
     flaky = app.send_task("demo.tasks.flaky", args=[1], queue=queue).id
     time.sleep(WAITED)
     env = {"DATABASE_URL": database_url_for_workers(), "CELERY_BROKER_URL": broker_url}
-    with WorkerProcess(tmp_path / "worker.log", env=env, queues=f"{queue},celery"):
+    with WorkerProcess(tmp_path / "worker.log", env=env, queues=f"{queue},celery") as worker:
         wait_for(lambda: succeeded(sleepy + [flaky]), timeout=40, what="the queued jobs to run")
         # Told to wait 3 s: its wait counts from its eta, not from its publish.
         later = app.send_task("demo.tasks.echo", args=[1], queue=queue, countdown=3).id
         wait_for(lambda: succeeded([later]), timeout=30, what="the job with an eta")
     # Each pool process writes its own histograms, on its own flush: wait for every job's.
     wait_for(lambda: total(histogram("demo.tasks.echo", "wait")) == 1 and total(histogram("demo.tasks.sleep_for", "wait")) == 4
-             and total(histogram("demo.tasks.sleep_for", "runtime")) == 4, what="the histograms to be written")
+             and total(histogram("demo.tasks.sleep_for", "runtime")) == 4, what="the histograms to be written",
+             explain=lambda: what_was_written(worker))
 
     runtime, wait = histogram("demo.tasks.sleep_for", "runtime"), histogram("demo.tasks.sleep_for", "wait")
     assert total(runtime) == 4 and total(wait) == 4
