@@ -131,6 +131,11 @@ def test_counting_after_the_recorder_began_adds_to_its_hour_and_counts_no_job_tw
     assert count_history(JobExecution, OriginTally, connection, hour - timedelta(days=1))[0] == 1
     assert OriginTally.objects.get(resolution=3600).jobs == 2
     assert sorted(OriginTally.objects.filter(resolution=60).values_list("jobs", flat=True)) == [1, 1]
+    # Once the minutes are pruned (kept fewer days than the hours), the hours say what is counted.
+    OriginTally.objects.filter(resolution=60).delete()
+    order_saved("older", hour - timedelta(hours=5), "s3")
+    assert count_history(JobExecution, OriginTally, connection, hour - timedelta(days=1))[0] == 1  # "older" alone
+    assert sorted(OriginTally.objects.filter(resolution=3600).values_list("jobs", flat=True)) == [1, 2]
 
 
 @pytest.mark.django_db

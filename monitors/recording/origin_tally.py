@@ -102,7 +102,7 @@ def count_history(jobs, tallies, connection, since, until=None, chunk=5000):
     and running it again counts only what is older. Each job goes in the minute and hour it was
     enqueued; an hour the recorder has begun is added to. Models are passed in so that a migration
     can hand over its own. Returns (the jobs counted, the rows written)."""
-    counted_from = tallies.objects.using(connection.alias).filter(resolution=MINUTE).order_by("start").values_list("start", flat=True).first()
+    counted_from = first_counted(tallies.objects.using(connection.alias))
     until = min(moment for moment in (until, counted_from) if moment is not None) if (until or counted_from) else None
     rows = jobs.objects.using(connection.alias).filter(enqueued_at__gte=since, origin_kind__in=FANOUT_KINDS).exclude(origin_receiver="")
     if until is not None:
@@ -117,3 +117,13 @@ def count_history(jobs, tallies, connection, since, until=None, chunk=5000):
     for start in range(0, len(written), chunk):
         upsert(connection, tallies, written[start:start + chunk], conflict=LABELS, add=COUNTS)
     return seen, len(written)
+
+
+def first_counted(tallies):
+    """The moment from which the table counts every job: its first minute row — or its first hour
+    row, when the hours reach further back than the minutes (kept fewer days)."""
+    first = {resolution: tallies.filter(resolution=resolution).order_by("start").values_list("start", flat=True).first()
+             for resolution in (MINUTE, HOUR)}
+    if first[HOUR] is not None and (first[MINUTE] is None or first[HOUR] < first[MINUTE].replace(minute=0)):
+        return first[HOUR]
+    return first[MINUTE]
