@@ -2,8 +2,9 @@
 hold locks for long or bloat one transaction), each kind with its own retention setting:
 
 - jobs, their per-minute tallies (on PostgreSQL both by dropping whole day partitions), the
-  Fan-out page's hourly counts by origin and the hourly and daily time histograms, circuit transitions, resolved findings (with their incidents and
-  notifications) and recorder processes gone quiet: HISTORY_RETENTION_DAYS (30) — prune_history,
+  Fan-out page's hourly counts by origin, the hourly and daily time histograms, circuit
+  transitions, resolved findings (with their incidents and notifications) and recorder processes
+  gone quiet: HISTORY_RETENTION_DAYS (30) — prune_history,
   daily;
 - the audit log: AUDIT_RETENTION_DAYS (365) — prune_history;
 - archived messages and the kept arguments of failed jobs: ARCHIVE_RETENTION_DAYS — prune_archive,

@@ -65,9 +65,11 @@ def test_a_long_window_counts_its_origins_and_ranks_the_saves_of_its_last_hour(a
     assert "Saves that enqueued the most <small>last hour</small>" in admin_client.get("/jobwatch/fanout/?window=24h").content.decode()
 
 
-def test_a_windows_first_partial_hour_is_read_from_its_minutes(admin_client):
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata"])  # hours are UTC hours, in a half-hour zone too
+def test_a_windows_first_partial_hour_is_read_from_its_minutes(admin_client, settings, zone):
     """A day's window reads whole hours from the hourly counts and its first, partial hour from
     the minute counts: a job just inside the window is counted, one just before it is not."""
+    settings.TIME_ZONE = zone
     now = timezone.now()
     for task_id, ago in (("inside", timedelta(hours=23, minutes=58)), ("before", timedelta(hours=24, minutes=5)),
                          ("now", timedelta(0))):

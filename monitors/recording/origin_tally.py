@@ -12,8 +12,9 @@ whose later jobs arrive after the writer has forgotten it (SAVES_REMEMBERED othe
 between) is counted again, so jobs per save can read a little low, never high. A save is counted
 the same way in its minute's row and in its hour's.
 
-The same counting fills the table from the recorded jobs when it is created
-(migration 0023), so an upgraded site's Fan-out page has its past week at once.
+The same counting fills the table from the recorded jobs (count_history): migration 0023 counts
+the last week, so an upgraded site's Fan-out page has it at once, and `manage.py
+jobwatch_count_origins` counts a week too big for an upgrade, or more days.
 """
 
 from collections import OrderedDict
@@ -54,10 +55,15 @@ class SavesCounted:
         return True, first_of_save
 
 
-def count_enqueue(totals, moment, job, counted):
+def minute_of(moment):
+    """The start of the UTC minute `moment` falls in (hours are UTC hours whatever TIME_ZONE)."""
+    return moment.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+def count_enqueue(totals, minute, job, counted):
     """Add one enqueued job (a dict of JobExecution's origin fields and task_name) to `totals`,
     {(start, resolution, kind, model, receiver, task): (jobs, saved_jobs, saves, model_saves)}, in
-    the minute and the hour of `moment` (UTC); a job no save or signal set off is not counted."""
+    `minute` (see minute_of) and its hour; a job no save or signal set off is not counted."""
     kind, receiver = job.get("origin_kind"), job.get("origin_receiver")
     if kind not in FANOUT_KINDS or not receiver:
         return
@@ -67,7 +73,6 @@ def count_enqueue(totals, moment, job, counted):
     if save_id:
         saved_job = 1
         first_for_receiver, first_of_save = counted.first(save_id, receiver)
-    minute = moment.astimezone(UTC).replace(second=0, microsecond=0)
     for key in ((minute, MINUTE, *origin), (minute.replace(minute=0), HOUR, *origin)):
         jobs, saved_jobs, saves, model_saves = totals.get(key, (0, 0, 0, 0))
         totals[key] = (jobs + 1, saved_jobs + saved_job, saves + first_for_receiver, model_saves + first_of_save)
@@ -76,10 +81,10 @@ def count_enqueue(totals, moment, job, counted):
 def origin_increments(events, moment, counted):
     """The OriginTally increments of a writer's batch: its first publishes (the events counted as
     "sent": a retry's republish carries no origin), in the minute and hour the batch is written."""
-    totals = {}
+    totals, minute = {}, minute_of(moment)
     for event in events:
         if event.get("origin_kind") in FANOUT_KINDS and any(count[0] == "sent" for count in event.get(COUNTS_KEY) or ()):
-            count_enqueue(totals, moment, event, counted)
+            count_enqueue(totals, minute, event, counted)
     return totals
 
 
@@ -111,7 +116,7 @@ def count_history(jobs, tallies, connection, since, until=None, chunk=5000):
     for job in (rows.order_by("enqueued_at", "id")
                 .values("enqueued_at", "origin_kind", "origin_model", "origin_receiver", "origin_save", "task_name")
                 .iterator(chunk_size=chunk)):
-        count_enqueue(totals, job["enqueued_at"], job, counted)
+        count_enqueue(totals, minute_of(job["enqueued_at"]), job, counted)
         seen += 1
     written = tally_rows(totals)
     for start in range(0, len(written), chunk):
